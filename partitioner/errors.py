@@ -1,0 +1,17 @@
+"""Errors of the partitioner (model specs, capture, cuts, plans)::
+
+    SplitwireError
+    └── PartitionerError
+        └── ModelSpecError      a model spec string that does not resolve, or weights that do not fit
+"""
+
+from splitwire.errors import SplitwireError
+
+
+class PartitionerError(SplitwireError):
+    """Root of the partitioner's errors."""
+
+
+class ModelSpecError(PartitionerError):
+    """A model spec (``zoo:NAME``, ``file.py:callable``, ``model.pt2``, ``hf:Class``) that cannot
+    be resolved, or a checkpoint that does not fit the model it names."""
