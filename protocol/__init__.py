@@ -1,0 +1,60 @@
+"""The wire: what an activation looks like on the network, and the session protocol.
+
+* :func:`encode` / :func:`decode` turn a tensor into a validated header plus payload and back,
+  with a :class:`CodecSpec` such as ``int8+zstd1``.
+* :func:`frame_chunks` / :class:`FrameAssembler` split frames into ≤ 1 MiB messages and
+  reassemble them within :class:`FrameLimits`.
+* ``protocol.splitwire_pb2`` / ``splitwire_pb2_grpc`` are the generated messages and service of
+  ``splitwire.proto``.
+"""
+
+from protocol.codec import DEFAULT_LIMITS, EncodedTensor, decode, encode
+from protocol.codec_spec import SCHEMES, CodecSpec
+from protocol.errors import (
+    ChecksumError,
+    ChunkError,
+    CodecError,
+    CodecSpecError,
+    EncodeError,
+    HeaderError,
+    LimitError,
+    PayloadError,
+)
+from protocol.framing import (
+    MAX_CHUNK_BYTES,
+    AssembledFrame,
+    FrameAssembler,
+    FrameLimits,
+    ResultTimings,
+    decode_frame,
+    frame_chunks,
+    result_chunks,
+)
+from protocol.header import DecodeLimits, TensorHeader
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "MAX_CHUNK_BYTES",
+    "SCHEMES",
+    "AssembledFrame",
+    "ChecksumError",
+    "ChunkError",
+    "CodecError",
+    "CodecSpec",
+    "CodecSpecError",
+    "DecodeLimits",
+    "EncodeError",
+    "EncodedTensor",
+    "FrameAssembler",
+    "FrameLimits",
+    "HeaderError",
+    "LimitError",
+    "PayloadError",
+    "ResultTimings",
+    "TensorHeader",
+    "decode",
+    "decode_frame",
+    "encode",
+    "frame_chunks",
+    "result_chunks",
+]

@@ -3,7 +3,7 @@
 Run from anywhere, with the dev extra installed::
 
     python -m protocol.codegen            # rewrites protocol/splitwire_pb2*.py{,i}
-    python -m protocol.codegen --out DIR  # writes DIR/protocol/... instead (used by the staleness test)
+    python -m protocol.codegen --out DIR  # writes DIR/protocol/... (the staleness test does)
 
 The proto is compiled with the repository root as include path, so the generated gRPC module
 imports ``protocol.splitwire_pb2`` by its package path instead of as a top-level module.

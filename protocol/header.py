@@ -1,0 +1,215 @@
+"""The header that describes one encoded tensor, and its validation.
+
+A receiver checks every field of a header against the others and against :class:`DecodeLimits`
+*before* it allocates anything: a header is attacker-controlled input, and a shape of
+``(2**40,)`` must cost an error message, not the process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from protocol.codec_spec import MAX_ZSTD_LEVEL
+from protocol.errors import HeaderError, LimitError
+
+# Wire names of the dtypes a tensor may have. The wire is little-endian (checked in codec.py).
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "int16": torch.int16,
+    "int8": torch.int8,
+    "uint8": torch.uint8,
+    "bool": torch.bool,
+}
+DTYPE_NAMES: dict[torch.dtype, str] = {dtype: name for name, dtype in DTYPES.items()}
+FLOAT_DTYPES = frozenset({"float32", "float64", "float16", "bfloat16"})
+
+# What the payload holds before zstd: "raw" is the dtype's own bytes, the rest approximate floats.
+WIRE_SCHEMES = ("raw", "fp16", "bf16", "int8", "int4")
+QUANTISED_SCHEMES = frozenset({"int8", "int4"})
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Bounds a receiver enforces on every header before allocating memory for it.
+
+    The defaults admit a 1080p stem activation at batch 1 (64×540×960 ≈ 33 M elements) and
+    refuse anything that would need more than 256 MiB for one tensor.
+    """
+
+    max_rank: int = 8
+    max_elements: int = 1 << 26
+    max_tensor_bytes: int = 256 << 20
+
+    def __post_init__(self) -> None:
+        for name in ("max_rank", "max_elements", "max_tensor_bytes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"DecodeLimits.{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class TensorHeader:
+    """Everything needed to turn a payload back into a tensor (mirrors the proto's TensorHeader).
+
+    ``scales``/``offsets`` are little-endian float32 arrays, one per index of ``channel_axis``
+    (or a single pair when ``channel_axis == -1``), present for ``int8``/``int4`` only.
+    """
+
+    dtype: str
+    shape: tuple[int, ...]
+    scheme: str
+    zstd_level: int
+    raw_size: int
+    payload_size: int
+    checksum: int
+    channel_axis: int = -1
+    scales: bytes = b""
+    offsets: bytes = b""
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class TensorLayout:
+    """What a validated header implies: element count and, for quantised schemes, channels."""
+
+    numel: int
+    channels: int
+
+
+def scheme_bytes(scheme: str, dtype: str, numel: int) -> int:
+    """Bytes a scheme produces for ``numel`` elements of ``dtype`` (before zstd)."""
+    if scheme == "raw":
+        return numel * DTYPES[dtype].itemsize
+    if scheme in ("fp16", "bf16"):
+        return numel * 2
+    if scheme == "int8":
+        return numel
+    if scheme == "int4":
+        return (numel + 1) // 2
+    raise HeaderError(f"unknown scheme {scheme!r}; expected one of {WIRE_SCHEMES}", field="scheme")
+
+
+def validate_header(header: TensorHeader, limits: DecodeLimits) -> TensorLayout:
+    """Check every field of ``header`` against the others and against ``limits``.
+
+    Returns:
+        The element count and channel count the header implies.
+
+    Raises:
+        HeaderError: a field is unknown or disagrees with another field.
+        LimitError: the tensor is larger than ``limits`` allow.
+    """
+    if header.dtype not in DTYPES:
+        raise HeaderError(
+            f"unknown dtype {header.dtype!r}; expected one of {', '.join(DTYPES)}", field="dtype"
+        )
+    if header.scheme not in WIRE_SCHEMES:
+        raise HeaderError(
+            f"unknown scheme {header.scheme!r}; expected one of {', '.join(WIRE_SCHEMES)}",
+            field="scheme",
+        )
+    if header.scheme != "raw" and header.dtype not in FLOAT_DTYPES:
+        raise HeaderError(
+            f"scheme {header.scheme!r} approximates floats but dtype is {header.dtype!r}; "
+            "non-float tensors travel as 'raw'",
+            field="scheme",
+        )
+    if not 0 <= header.zstd_level <= MAX_ZSTD_LEVEL:
+        raise HeaderError(
+            f"zstd level {header.zstd_level} out of range; expected 0..{MAX_ZSTD_LEVEL}",
+            field="zstd_level",
+        )
+    shape = header.shape
+    if len(shape) > limits.max_rank:
+        raise LimitError(
+            f"rank {len(shape)} exceeds the limit; expected at most {limits.max_rank} dimensions",
+            field="shape",
+        )
+    if any(dim < 0 for dim in shape):
+        raise HeaderError(f"negative dimension in {shape}; expected sizes >= 0", field="shape")
+    # Multiply with a running bound so a hostile shape cannot build a huge Python int.
+    numel = 1
+    for dim in shape:
+        numel *= dim
+        if numel > limits.max_elements:
+            raise LimitError(
+                f"shape {shape} has more than {limits.max_elements} elements (the limit)",
+                field="shape",
+            )
+    if numel * DTYPES[header.dtype].itemsize > limits.max_tensor_bytes:
+        raise LimitError(
+            f"shape {shape} of {header.dtype} needs more than {limits.max_tensor_bytes} bytes "
+            "(the limit)",
+            field="shape",
+        )
+    expected_raw = scheme_bytes(header.scheme, header.dtype, numel)
+    if header.raw_size != expected_raw:
+        raise HeaderError(
+            f"raw_size {header.raw_size} disagrees with shape {shape} under scheme "
+            f"{header.scheme!r}; expected {expected_raw}",
+            field="raw_size",
+        )
+    if header.zstd_level == 0 and header.payload_size != header.raw_size:
+        raise HeaderError(
+            f"payload_size {header.payload_size} without zstd must equal raw_size "
+            f"{header.raw_size}",
+            field="payload_size",
+        )
+    # zstd never expands incompressible data by more than a small frame overhead.
+    if header.payload_size > zstd_bound(header.raw_size):
+        raise HeaderError(
+            f"payload_size {header.payload_size} exceeds what zstd can produce from "
+            f"{header.raw_size} bytes (at most {zstd_bound(header.raw_size)})",
+            field="payload_size",
+        )
+    if not 0 <= header.checksum <= 0xFFFFFFFF:
+        raise HeaderError(f"checksum {header.checksum} is not a CRC-32", field="checksum")
+    channels = _validate_quantisation(header, numel) if header.scheme in QUANTISED_SCHEMES else 0
+    if header.scheme not in QUANTISED_SCHEMES and (header.scales or header.offsets):
+        raise HeaderError(
+            f"scheme {header.scheme!r} carries no scales/offsets; got "
+            f"{len(header.scales)}/{len(header.offsets)} bytes",
+            field="scales",
+        )
+    return TensorLayout(numel=numel, channels=channels)
+
+
+def zstd_bound(size: int) -> int:
+    """Largest zstd frame for ``size`` input bytes (ZSTD_COMPRESSBOUND plus a frame header)."""
+    return size + (size >> 8) + 64
+
+
+def _validate_quantisation(header: TensorHeader, numel: int) -> int:
+    rank = len(header.shape)
+    axis = header.channel_axis
+    if axis == -1:
+        channels = 1
+    elif 0 <= axis < rank:
+        channels = header.shape[axis]
+    else:
+        raise HeaderError(
+            f"channel_axis {axis} out of range for rank {rank}; expected -1 or 0..{rank - 1}",
+            field="channel_axis",
+        )
+    for field in ("scales", "offsets"):
+        data: bytes = getattr(header, field)
+        if len(data) != 4 * channels:
+            raise HeaderError(
+                f"{len(data)} bytes for {channels} channels; expected {4 * channels} "
+                "(one float32 each)",
+                field=field,
+            )
+    scales = np.frombuffer(header.scales, dtype="<f4")
+    offsets = np.frombuffer(header.offsets, dtype="<f4")
+    if not (np.isfinite(scales).all() and np.isfinite(offsets).all()):
+        raise HeaderError("non-finite scale or offset; expected finite float32", field="scales")
+    if (scales < 0).any():
+        raise HeaderError("negative scale; expected scales >= 0", field="scales")
+    return channels
