@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from protocol import CodecSpec, EncodedTensor, decode, encode
-from protocol.header import FLOAT_DTYPES, DTYPE_NAMES
+from protocol.header import DTYPE_NAMES, FLOAT_DTYPES
 
 SPECS = [
     f"{scheme}{suffix}"
@@ -75,9 +75,7 @@ def _is_exact(spec: CodecSpec, dtype: torch.dtype) -> bool:
     )
 
 
-def _assert_within_quantisation_bound(
-    x: torch.Tensor, y: torch.Tensor, enc: EncodedTensor
-) -> None:
+def _assert_within_quantisation_bound(x: torch.Tensor, y: torch.Tensor, enc: EncodedTensor) -> None:
     """|x - y| <= scale_c / 2 per channel, plus the float rounding of the reconstruction."""
     header = enc.header
     scales = torch.frombuffer(bytearray(header.scales), dtype=torch.float32)

@@ -1,0 +1,182 @@
+"""Frames split into chunks and reassembled; every broken stream is reported for its frame."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from protocol import (
+    MAX_CHUNK_BYTES,
+    ChecksumError,
+    ChunkError,
+    FrameAssembler,
+    FrameLimits,
+    HeaderError,
+    LimitError,
+    ResultTimings,
+    decode_frame,
+    encode,
+    frame_chunks,
+    result_chunks,
+)
+from protocol import splitwire_pb2 as pb
+
+
+@pytest.fixture
+def tensors() -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(3)
+    return [
+        torch.randn(1, 16, 20, 20, generator=gen),
+        torch.randint(0, 100, (1, 50), generator=gen),
+        torch.randn(1, 8, 10, 10, generator=gen),
+    ]
+
+
+def _assemble(assembler: FrameAssembler, chunks: list) -> object:
+    frame = None
+    for chunk in chunks:
+        assert frame is None, "frame completed before its last chunk"
+        frame = assembler.add(chunk)
+    return frame
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 97, 1000, 4096, MAX_CHUNK_BYTES])
+def test_roundtrip_across_chunk_sizes(tensors: list[torch.Tensor], chunk_bytes: int) -> None:
+    encoded = [encode(t, "fp32") for t in tensors]
+    chunks = frame_chunks(42, 123_456_789, encoded, max_chunk_bytes=chunk_bytes)
+    total = sum(len(e.payload) for e in encoded)
+    assert len(chunks) == -(-total // chunk_bytes)
+    assert all(len(c.payload) <= chunk_bytes for c in chunks)
+    assert len(chunks[0].tensors) == 3 and all(not c.tensors for c in chunks[1:])
+
+    frame = _assemble(FrameAssembler(FrameLimits(max_chunk_bytes=chunk_bytes)), chunks)
+    assert frame.seq == 42 and frame.capture_ts_ns == 123_456_789
+    for original, decoded in zip(tensors, decode_frame(frame), strict=True):
+        assert torch.equal(original, decoded)
+
+
+def test_large_activation_stays_within_message_limit() -> None:
+    """A 64×112×112 fp32 stem activation (3.2 MB) becomes 4 messages of ≤ 1 MiB payload."""
+    enc = encode(torch.randn(1, 64, 112, 112), "fp32")
+    chunks = frame_chunks(1, 0, [enc])
+    assert len(chunks) == 4
+    assert max(c.ByteSize() for c in chunks) <= MAX_CHUNK_BYTES + 1024
+    wire = [pb.FrameChunk.FromString(c.SerializeToString()) for c in chunks]
+    frame = _assemble(FrameAssembler(), wire)
+    assert torch.equal(decode_frame(frame)[0], decode_frame(frame)[0])
+
+
+def test_empty_frame_payload_is_one_chunk() -> None:
+    chunks = frame_chunks(5, 0, [encode(torch.empty(0, 3), "int8+zstd1")])
+    assert len(chunks) == 1
+    frame = FrameAssembler().add(chunks[0])
+    assert decode_frame(frame)[0].shape == (0, 3)
+
+
+def test_results_carry_timings() -> None:
+    timings = ResultTimings(queue_ns=1, decode_ns=2, compute_ns=3, encode_ns=4)
+    chunks = result_chunks(9, 77, [encode(torch.ones(10), "fp16")], timings=timings)
+    frame = _assemble(FrameAssembler(), chunks)
+    assert (frame.first.queue_ns, frame.first.compute_ns, frame.first.encode_ns) == (1, 3, 4)
+    assert frame.capture_ts_ns == 77
+
+
+def test_frames_may_interleave(tensors: list[torch.Tensor]) -> None:
+    a = frame_chunks(1, 0, [encode(tensors[0], "fp32")], max_chunk_bytes=5000)
+    b = frame_chunks(2, 0, [encode(tensors[2], "fp32")], max_chunk_bytes=5000)
+    assembler = FrameAssembler(FrameLimits(max_chunk_bytes=5000))
+    done = []
+    for pair in zip(a, b, strict=False):
+        for chunk in pair:
+            frame = assembler.add(chunk)
+            if frame is not None:
+                done.append(frame.seq)
+    for chunk in a[len(b) :]:
+        frame = assembler.add(chunk)
+        if frame is not None:
+            done.append(frame.seq)
+    assert sorted(done) == [1, 2]
+    assert assembler.pending() == []
+
+
+def test_out_of_order_chunk_reports_its_frame_once(tensors: list[torch.Tensor]) -> None:
+    chunks = frame_chunks(7, 0, [encode(tensors[0], "fp32")], max_chunk_bytes=1000)
+    assembler = FrameAssembler(FrameLimits(max_chunk_bytes=1000))
+    assembler.add(chunks[0])
+    with pytest.raises(ChunkError) as info:
+        assembler.add(chunks[2])
+    assert info.value.seq == 7 and info.value.field == "chunk_index"
+    assert "expected chunk 1" in str(info.value)
+    # The rest of the broken frame is ignored, not reported again; other frames go on.
+    assert all(assembler.add(c) is None for c in chunks[3:])
+    other = frame_chunks(8, 0, [encode(tensors[1], "fp32")])
+    assert assembler.add(other[0]).seq == 8
+
+
+def test_missing_first_chunk() -> None:
+    chunks = frame_chunks(3, 0, [encode(torch.randn(3000), "fp32")], max_chunk_bytes=1000)
+    with pytest.raises(ChunkError, match="before chunk 0"):
+        FrameAssembler(FrameLimits(max_chunk_bytes=1000)).add(chunks[1])
+
+
+def test_frame_shorter_than_announced() -> None:
+    chunks = frame_chunks(3, 0, [encode(torch.randn(100), "fp32")])
+    chunks[0].payload = chunks[0].payload[:-4]
+    with pytest.raises(ChunkError, match="headers announce 400"):
+        FrameAssembler().add(chunks[0])
+
+
+def test_chunk_count_too_small_for_payload() -> None:
+    chunks = frame_chunks(3, 0, [encode(torch.randn(1000), "fp32")], max_chunk_bytes=1000)
+    chunks[0].chunk_count = 2
+    with pytest.raises(ChunkError, match="expected at least 4"):
+        FrameAssembler(FrameLimits(max_chunk_bytes=1000)).add(chunks[0])
+
+
+def test_oversized_chunk_is_refused() -> None:
+    chunks = frame_chunks(3, 0, [encode(torch.randn(1000), "fp32")])
+    chunks[0].chunk_count = 4  # a count that could carry the frame, with a chunk too large
+    with pytest.raises(LimitError, match="chunk payload of 4000 bytes"):
+        FrameAssembler(FrameLimits(max_chunk_bytes=1000)).add(chunks[0])
+
+
+def test_bad_header_is_reported_with_its_index() -> None:
+    chunks = frame_chunks(4, 0, [encode(torch.ones(4), "fp32"), encode(torch.ones(4), "int8")])
+    chunks[0].tensors[1].dtype = "complex64"
+    with pytest.raises(HeaderError) as info:
+        FrameAssembler().add(chunks[0])
+    assert info.value.field == "tensors[1].dtype" and info.value.seq == 4
+    assert str(info.value).startswith("frame 4: tensors[1].dtype: unknown dtype 'complex64'")
+
+
+def test_corrupt_payload_is_reported_by_decode_frame() -> None:
+    chunks = frame_chunks(6, 0, [encode(torch.ones(4), "fp32"), encode(torch.ones(8), "fp32")])
+    payload = bytearray(chunks[0].payload)
+    payload[20] ^= 0xFF  # a byte of the second tensor
+    chunks[0].payload = bytes(payload)
+    frame = FrameAssembler().add(chunks[0])
+    with pytest.raises(ChecksumError) as info:
+        decode_frame(frame)
+    assert info.value.field == "tensors[1].checksum" and info.value.seq == 6
+
+
+def test_pending_frames_are_bounded_and_listed() -> None:
+    limits = FrameLimits(max_chunk_bytes=100, max_pending_frames=2)
+    assembler = FrameAssembler(limits)
+    for seq in (1, 2):
+        assembler.add(
+            frame_chunks(seq, 0, [encode(torch.ones(100), "fp32")], max_chunk_bytes=100)[0]
+        )
+    assert assembler.pending() == [1, 2]
+    third = frame_chunks(3, 0, [encode(torch.ones(100), "fp32")], max_chunk_bytes=100)
+    with pytest.raises(LimitError) as info:
+        assembler.add(third[0])
+    assert info.value.seq == 3
+    assembler.drop(1)
+    assert assembler.pending() == [2]
+
+
+def test_frame_byte_limit() -> None:
+    chunks = frame_chunks(1, 0, [encode(torch.ones(1000), "fp32")], max_chunk_bytes=1000)
+    with pytest.raises(LimitError, match="exceeds the limit of 3000"):
+        FrameAssembler(FrameLimits(max_chunk_bytes=1000, max_frame_bytes=3000)).add(chunks[0])
