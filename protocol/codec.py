@@ -99,9 +99,7 @@ def encode(tensor: torch.Tensor, spec: CodecSpec | str, *, name: str = "") -> En
             data = codes if bits == 8 else pack_int4(codes)
             scales, offsets = scale_t.numpy().tobytes(), offset_t.numpy().tobytes()
     raw = _byte_view(data)
-    payload = (
-        _compressor(spec.zstd_level).compress(raw) if spec.zstd_level else raw.tobytes()
-    )
+    payload = _compressor(spec.zstd_level).compress(raw) if spec.zstd_level else raw.tobytes()
     header = TensorHeader(
         dtype=dtype,
         shape=tuple(x.shape),

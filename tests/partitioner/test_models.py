@@ -493,6 +493,8 @@ def test_parse_spec_splits_options_and_weights() -> None:
     parsed = parse_spec("zoo:vit_tiny?image_size=64&name=tiny&ratio=0.5@runs/a@b.pt")
     assert (parsed.kind, parsed.target, parsed.weights) == ("zoo", "vit_tiny", "runs/a@b.pt")
     assert dict(parsed.options) == {"image_size": 64, "name": "tiny", "ratio": 0.5}
+    parsed = parse_spec("zoo:resnet18@ckpt?v2.pt")
+    assert (dict(parsed.options), parsed.weights) == ({}, "ckpt?v2.pt")
     parsed = parse_spec("models/net.py:build@w.pt")
     assert (parsed.kind, parsed.target, parsed.attr, parsed.weights) == (
         "file",

@@ -178,5 +178,5 @@ def test_pending_frames_are_bounded_and_listed() -> None:
 
 def test_frame_byte_limit() -> None:
     chunks = frame_chunks(1, 0, [encode(torch.ones(1000), "fp32")], max_chunk_bytes=1000)
-    with pytest.raises(LimitError, match="exceeds the limit of 3000"):
-        FrameAssembler(FrameLimits(max_chunk_bytes=1000, max_frame_bytes=3000)).add(chunks[0])
+    with pytest.raises(LimitError, match="exceeds the limit of 3500"):
+        FrameAssembler(FrameLimits(max_chunk_bytes=1000, max_frame_bytes=3500)).add(chunks[0])
