@@ -1,8 +1,11 @@
-"""Errors of the partitioner (model specs, capture, cuts, plans)::
+"""Errors of the partitioner (model specs, capture, cuts, plans).
+
+Tree::
 
     SplitwireError
-    └── PartitionerError
-        └── ModelSpecError      a model spec string that does not resolve, or weights that do not fit
+    +-- PartitionerError
+        +-- ModelSpecError   a model spec that does not resolve, or weights that do not fit
+
 """
 
 from splitwire.errors import SplitwireError

@@ -1,0 +1,51 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   - install into .venv, then run the demo
+#   make test   - install into .venv (with dev tools), then run the test suite
+# Everything is installed with constraints.txt, which pins the CPU build of torch: an unpinned
+# torch would pull several GB of CUDA packages.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.splitwire-installed
+EXTRAS ?= dev,hf,plot
+
+.PHONY: demo test lint proto bench clean system-deps
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "splitwire needs Python >= 3.11 ($(PYTHON) is older)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# torch first and alone, so nothing else can choose its build.
+	$(PIP) install --quiet -c constraints.txt torch==2.13.0
+	$(PIP) install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
+	touch $(STAMP)
+
+# Debian packages the later runtime tests need (the MQTT broker); installed only when missing.
+system-deps:
+	@command -v mosquitto >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq mosquitto; }
+
+demo: $(STAMP)
+	$(VENV)/bin/splitwire bench codec --models resnet18 --specs fp32 fp16+zstd1 int8+zstd1 int4+zstd1
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+
+# Regenerate protocol/splitwire_pb2*.py from protocol/splitwire.proto.
+proto: $(STAMP)
+	$(PY) -m protocol.codegen
+
+bench: $(STAMP)
+	$(VENV)/bin/splitwire bench codec
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

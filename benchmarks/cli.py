@@ -1,0 +1,108 @@
+"""``splitwire bench``: benchmarks that print measured figures next to their reference.
+
+splitwire bench codec [--models resnet18 ...] [--specs int8+zstd1 ...] [--json] [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    """Add ``bench`` and its benchmarks to the ``splitwire`` parser."""
+    bench = subparsers.add_parser(
+        "bench",
+        help="run a benchmark (figures are printed with the reference they are compared with)",
+        description="Benchmarks measure and print; they are not tests. Results vary ±10-30 %% "
+        "between runs on small machines: compare ratios measured in one run.",
+    )
+    which = bench.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    codec = which.add_parser(
+        "codec",
+        help="wire bytes, error and speed of every codec on real activations",
+        description=(
+            "Encode activations of the zoo models at several depths with every codec and "
+            "compare wire bytes with pickled float32 (what ParetoPipe-style tools send), "
+            "relative RMS error, and encode/decode speed in MB/s of fp32-equivalent data."
+        ),
+    )
+    codec.add_argument("--models", nargs="+", metavar="NAME", help="zoo models (default: all)")
+    codec.add_argument("--specs", nargs="+", metavar="CODEC", help="codecs (default: a sweep)")
+    codec.add_argument("--repeats", type=int, default=15, help="timed runs per figure (median)")
+    codec.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    codec.add_argument("--json", action="store_true", help="print a JSON list of records")
+    codec.add_argument(
+        "--check", action="store_true", help="exit 1 if a target of the foundation issue is missed"
+    )
+    codec.set_defaults(func=_codec)
+
+
+def _codec(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from benchmarks.codec import DEFAULT_SPECS, TAPS, capture_activations, check_targets, measure
+    from protocol import CodecSpec
+    from splitwire.errors import SplitwireError
+
+    models = args.models or list(TAPS)
+    unknown = [m for m in models if m not in TAPS]
+    if unknown:
+        raise SplitwireError(f"no activation taps for {unknown}; expected some of {list(TAPS)}")
+    specs = [str(CodecSpec.parse(s)) for s in (args.specs or DEFAULT_SPECS)]
+    if args.repeats < 1 or args.threads < 1:
+        raise SplitwireError("--repeats and --threads must be at least 1")
+    torch.set_num_threads(args.threads)
+
+    records = []
+    with tqdm(
+        total=sum(len(TAPS[m]) for m in models),
+        desc="activations",
+        unit="act",
+        file=sys.stderr,
+        disable=None,
+    ) as progress:
+        for model in models:
+            for layer, activation in capture_activations(model):
+                records.extend(measure(model, layer, activation, specs, repeats=args.repeats))
+                progress.update()
+    checks = check_targets(records)
+    if args.json:
+        print(json.dumps([r.as_json() for r in records], indent=1))
+    else:
+        _print_table(records)
+        if checks:
+            print("\nTargets (ResNet-18 stage outputs, one thread):")
+            for check in checks:
+                verdict = "PASS" if check.passed else "MISS"
+                print(f"  {verdict}  {check.description}: {check.measured}")
+    return 1 if args.check and not all(c.passed for c in checks) else 0
+
+
+def _print_table(records: list[Any]) -> None:
+    header = (
+        f"{'model':<13} {'layer':<12} {'shape':<16} {'codec':<11} {'wire B':>9} "
+        f"{'x pickle':>8} {'rel RMSE':>9} {'enc MB/s':>9} {'dec MB/s':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    last = None
+    for r in records:
+        if last is not None and (r.model, r.layer) != last:
+            print()
+        last = (r.model, r.layer)
+        shape = "x".join(map(str, r.shape))
+        print(
+            f"{r.model:<13} {r.layer:<12} {shape:<16} {r.spec:<11} {r.wire_bytes:>9} "
+            f"{r.ratio_vs_pickle:>8.2f} {r.rel_rmse:>9.2e} {r.encode_mb_s:>9.0f} "
+            f"{r.decode_mb_s:>9.0f}"
+        )
+    if records:
+        print(
+            f"\nreference: pickled fp32 (pickle.dumps + loads) runs at "
+            f"{min(r.pickle_mb_s for r in records):.0f}-{max(r.pickle_mb_s for r in records):.0f} "
+            "MB/s in this run; 'x pickle' = pickled bytes / wire bytes (header included)"
+        )
