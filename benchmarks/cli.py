@@ -44,7 +44,14 @@ def _codec(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from benchmarks.codec import DEFAULT_SPECS, TAPS, capture_activations, check_targets, measure
+    from benchmarks.codec import (
+        DEFAULT_SPECS,
+        TAPS,
+        CodecRecord,
+        capture_activations,
+        check_targets,
+        measure,
+    )
     from protocol import CodecSpec
     from splitwire.errors import SplitwireError
 
@@ -57,7 +64,7 @@ def _codec(args: argparse.Namespace) -> int:
         raise SplitwireError("--repeats and --threads must be at least 1")
     torch.set_num_threads(args.threads)
 
-    records = []
+    records: list[CodecRecord] = []
     with tqdm(
         total=sum(len(TAPS[m]) for m in models),
         desc="activations",

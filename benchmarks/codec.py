@@ -16,6 +16,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
 
@@ -139,9 +140,9 @@ def measure(
             ratio_vs_pickle=len(pickled) / wire_bytes,
             rel_rmse=(x - y).norm().item() / norm,
             exact=torch.equal(x.view(torch.int32), y.view(torch.int32)),
-            encode_mb_s=raw_bytes / _median_seconds(lambda s=spec: encode(x, s), repeats) / 1e6,
+            encode_mb_s=raw_bytes / _median_seconds(partial(encode, x, spec), repeats) / 1e6,
             decode_mb_s=raw_bytes
-            / _median_seconds(lambda e=enc: decode(e.header, e.payload), repeats)
+            / _median_seconds(partial(decode, enc.header, enc.payload), repeats)
             / 1e6,
             pickle_mb_s=raw_bytes / pickle_s / 1e6,
         )
