@@ -6,6 +6,11 @@ Tree::
     +-- PartitionerError
         +-- ModelSpecError   a model spec that does not resolve, or weights that do not fit
         +-- CaptureError     a model that cannot be captured as a graph
+        +-- LinkError        a link spec or link trace that does not parse or is out of range
+        +-- SplitError       a cut whose head and tail cannot be built or exported
+        +-- InputShapeError  an input shape that does not parse (``--input-shape 1,3,224,224``)
+        +-- ProfileError     a profile file that is malformed, or was taken for another model
+        +-- PlanError        a plan directory that is missing, malformed or modified
 
 """
 
@@ -23,3 +28,33 @@ class ModelSpecError(PartitionerError):
 
 class CaptureError(PartitionerError):
     """A model that neither ``torch.export`` nor ``torch.fx`` can turn into a graph."""
+
+
+class SplitError(PartitionerError):
+    """A cut whose halves cannot be built from the graph, or cannot be exported.
+
+    Attributes:
+        cut: the id of the cut, e.g. ``"c0042"``.
+    """
+
+    def __init__(self, message: str, *, cut: str) -> None:
+        super().__init__(message)
+        self.cut = cut
+
+
+class LinkError(PartitionerError):
+    """A link spec (``lte,rtt=80ms``, ``bw=20mbit,rtt=40ms``), a link trace file, or link
+    parameters (negative RTT, loss >= 1) that cannot describe a network link."""
+
+
+class InputShapeError(PartitionerError):
+    """An input shape given as text (``1,3,224,224``) that is not a list of positive sizes."""
+
+
+class ProfileError(PartitionerError):
+    """A device profile that cannot be used: a malformed or wrong-schema file (the message names
+    the key and value), or one taken for another model, input shape or graph."""
+
+
+class PlanError(PartitionerError):
+    """A plan directory that is missing, malformed, of an unknown schema, or modified."""
