@@ -39,6 +39,35 @@ def register(subparsers: Any) -> None:
     )
     codec.set_defaults(func=_codec)
 
+    fidelity = which.add_parser(
+        "fidelity",
+        help="predicted vs measured compute of exported halves (the partitioner's fidelity)",
+        description=(
+            "Profile a model, export the halves of every N-th cut with torch.export and time "
+            "them; compare with the profile's prediction (sum of node times + call overhead)."
+        ),
+    )
+    fidelity.add_argument("--model", default="zoo:resnet50", metavar="SPEC")
+    fidelity.add_argument("--input-shape", default="1,3,224,224", metavar="N,C,H,W")
+    fidelity.add_argument("--every", type=int, default=3, metavar="N", help="every N-th cut")
+    fidelity.add_argument("--threads", type=int, default=1)
+    fidelity.add_argument("--repeats", type=int, default=15)
+    fidelity.add_argument("--json", action="store_true")
+    fidelity.set_defaults(func=_fidelity)
+
+    planning = which.add_parser(
+        "planning",
+        help="time each phase of splitwire plan (5 codecs x 4 links)",
+        description="Run the planner once and time each phase; the decision phase is repeated.",
+    )
+    planning.add_argument("--model", default="zoo:resnet50", metavar="SPEC")
+    planning.add_argument("--input-shape", default="1,3,224,224", metavar="N,C,H,W")
+    planning.add_argument("--calibration", type=int, default=2)
+    planning.add_argument("--threads", type=int, default=1)
+    planning.add_argument("--repeats", type=int, default=3)
+    planning.add_argument("--json", action="store_true")
+    planning.set_defaults(func=_planning)
+
 
 def _codec(args: argparse.Namespace) -> int:
     import torch
@@ -113,3 +142,65 @@ def _print_table(records: list[Any]) -> None:
             f"{min(r.pickle_mb_s for r in records):.0f}-{max(r.pickle_mb_s for r in records):.0f} "
             "MB/s in this run; 'x pickle' = pickled bytes / wire bytes (header included)"
         )
+
+
+def _fidelity(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from benchmarks.fidelity import run_fidelity
+    from partitioner.cli import parse_shape
+
+    with tqdm(desc="cuts", unit="cut", file=sys.stderr, disable=None) as bar:
+
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        records = run_fidelity(
+            args.model, parse_shape(args.input_shape), every=args.every, threads=args.threads,
+            repeats=args.repeats, progress=advance,
+        )  # fmt: skip
+    within_raw = sum(r.error(corrected=False) <= 0.10 for r in records)
+    within = sum(r.error(corrected=True) <= 0.10 for r in records)
+    halves = sum(r.halves_within(0.10) for r in records)
+    if args.json:
+        print(json.dumps({
+            "records": [r.__dict__ for r in records],
+            "within_10pct_sum": within / len(records),
+            "within_10pct_sum_raw": within_raw / len(records),
+            "within_10pct_each_half": halves / len(records),
+        }, indent=1))  # fmt: skip
+        return 0
+    print(f"{'cut':<6} {'name':<22} {'pred head':>9} {'head':>9} {'pred tail':>9} {'tail':>9} "
+          f"{'drift':>6} {'err':>6}")  # fmt: skip
+    for r in records:
+        print(f"{r.cut:<6} {r.name[:22]:<22} {r.predicted_head_ms:>9.2f} {r.head_ms:>9.2f} "
+              f"{r.predicted_tail_ms:>9.2f} {r.tail_ms:>9.2f} {r.drift:>6.2f} "
+              f"{100 * r.error(corrected=True):>5.1f}%")  # fmt: skip
+    n = len(records)
+    print(f"\npredicted head+tail within 10 % of the exported halves: {within}/{n} cuts "
+          f"({100 * within / n:.0f} %; target >= 80 %), without drift correction "
+          f"{within_raw}/{n}; each half within 10 %: {halves}/{n}")  # fmt: skip
+    return 0
+
+
+def _planning(args: argparse.Namespace) -> int:
+    from benchmarks.planning import run_planning
+    from partitioner.cli import parse_shape
+
+    result = run_planning(
+        args.model, parse_shape(args.input_shape), calibration=args.calibration,
+        threads=args.threads, repeats=args.repeats, progress=not args.json,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    for key, value in result.items():
+        print(f"{key:<22} {value:.3f}" if isinstance(value, float) else f"{key:<22} {value}")
+    verdict = "PASS" if result["decide_s"] < 10 else "MISS"
+    print(
+        f"\n{verdict}  deciding {result['codecs']} codecs x {result['links']} links over "
+        f"{result['cuts']} cuts: {result['decide_s']:.2f} s (target < 10 s after profiling); "
+        f"measuring took {result['measure_s']:.1f} s, exporting {result['export_s']:.1f} s"
+    )
+    return 0

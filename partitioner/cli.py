@@ -2,13 +2,22 @@
 
 splitwire models                      # the zoo and the spec forms
 splitwire models zoo:resnet18 --json  # what a spec resolves to
+splitwire profile --model zoo:resnet18 --input-shape 1,3,224,224 --threads 1 --out edge.yaml
+splitwire plan --model zoo:resnet18 --input-shape 1,3,224,224 --edge-slowdown 4 \
+    --link wifi --link lte --out plans/resnet18 --plot plans/resnet18.png
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from partitioner.errors import InputShapeError
+
+if TYPE_CHECKING:  # torch-heavy; the handlers import it when they run
+    from partitioner.profiling import Profile
 
 
 def register(subparsers: Any) -> None:
@@ -25,6 +34,8 @@ def register(subparsers: Any) -> None:
     models.add_argument("spec", nargs="?", help="a model spec, e.g. zoo:resnet18?num_classes=10")
     models.add_argument("--json", action="store_true", help="print JSON instead of a table")
     models.set_defaults(func=_models)
+    _register_profile(subparsers)
+    _register_plan(subparsers)
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -62,4 +73,278 @@ def _models(args: argparse.Namespace) -> int:
     else:
         for key, value in info.items():
             print(f"{key:<12} {value}")
+    return 0
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """Parse an input shape written as ``"1,3,224,224"`` (spaces allowed).
+
+    Args:
+        text: comma-separated positive integers, batch first.
+
+    Returns:
+        The shape as a tuple, e.g. ``(1, 3, 224, 224)``.
+
+    Raises:
+        InputShapeError: a part is empty, not an integer, or not positive.
+    """
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise InputShapeError(
+            f"input shape {text!r}: expected positive integers separated by commas, batch "
+            "first, e.g. 1,3,224,224"
+        )
+    return tuple(int(part) for part in parts)
+
+
+def _register_profile(subparsers: Any) -> None:
+    profile = subparsers.add_parser(
+        "profile",
+        help="measure how long each node of a model takes on this machine",
+        description=(
+            "Capture the model, time every compute node (median of --repeats passes after "
+            "--warmup), the whole graph and the per-call overhead, time the codecs on real "
+            "activations, and write the profile as YAML for the planner. Run it on the device "
+            "it describes, idle, with the thread count that device will use. --slowdown K "
+            "instead *emulates* a device K times slower by scaling the measured numbers; the "
+            "profile records that it is emulated."
+        ),
+    )
+    profile.add_argument("--model", required=True, metavar="SPEC", help="e.g. zoo:resnet50")
+    profile.add_argument(
+        "--input-shape",
+        metavar="N,C,H,W",
+        help="input shape, batch first (default: the model's own, e.g. 1,3,224,224)",
+    )
+    profile.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch threads, as the device will run the model (default: torch's default)",
+    )
+    profile.add_argument(
+        "--repeats", type=int, default=20, metavar="R", help="measured passes (default 20)"
+    )
+    profile.add_argument(
+        "--warmup", type=int, default=3, metavar="W", help="unmeasured passes first (default 3)"
+    )
+    profile.add_argument(
+        "--slowdown",
+        type=float,
+        default=1.0,
+        metavar="K",
+        help="emulate a device K times slower (times ×K, codec speeds ÷K); default 1",
+    )
+    profile.add_argument("--out", required=True, metavar="PATH", help="profile YAML to write")
+    profile.add_argument("--json", action="store_true", help="print a JSON summary")
+    profile.set_defaults(func=_profile)
+
+
+def _profile(args: argparse.Namespace) -> int:
+    import math
+
+    from partitioner.errors import ProfileError
+
+    # Everything the user typed is checked before torch loads and the measuring starts.
+    shape = parse_shape(args.input_shape) if args.input_shape is not None else None
+    if not (math.isfinite(args.slowdown) and args.slowdown > 0):
+        raise ProfileError(f"--slowdown {args.slowdown}: expected a number > 0, e.g. 4")
+    if (args.threads is not None and args.threads < 1) or args.repeats < 1 or args.warmup < 0:
+        raise ProfileError(
+            f"--threads {args.threads} --repeats {args.repeats} --warmup {args.warmup}: "
+            "expected threads >= 1, repeats >= 1, warmup >= 0"
+        )
+
+    import torch
+
+    from partitioner.capture import capture
+    from partitioner.models import load_model, model_hash
+    from partitioner.profiling import profile_graph
+
+    threads = args.threads if args.threads is not None else torch.get_num_threads()
+    loaded = load_model(args.model)
+    shape = shape or loaded.input_shape
+    if shape is None:
+        raise InputShapeError(
+            f"{args.model} does not declare its input shape; give --input-shape, e.g. 1,3,224,224"
+        )
+    result = profile_graph(
+        capture(loaded.module, shape),
+        model_spec=loaded.spec,
+        model_hash=model_hash(loaded.module),
+        threads=threads,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        progress=not getattr(args, "quiet", False),
+    )
+    if args.slowdown != 1.0:
+        result = result.scaled(args.slowdown)
+    path = result.save(args.out)
+    _print_profile(result, path, as_json=args.json)
+    return 0
+
+
+def _print_profile(result: Profile, path: Path, *, as_json: bool) -> None:
+    from dataclasses import asdict
+
+    top = sorted(result.nodes, key=lambda n: n.ms, reverse=True)[:5]
+    if as_json:
+        summary = {
+            "out": str(path),
+            "model_spec": result.model_spec,
+            "model_hash": result.model_hash,
+            "input_shape": list(result.input_shape),
+            "device": asdict(result.device),
+            "total_ms": result.total_ms,
+            "call_overhead_ms": result.call_overhead_ms,
+            "nodes": len(result.nodes),
+            "top_nodes": [{"name": n.name, "op": n.op, "ms": n.ms} for n in top],
+            "codecs": [asdict(c) for c in result.codecs],
+        }
+        print(json.dumps(summary, indent=2))
+        return
+    device = result.device
+    threads = f"{device.threads} thread" + ("s" if device.threads != 1 else "")
+    emulated = f", emulated {device.slowdown:g}× slower" if device.emulated else ""
+    print(
+        f"{result.model_spec} at {','.join(map(str, result.input_shape))} on "
+        f"{device.description}, {threads}{emulated}"
+    )
+    node_sum = sum(n.ms for n in result.nodes)
+    print(
+        f"total {result.total_ms:.2f} ms = {len(result.nodes)} nodes {node_sum:.2f} ms "
+        f"+ call overhead {result.call_overhead_ms:.2f} ms"
+    )
+    for n in top:
+        share = 100 * n.ms / result.total_ms if result.total_ms else 0.0
+        print(f"  {n.name:<24} {n.op:<32} {n.ms:8.2f} ms {share:5.1f} %")
+    for c in result.codecs:
+        speeds = f"encode {c.encode_mb_s:8.0f} MB/s  decode {c.decode_mb_s:8.0f} MB/s"
+        print(f"  codec {c.spec:<12} {speeds}")
+    print(f"wrote {path}")
+
+
+def _register_plan(subparsers: Any) -> None:
+    plan = subparsers.add_parser(
+        "plan",
+        help="find the Pareto-optimal split points of a model for an edge, a server and links",
+        description=(
+            "Capture the model, list every cut of its graph, profile both sides (or read their "
+            "profiles), measure every (cut, codec) on calibration inputs — bytes on the wire and "
+            "the codec's effect on the output — and price each on every link: edge ms, transfer "
+            "ms, cloud ms, latency, pipelined throughput. Prints the exact Pareto front per link "
+            "over latency, throughput, bytes, edge ms and accuracy cost, with the baselines "
+            "(all-on-edge, all-in-cloud raw, all-in-cloud JPEG) on the same table, picks one, "
+            "and writes a plan directory with the halves the edge and the cloud run."
+        ),
+        epilog=(
+            "links: presets ethernet, wifi, lte, 3g, paretopipe; or bw=20mbit,rtt=40ms,"
+            "jitter=5ms,loss=0.5%%; or a preset with overrides (lte,rtt=80ms); or a trace file "
+            "(.yaml/.csv). Exit codes: 0 planned, 2 bad input."
+        ),
+    )
+    plan.add_argument("--model", required=True, metavar="SPEC", help="e.g. zoo:resnet50")
+    plan.add_argument(
+        "--input-shape", metavar="N,C,H,W", help="input shape, batch first (default: the model's)"
+    )
+    edge = plan.add_mutually_exclusive_group()
+    edge.add_argument(
+        "--edge-profile", metavar="FILE", help="the edge's profile (splitwire profile)"
+    )
+    edge.add_argument(
+        "--edge-slowdown",
+        type=float,
+        metavar="K",
+        help="emulate the edge as this machine K times slower (an emulation, not a measurement)",
+    )
+    plan.add_argument(
+        "--cloud-profile", metavar="FILE", help="the server's profile (default: measure here)"
+    )
+    plan.add_argument(
+        "--link", action="append", required=True, metavar="LINK", help="a link; repeat for several"
+    )
+    plan.add_argument(
+        "--codec",
+        nargs="+",
+        default=["auto"],
+        metavar="CODEC",
+        help="codecs to consider: auto (fp32, fp32+zstd1, fp16+zstd1, int8+zstd1, int4+zstd1) "
+        "or specs like int8+zstd1",
+    )
+    plan.add_argument(
+        "--objective",
+        choices=["latency", "throughput", "bytes", "edge"],
+        default="latency",
+        help="what the pick optimises, within the accuracy budget (default latency)",
+    )
+    plan.add_argument(
+        "--accuracy-budget",
+        type=float,
+        default=0.01,
+        metavar="E",
+        help="largest relative output error a pick may cost (default 0.01)",
+    )
+    plan.add_argument("--jpeg-quality", type=int, default=90, metavar="Q", help="JPEG baseline")
+    plan.add_argument(
+        "--calibration", type=int, default=4, metavar="N", help="calibration inputs (default 4)"
+    )
+    plan.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads (1)")
+    plan.add_argument("--repeats", type=int, default=10, metavar="R", help="profiling passes")
+    plan.add_argument("--out", required=True, metavar="DIR", help="plan directory to write")
+    plan.add_argument("--json", action="store_true", help="print candidates and choice as JSON")
+    plan.add_argument("--plot", metavar="FILE.png", help="plot latency against throughput")
+    plan.add_argument("--all", action="store_true", help="list every candidate, not only the front")
+    plan.set_defaults(func=_plan)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    import sys
+
+    from partitioner.link import parse_link
+    from partitioner.planner import AUTO_CODECS, PlanRequest, plan_model, write_plan_directory
+    from partitioner.profiling import Profile
+    from partitioner.report import outcome_json, plot, print_tables
+    from protocol import CodecSpec
+
+    links = tuple(parse_link(text) for text in args.link)
+    codecs = (
+        AUTO_CODECS
+        if args.codec == ["auto"]
+        else tuple(dict.fromkeys(CodecSpec.parse(c) for c in args.codec))
+    )
+    shape = parse_shape(args.input_shape) if args.input_shape else None
+    if shape is None:
+        from partitioner.models import load_model
+
+        shape = load_model(args.model).input_shape
+        if shape is None:
+            raise InputShapeError(
+                f"{args.model} does not declare its input shape; give --input-shape"
+            )
+    request = PlanRequest(
+        model_spec=args.model,
+        input_shape=shape,
+        links=links,
+        codecs=codecs,
+        objective=args.objective,
+        accuracy_budget=args.accuracy_budget,
+        jpeg_quality=args.jpeg_quality,
+        calibration=args.calibration,
+        edge_profile=Profile.load(args.edge_profile) if args.edge_profile else None,
+        cloud_profile=Profile.load(args.cloud_profile) if args.cloud_profile else None,
+        edge_slowdown=args.edge_slowdown,
+        threads=args.threads,
+        repeats=args.repeats,
+        progress=not args.json,
+    )
+    outcome = plan_model(request)
+    plan_path = Path(args.out) / "plan.yaml"
+    write_plan_directory(outcome, Path(args.out))
+    if args.plot:
+        plot(outcome, Path(args.plot))
+    if args.json:
+        print(json.dumps(outcome_json(outcome, plan_path), indent=1))
+    else:
+        print_tables(outcome, sys.stdout, show_all=args.all)
+        print(f"wrote {plan_path}" + (f" and {args.plot}" if args.plot else ""))
     return 0

@@ -1,0 +1,66 @@
+"""How long planning takes, phase by phase (the issue's target: < 10 s after profiling for
+ResNet-50, 5 codecs × 4 links).
+
+    splitwire bench planning --model zoo:resnet50 --input-shape 1,3,224,224
+
+``plan_model`` runs once (capture, profile, measure, decide); then the decision phase — the cost
+model over every (cut, codec) on every link, the exact 5-objective front per link, the picks and
+the robust pick — is timed again ``repeats`` times, and the plan directory is written once.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from partitioner.link import parse_link
+from partitioner.planner import AUTO_CODECS, PlanRequest, decide, plan_model, write_plan_directory
+
+DEFAULT_LINKS = ("ethernet", "wifi", "lte", "3g")
+
+
+def run_planning(
+    model: str,
+    input_shape: Sequence[int],
+    *,
+    links: Sequence[str] = DEFAULT_LINKS,
+    calibration: int,
+    threads: int,
+    repeats: int,
+    progress: bool,
+) -> dict[str, float]:
+    """Seconds per phase, plus ``decide`` (median of ``repeats``), ``export`` and counts."""
+    request = PlanRequest(
+        model_spec=model,
+        input_shape=tuple(input_shape),
+        links=tuple(parse_link(link) for link in links),
+        codecs=AUTO_CODECS,
+        edge_slowdown=4.0,
+        calibration=calibration,
+        threads=threads,
+        repeats=5,
+        progress=progress,
+    )
+    outcome = plan_model(request)
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        decide(outcome.measurements, request)
+        timings.append(time.perf_counter() - start)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        plan = write_plan_directory(outcome, Path(tmp))
+        export_s = time.perf_counter() - start
+    return {
+        **{f"{phase}_s": s for phase, s in outcome.seconds.items()},
+        "decide_s": statistics.median(timings),
+        "export_s": export_s,
+        "cuts": len(outcome.cuts),
+        "codecs": len(request.codecs),
+        "links": len(request.link_states()),
+        "candidates_per_link": len(outcome.measurements),
+        "exported_cuts": len(plan.cuts),
+    }

@@ -1,0 +1,252 @@
+"""Measure every (cut, codec) pair on calibration inputs: bytes on the wire and accuracy cost.
+
+For each cut the crossing tensors of every calibration input are taken from one recorded run of
+the whole graph (the head computes exactly these values), encoded one frame at a time with the
+codec as the edge would, decoded, and fed to the cut's tail as one batch. The tail's outputs are
+compared with the model's own::
+
+    accuracy_cost  = ||tail(decode(encode(crossing))) - model(x)|| / ||model(x)||  (all inputs)
+    top1_agreement = mean over inputs of [argmax of both outputs agree]            (classifiers)
+
+A codec whose scheme is lossless for every dtype (``fp32``) costs exactly 0 without running the
+tail: the split equivalence tests show ``tail(*head(x)) == model(x)`` bit for bit.
+
+Compute times come from the profiles (edge for the head and the encoder, cloud for the decoder
+and the tail): ``sum(node ms) + call overhead``. The JPEG baseline's encode/decode times are
+measured here and multiplied by the edge profile's slowdown (an emulation, like the profile's).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import fx
+
+from partitioner.baselines import jpeg_applicable, jpeg_roundtrip
+from partitioner.capture import CapturedGraph
+from partitioner.cost import (
+    ALL_IN_CLOUD_JPEG,
+    ALL_IN_CLOUD_RAW,
+    ALL_ON_EDGE,
+    Measurement,
+)
+from partitioner.cuts import Cut
+from partitioner.profiling import Profile
+from partitioner.split import split
+from protocol import CodecSpec, decode, encode
+from protocol.header import DTYPES
+from protocol.wire import header_to_proto
+
+logger = logging.getLogger(__name__)
+
+# Results travel back losslessly; their size is measured with this codec.
+RESULT_CODEC = CodecSpec.parse("fp32+zstd1")
+# The all-in-cloud raw baseline sends the input as it is.
+RAW_CODEC = CodecSpec.parse("fp32")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The model's outputs on the calibration inputs, and every node's value to cut from."""
+
+    inputs: torch.Tensor
+    outputs: tuple[torch.Tensor, ...]
+    values: dict[str, torch.Tensor]
+    result_bytes: int
+
+
+def record_reference(graph: CapturedGraph, inputs: torch.Tensor, keep: Iterable[str]) -> Reference:
+    """Run the whole graph once on ``inputs``, keeping the values of the nodes in ``keep``."""
+    wanted = set(keep)
+    interpreter = _Keeper(graph.module, wanted)
+    with torch.no_grad():
+        result = interpreter.run(inputs)
+    outputs = tuple(
+        t for t in torch.utils._pytree.tree_leaves(result) if isinstance(t, torch.Tensor)
+    )
+    result_bytes = _mean_wire_bytes(
+        [[o[i : i + 1] for o in outputs] for i in range(len(inputs))], RESULT_CODEC
+    )
+    return Reference(inputs, outputs, interpreter.kept, round(result_bytes))
+
+
+def measure_cut(
+    graph: CapturedGraph,
+    cut: Cut,
+    codecs: Sequence[CodecSpec],
+    reference: Reference,
+    *,
+    edge: Profile,
+    cloud: Profile,
+    classifier: bool,
+    all_nodes: Sequence[str],
+) -> list[Measurement]:
+    """Measure ``cut`` with each codec (see the module docstring).
+
+    Args:
+        all_nodes: the graph's compute nodes in order (``compute_nodes(graph)``).
+        classifier: whether the output is class scores (then ``top1_agreement`` is measured).
+    """
+    edge_nodes = set(cut.edge_nodes)
+    head_ms = _compute_ms(edge, cut.edge_nodes)
+    last = cut.index == len(all_nodes)
+    if last:
+        return [
+            Measurement(
+                cut=cut.id,
+                cut_name=cut.name,
+                cut_index=cut.index,
+                codec="none",
+                baseline=ALL_ON_EDGE,
+                crossing=(),
+                bytes_raw=0,
+                bytes_wire=0.0,
+                result_bytes=0,
+                head_ms=head_ms,
+                tail_ms=0.0,
+                encode_ms=0.0,
+                decode_ms=0.0,
+                accuracy_cost=0.0,
+                top1_agreement=1.0 if classifier else None,
+            )
+        ]
+    tail_ms = _compute_ms(cloud, [n for n in all_nodes if n not in edge_nodes])
+    crossing = [_crossing_value(reference, t.node) for t in cut.crossing]
+    tail = split(graph, cut).tail
+    fp32_bytes = sum(t.nbytes // max(1, _itemsize(t.dtype)) * 4 for t in cut.crossing)
+    out = []
+    for codec in codecs:
+        frames = [[t[i : i + 1] for t in crossing] for i in range(len(reference.inputs))]
+        bytes_wire = _mean_wire_bytes(frames, codec)
+        if codec.lossless:
+            accuracy, top1 = 0.0, (1.0 if classifier else None)
+        else:
+            decoded = [_roundtrip(t, codec) for t in crossing]
+            with torch.no_grad():
+                outputs = tuple(torch.utils._pytree.tree_leaves(tail(*decoded)))
+            accuracy, top1 = compare_outputs(reference.outputs, outputs, classifier=classifier)
+        out.append(
+            Measurement(
+                cut=cut.id,
+                cut_name=cut.name,
+                cut_index=cut.index,
+                codec=str(codec),
+                baseline=ALL_IN_CLOUD_RAW if cut.index == 0 and codec == RAW_CODEC else None,
+                crossing=cut.crossing,
+                bytes_raw=cut.bytes_raw,
+                bytes_wire=bytes_wire,
+                result_bytes=reference.result_bytes,
+                head_ms=head_ms,
+                tail_ms=tail_ms,
+                encode_ms=fp32_bytes / (edge.codec(codec).encode_mb_s * 1e3),
+                decode_ms=fp32_bytes / (cloud.codec(codec).decode_mb_s * 1e3),
+                accuracy_cost=accuracy,
+                top1_agreement=top1,
+            )
+        )
+    return out
+
+
+def measure_jpeg(
+    graph: CapturedGraph,
+    cut0: Cut,
+    reference: Reference,
+    *,
+    quality: int,
+    edge: Profile,
+    cloud: Profile,
+    classifier: bool,
+    all_nodes: Sequence[str],
+) -> Measurement | None:
+    """The all-in-cloud JPEG baseline, or None when the input is not an image."""
+    if not jpeg_applicable(tuple(reference.inputs.shape)):
+        return None
+    result = jpeg_roundtrip(reference.inputs, quality=quality)
+    with torch.no_grad():
+        outputs = tuple(torch.utils._pytree.tree_leaves(graph.module(result.decoded)))
+    accuracy, top1 = compare_outputs(reference.outputs, outputs, classifier=classifier)
+    return Measurement(
+        cut=cut0.id,
+        cut_name=cut0.name,
+        cut_index=0,
+        codec=f"jpeg{quality}",
+        baseline=ALL_IN_CLOUD_JPEG,
+        crossing=cut0.crossing,
+        bytes_raw=cut0.bytes_raw,
+        bytes_wire=result.mean_bytes,
+        result_bytes=reference.result_bytes,
+        head_ms=0.0,
+        tail_ms=_compute_ms(cloud, all_nodes),
+        encode_ms=result.encode_ms * edge.device.slowdown,
+        decode_ms=result.decode_ms * cloud.device.slowdown,
+        accuracy_cost=accuracy,
+        top1_agreement=top1,
+    )
+
+
+def compare_outputs(
+    reference: Sequence[torch.Tensor], outputs: Sequence[torch.Tensor], *, classifier: bool
+) -> tuple[float, float | None]:
+    """Relative L2 error over all outputs, and top-1 agreement of the first output if a
+    classifier."""
+    num = sum(
+        float((o.float() - r.float()).pow(2).sum()) for o, r in zip(outputs, reference, strict=True)
+    )
+    den = sum(float(r.float().pow(2).sum()) for r in reference) or 1.0
+    top1 = None
+    if classifier:
+        top1 = float((outputs[0].argmax(dim=-1) == reference[0].argmax(dim=-1)).float().mean())
+    return (num / den) ** 0.5, top1
+
+
+def _compute_ms(profile: Profile, nodes: Iterable[str]) -> float:
+    names = list(nodes)
+    if not names:
+        return 0.0
+    return sum(profile.node_ms(n) for n in names) + profile.call_overhead_ms
+
+
+def _crossing_value(reference: Reference, node: str) -> torch.Tensor:
+    if node in reference.values:
+        return reference.values[node]
+    return reference.inputs  # cut 0 crosses the model input
+
+
+def _roundtrip(batch: torch.Tensor, codec: CodecSpec) -> torch.Tensor:
+    """Encode each frame of ``batch`` separately, as the edge would, and decode it."""
+    frames = []
+    for i in range(batch.shape[0]):
+        encoded = encode(batch[i : i + 1], codec)
+        frames.append(decode(encoded.header, encoded.payload))
+    return torch.cat(frames)
+
+
+def _mean_wire_bytes(frames: Sequence[Sequence[torch.Tensor]], codec: CodecSpec) -> float:
+    total = 0
+    for frame in frames:
+        for tensor in frame:
+            encoded = encode(tensor, codec)
+            total += len(encoded.payload) + header_to_proto(encoded.header).ByteSize()
+    return total / max(1, len(frames))
+
+
+def _itemsize(dtype: str) -> int:
+    return DTYPES[dtype].itemsize
+
+
+class _Keeper(fx.Interpreter):
+    """Runs the graph and keeps the values of some nodes (the interpreter frees the rest)."""
+
+    def __init__(self, module: fx.GraphModule, keep: set[str]) -> None:
+        super().__init__(module)
+        self.keep = keep
+        self.kept: dict[str, torch.Tensor] = {}
+
+    def run_node(self, n: fx.Node) -> object:
+        result = super().run_node(n)
+        if n.name in self.keep and isinstance(result, torch.Tensor):
+            self.kept[n.name] = result
+        return result

@@ -1,0 +1,330 @@
+"""``splitwire plan`` end to end: model spec in, plan directory out.
+
+    request = PlanRequest(model_spec="zoo:resnet50", input_shape=(1, 3, 224, 224),
+                          links=(parse_link("wifi"),), codecs=AUTO_CODECS, edge_slowdown=4)
+    outcome = plan_model(request)
+    write_plan_directory(outcome, Path("plans/resnet50"))
+
+Phases (each timed in ``outcome.seconds``): ``capture`` the graph and enumerate its cuts;
+``profile`` each side without a profile on this machine; ``measure`` every (cut, codec) on
+calibration inputs (:mod:`partitioner.measure`); ``decide`` on every link
+(:mod:`partitioner.decisions`); ``export`` the halves of the cuts the plan refers to.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from partitioner.calibration import synthetic_images
+from partitioner.capture import CapturedGraph, capture
+from partitioner.cost import Measurement
+from partitioner.cuts import Cut, compute_nodes, enumerate_cuts
+from partitioner.decisions import LinkDecision, Objective, decide_link, robust_pick
+from partitioner.device import torch_threads
+from partitioner.errors import PartitionerError
+from partitioner.link import LinkModel, LinkTrace
+from partitioner.measure import RAW_CODEC, Reference, measure_cut, measure_jpeg, record_reference
+from partitioner.models import load_model, model_hash
+from partitioner.plan_file import LinkChoice, Plan, PlanCut, TensorSpec, sha256_file, write_plan
+from partitioner.profiling import Profile, check_profile_matches, profile_graph
+from partitioner.split import export_split, split
+from protocol import CodecSpec
+from protocol.header import DTYPE_NAMES
+
+logger = logging.getLogger(__name__)
+
+AUTO_CODECS = tuple(
+    CodecSpec.parse(s) for s in ("fp32", "fp32+zstd1", "fp16+zstd1", "int8+zstd1", "int4+zstd1")
+)
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """Everything ``splitwire plan`` was asked; validated on construction."""
+
+    model_spec: str
+    input_shape: tuple[int, ...]
+    links: tuple[LinkModel | LinkTrace, ...]
+    codecs: tuple[CodecSpec, ...] = AUTO_CODECS
+    objective: Objective = "latency"
+    accuracy_budget: float = 0.01
+    jpeg_quality: int = 90
+    calibration: int = 4
+    edge_profile: Profile | None = None
+    cloud_profile: Profile | None = None
+    edge_slowdown: float | None = None
+    threads: int = 1
+    repeats: int = 10
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.links:
+            raise PartitionerError("no link given; pass --link (e.g. --link wifi)")
+        if not self.codecs:
+            raise PartitionerError("no codec given; pass --codec auto or codec specs")
+        if self.edge_profile is not None and self.edge_slowdown is not None:
+            raise PartitionerError(
+                "--edge-profile and --edge-slowdown contradict each other: a measured profile "
+                "already describes the edge; give one of them"
+            )
+        if self.edge_slowdown is not None and self.edge_slowdown <= 0:
+            raise PartitionerError(f"edge slowdown {self.edge_slowdown} must be > 0")
+        if self.accuracy_budget < 0:
+            raise PartitionerError(f"accuracy budget {self.accuracy_budget} must be >= 0")
+        if not 1 <= self.jpeg_quality <= 95:
+            raise PartitionerError(f"JPEG quality {self.jpeg_quality} out of range; expected 1..95")
+        for name in ("calibration", "threads", "repeats"):
+            if getattr(self, name) < 1:
+                raise PartitionerError(f"{name} = {getattr(self, name)}; expected at least 1")
+
+    def link_states(self) -> list[LinkModel]:
+        """Every link to plan for: traces contribute each of their states."""
+        out: list[LinkModel] = []
+        for link in self.links:
+            out.extend(link.states() if isinstance(link, LinkTrace) else [link])
+        return out
+
+
+@dataclass(frozen=True)
+class PlanOutcome:
+    """What planning found (see :func:`plan_model`)."""
+
+    request: PlanRequest
+    model_hash: str
+    graph: CapturedGraph
+    cuts: tuple[Cut, ...]
+    reference: Reference
+    measurements: tuple[Measurement, ...]
+    decisions: tuple[LinkDecision, ...]
+    choice: Measurement
+    robust_ratio: float | None
+    edge: Profile
+    cloud: Profile
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def plan_model(request: PlanRequest) -> PlanOutcome:
+    """Capture, profile, measure and decide (see the module docstring).
+
+    Raises:
+        PartitionerError: a user error at any phase (spec, shape, profile, links, codecs).
+    """
+    seconds: dict[str, float] = {}
+    with _timed(seconds, "capture"):
+        loaded = load_model(request.model_spec)
+        digest = model_hash(loaded.module)
+        graph = capture(loaded.module, request.input_shape)
+        cuts = tuple(enumerate_cuts(graph))
+        nodes = compute_nodes(graph)
+    with _timed(seconds, "profile"):
+        edge, cloud = _profiles(request, graph, digest, nodes)
+    classifier = loaded.task == "classification"
+    with _timed(seconds, "measure"), torch_threads(request.threads):
+        inputs = calibration_inputs(request.input_shape, request.calibration)
+        keep = {t.node for cut in cuts for t in cut.crossing}
+        reference = record_reference(graph, inputs, keep)
+        measurements: list[Measurement] = []
+        for cut in tqdm(cuts, desc="measuring cuts", unit="cut", disable=not request.progress):
+            # The raw baseline is on every table, whichever codecs were asked for.
+            codecs = request.codecs
+            if cut.index == 0 and RAW_CODEC not in codecs:
+                codecs = (RAW_CODEC, *codecs)
+            measurements += measure_cut(
+                graph,
+                cut,
+                codecs,
+                reference,
+                edge=edge,
+                cloud=cloud,
+                classifier=classifier,
+                all_nodes=nodes,
+            )
+        jpeg = measure_jpeg(
+            graph,
+            cuts[0],
+            reference,
+            quality=request.jpeg_quality,
+            edge=edge,
+            cloud=cloud,
+            classifier=classifier,
+            all_nodes=nodes,
+        )
+        if jpeg is not None:
+            measurements.append(jpeg)
+    with _timed(seconds, "decide"):
+        decisions, choice, ratio = decide(measurements, request)
+    return PlanOutcome(
+        request,
+        digest,
+        graph,
+        cuts,
+        reference,
+        tuple(measurements),
+        decisions,
+        choice,
+        ratio,
+        edge,
+        cloud,
+        seconds,
+    )
+
+
+def decide(
+    measurements: Sequence[Measurement], request: PlanRequest
+) -> tuple[tuple[LinkDecision, ...], Measurement, float | None]:
+    """Decide on every link, then choose: the single link's pick, or the robust pick."""
+    decisions = tuple(
+        decide_link(
+            measurements,
+            link,
+            objective=request.objective,
+            accuracy_budget=request.accuracy_budget,
+        )
+        for link in request.link_states()
+    )
+    if len(decisions) == 1:
+        return decisions, decisions[0].pick.measurement, None
+    choice, ratio = robust_pick(
+        decisions, objective=request.objective, accuracy_budget=request.accuracy_budget
+    )
+    return decisions, choice, ratio
+
+
+def calibration_inputs(input_shape: Sequence[int], count: int) -> torch.Tensor:
+    """Calibration inputs of ``input_shape`` (batch replaced by ``count``): synthetic images
+    for (N, C, H, W) inputs, standard normal values otherwise."""
+    if len(input_shape) == 4:
+        return synthetic_images(count, input_shape[1:], seed=1234)
+    return torch.randn((count, *input_shape[1:]), generator=torch.Generator().manual_seed(1234))
+
+
+def write_plan_directory(outcome: PlanOutcome, directory: Path) -> Plan:
+    """Export the halves of every cut the plan refers to and write ``plan.yaml``.
+
+    Returns:
+        The plan as written.
+    """
+    request = outcome.request
+    by_id = {cut.id: cut for cut in outcome.cuts}
+    choices = [_link_choice(d) for d in outcome.decisions]
+    single = len(outcome.decisions) == 1
+    chosen = choices[0] if single else _robust_choice(outcome.choice, outcome.decisions)
+    plan_cuts: dict[str, PlanCut] = {}
+    for cut_id in dict.fromkeys([chosen.cut, *(c.cut for c in choices)]):
+        plan_cuts[cut_id] = _export_cut(outcome, by_id[cut_id], directory)
+    plan = Plan(
+        model_spec=request.model_spec,
+        model_hash=outcome.model_hash,
+        input_shape=request.input_shape,
+        objective=request.objective,
+        accuracy_budget=request.accuracy_budget,
+        choice=chosen,
+        links=tuple(choices),
+        cuts=plan_cuts,
+    )
+    write_plan(plan, directory)
+    return plan
+
+
+def _link_choice(decision: LinkDecision) -> LinkChoice:
+    """A link's entry in the plan: its pick with the predicted figures."""
+    c, m = decision.pick, decision.pick.measurement
+    predicted = {
+        "latency_ms": c.latency_ms,
+        "throughput_fps": c.throughput_fps,
+        "bytes_wire": m.bytes_wire,
+        "edge_ms": c.edge_ms,
+        "accuracy_cost": m.accuracy_cost,
+    }
+    return LinkChoice(str(decision.link), m.cut, m.codec, m.baseline, predicted)
+
+
+def _robust_choice(measurement: Measurement, decisions: Sequence[LinkDecision]) -> LinkChoice:
+    """The robust pick's entry: its worst latency and throughput over every link."""
+    mine = [
+        c
+        for d in decisions
+        for c in d.candidates
+        if (c.measurement.cut, c.measurement.codec) == (measurement.cut, measurement.codec)
+    ]
+    predicted = {
+        "worst_latency_ms": max(c.latency_ms for c in mine),
+        "worst_throughput_fps": min(c.throughput_fps for c in mine),
+        "bytes_wire": measurement.bytes_wire,
+        "accuracy_cost": measurement.accuracy_cost,
+    }
+    return LinkChoice("robust", measurement.cut, measurement.codec, measurement.baseline, predicted)
+
+
+def _export_cut(outcome: PlanOutcome, cut: Cut, directory: Path) -> PlanCut:
+    relative = Path("cuts") / cut.id
+    head_path, tail_path = export_split(
+        split(outcome.graph, cut), outcome.graph, directory / relative
+    )
+    batch = outcome.request.input_shape[0]
+    outputs = tuple(
+        TensorSpec(f"output{i}", (batch, *o.shape[1:]), DTYPE_NAMES[o.dtype])
+        for i, o in enumerate(outcome.reference.outputs)
+    )
+    crossing = tuple(TensorSpec(t.node, t.shape, t.dtype) for t in cut.crossing)
+    return PlanCut(
+        id=cut.id,
+        name=cut.name,
+        head=str(relative / head_path.name),
+        tail=str(relative / tail_path.name),
+        inputs=(TensorSpec("input", outcome.request.input_shape, "float32"),),
+        crossing=crossing if cut.crossing else outputs,
+        outputs=outputs,
+        head_sha256=sha256_file(head_path),
+        tail_sha256=sha256_file(tail_path),
+    )
+
+
+def _profiles(
+    request: PlanRequest, graph: CapturedGraph, digest: str, nodes: Sequence[str]
+) -> tuple[Profile, Profile]:
+    """The edge and cloud profiles: given ones are checked, missing ones measured here once."""
+    for given in (request.edge_profile, request.cloud_profile):
+        if given is not None:
+            check_profile_matches(
+                given, model_hash=digest, input_shape=request.input_shape, node_names=nodes
+            )
+    local: Profile | None = None
+    if request.edge_profile is None or request.cloud_profile is None:
+        local = profile_graph(
+            graph,
+            model_spec=request.model_spec,
+            model_hash=digest,
+            threads=request.threads,
+            repeats=request.repeats,
+            codecs=[str(c) for c in request.codecs],
+            progress=request.progress,
+        )
+    edge = request.edge_profile or _required(local)
+    if request.edge_slowdown is not None:
+        edge = edge.scaled(request.edge_slowdown)
+    cloud = request.cloud_profile or _required(local)
+    return edge, cloud
+
+
+def _required(profile: Profile | None) -> Profile:
+    assert profile is not None  # measured above whenever a side had no profile
+    return profile
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], phase: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[phase] = time.perf_counter() - start
+        logger.info("%s took %.2f s", phase, seconds[phase])

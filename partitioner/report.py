@@ -1,0 +1,179 @@
+"""How a plan is shown: a table per link (front, baselines, pick), JSON, and a plot.
+
+Marks in the table: ``*`` on the Pareto front, ``>`` the pick, ``B`` a baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from partitioner.cost import Candidate
+from partitioner.decisions import LinkDecision
+from partitioner.errors import PartitionerError
+from partitioner.planner import PlanOutcome
+
+
+def outcome_json(outcome: PlanOutcome, plan_path: Path | None) -> dict[str, Any]:
+    """The ``--json`` document: every candidate of every link, and the choice."""
+    choice = outcome.choice
+    return {
+        "candidates": [c.as_json() for d in outcome.decisions for c in d.candidates],
+        "choice": {
+            "cut": choice.cut,
+            "cut_name": choice.cut_name,
+            "codec": choice.codec,
+            "baseline": choice.baseline,
+            "robust_worst_ratio": outcome.robust_ratio,
+            "links": [_pick_json(d) for d in outcome.decisions],
+        },
+        "model_hash": outcome.model_hash,
+        "seconds": {k: round(v, 3) for k, v in outcome.seconds.items()},
+        "plan": str(plan_path) if plan_path else None,
+    }
+
+
+def _pick_json(decision: LinkDecision) -> dict[str, Any]:
+    pick = decision.pick.as_json()
+    return {
+        "link": str(decision.link),
+        "cut": pick["cut"],
+        "cut_name": pick["cut_name"],
+        "codec": pick["codec"],
+        "baseline": pick["baseline"],
+        "split_wins": decision.split_wins,
+        "latency_ms": pick["latency_ms"],
+        "throughput_fps": pick["throughput_fps"],
+        "bytes_wire": pick["bytes_wire"],
+        "accuracy_cost": pick["accuracy_cost"],
+    }
+
+
+def print_tables(outcome: PlanOutcome, out: TextIO, *, show_all: bool = False) -> None:
+    """One table per link, then the choice. Without ``show_all`` only the front, the baselines
+    and the pick are listed."""
+    request = outcome.request
+    for decision in outcome.decisions:
+        rows = [
+            c
+            for c in decision.candidates
+            if show_all or c.pareto or c.measurement.baseline or c is decision.pick
+        ]
+        rows.sort(key=lambda c: c.latency_ms)
+        front = sum(c.pareto for c in decision.candidates)
+        print(
+            f"\nlink {decision.link.name} ({decision.link}): {len(decision.candidates)} "
+            f"candidates, {front} on the Pareto front",
+            file=out,
+        )
+        _table(rows, decision.pick, out)
+        print(_verdict(decision, request.objective), file=out)
+    choice = outcome.choice
+    print(f"\nplan: cut {choice.cut} ({choice.cut_name}) with {choice.codec}", end="", file=out)
+    if outcome.robust_ratio is not None:
+        print(
+            f" — robust across {len(outcome.decisions)} links: at worst "
+            f"{outcome.robust_ratio:.2f}× each link's best {request.objective}",
+            end="",
+            file=out,
+        )
+    print(file=out)
+
+
+def _table(rows: Sequence[Candidate], pick: Candidate, out: TextIO) -> None:
+    print(
+        f"  {'':3} {'cut':<6} {'name':<22} {'codec':<11} {'bytes':>9} {'edge ms':>8} "
+        f"{'xfer ms':>8} {'cloud ms':>8} {'lat ms':>8} {'fps':>7} {'acc.cost':>9}",
+        file=out,
+    )
+    for c in rows:
+        m = c.measurement
+        marks = (
+            ("*" if c.pareto else " ") + (">" if c is pick else " ") + ("B" if m.baseline else " ")
+        )
+        name = m.baseline or m.cut_name
+        print(
+            f"  {marks} {m.cut:<6} {name[:22]:<22} {m.codec:<11} {_bytes(m.bytes_wire):>9} "
+            f"{c.edge_ms:>8.2f} {c.transfer_ms:>8.2f} {c.cloud_ms:>8.2f} {c.latency_ms:>8.2f} "
+            f"{c.throughput_fps:>7.1f} {m.accuracy_cost:>9.2e}",
+            file=out,
+        )
+
+
+def _verdict(decision: LinkDecision, objective: str) -> str:
+    pick = decision.pick
+    if decision.split_wins:
+        baselines = [c for c in decision.candidates if c.measurement.baseline]
+        best_base = min(baselines, key=lambda c: c.latency_ms)
+        return (
+            f"  pick: split at {pick.measurement.cut} ({pick.measurement.cut_name}), "
+            f"{pick.measurement.codec}: {pick.latency_ms:.1f} ms vs the best baseline "
+            f"({best_base.measurement.baseline}) {best_base.latency_ms:.1f} ms"
+        )
+    what = pick.measurement.baseline or f"all in the cloud, input sent as {pick.measurement.codec}"
+    return f"  no split beats the baselines on {objective} here: planning {what}"
+
+
+def _bytes(value: float) -> str:
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:.1f}{unit}"
+    return f"{value:.0f}"
+
+
+def plot(outcome: PlanOutcome, path: Path) -> None:
+    """Latency against throughput for each link: all candidates, the front, the baselines and
+    the pick.
+
+    Raises:
+        PartitionerError: matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise PartitionerError("--plot needs matplotlib: pip install 'splitwire[plot]'") from exc
+    decisions = outcome.decisions
+    fig, axes = plt.subplots(1, len(decisions), figsize=(5.5 * len(decisions), 4.5), squeeze=False)
+    for ax, decision in zip(axes[0], decisions, strict=True):
+        everything = decision.candidates
+        ax.scatter(
+            [c.latency_ms for c in everything],
+            [c.throughput_fps for c in everything],
+            s=8,
+            color="0.75",
+            label="candidates",
+        )
+        front = sorted((c for c in everything if c.pareto), key=lambda c: c.latency_ms)
+        ax.scatter(
+            [c.latency_ms for c in front],
+            [c.throughput_fps for c in front],
+            s=16,
+            color="tab:blue",
+            label="Pareto front (5 objectives)",
+        )
+        for c in everything:
+            if c.measurement.baseline:
+                ax.scatter(c.latency_ms, c.throughput_fps, marker="s", s=50, color="tab:red")
+                ax.annotate(c.measurement.baseline, (c.latency_ms, c.throughput_fps), fontsize=7)
+        pick = decision.pick
+        ax.scatter(
+            pick.latency_ms,
+            pick.throughput_fps,
+            marker="*",
+            s=220,
+            color="tab:orange",
+            label=f"pick: {pick.measurement.cut_name} {pick.measurement.codec}",
+        )
+        ax.set_xscale("log")
+        ax.set_xlabel("end-to-end latency (ms, log)")
+        ax.set_ylabel("pipelined throughput (frames/s)")
+        ax.set_title(f"{decision.link.name}", fontsize=10)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"{outcome.request.model_spec} {'x'.join(map(str, outcome.request.input_shape))}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,167 @@
+"""``splitwire plan`` end to end: a real model through capture, profiling, measurement,
+decisions, export, and the plan directory the edge and the cloud will load."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from partitioner.cost import OBJECTIVES
+from partitioner.pareto import dominates
+from partitioner.plan_file import load_plan
+
+pytestmark = pytest.mark.slow
+
+FIELDS = {
+    "cut", "cut_name", "crossing", "codec", "link", "bytes_raw", "bytes_wire", "edge_ms",
+    "transfer_ms", "cloud_ms", "latency_ms", "throughput_fps", "accuracy_cost", "pareto",
+    "baseline",
+}  # fmt: skip
+
+BRANCHY = """
+import torch
+from torch import nn
+
+
+class Branchy(nn.Module):
+    # Two parallel branches concatenated, then a skip connection around a conv.
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.left = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.right = nn.Sequential(nn.Conv2d(8, 8, 1), nn.ReLU())
+        self.mix = nn.Conv2d(16, 16, 3, padding=1)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        y = torch.cat([self.left(x), self.right(x)], dim=1)
+        y = torch.relu(self.mix(y) + y)
+        return self.head(y.mean(dim=(2, 3)))
+
+
+def build() -> nn.Module:
+    return Branchy()
+"""
+
+
+def splitwire(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "splitwire", *args], capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], str]:
+    root = tmp_path_factory.mktemp("plan")
+    (root / "branchy.py").write_text(BRANCHY)
+    spec = f"{root / 'branchy.py'}:build"
+    result = splitwire(
+        "plan", "--model", spec, "--input-shape", "1,3,32,32", "--edge-slowdown", "4",
+        "--link", "wifi", "--link", "bw=2mbit,rtt=80ms,name=slow", "--codec", "auto",
+        "--calibration", "2", "--repeats", "3", "--out", str(root / "out"),
+        "--plot", str(root / "front.png"), "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, json.loads(result.stdout), spec
+
+
+def test_json_has_every_field_and_the_baselines(planned: tuple[Path, dict[str, Any], str]) -> None:
+    _, data, _ = planned
+    candidates = data["candidates"]
+    assert all(c.keys() >= FIELDS for c in candidates)
+    for link in ("wifi", "slow"):
+        baselines = {c["baseline"] for c in candidates if c["link"].startswith(link) or
+                     (link == "slow" and "name=slow" in c["link"])}  # fmt: skip
+        assert {"all-on-edge", "all-in-cloud-raw", "all-in-cloud-jpeg"} <= baselines
+    assert {"cut", "cut_name", "codec"} <= data["choice"].keys()
+
+
+def test_front_is_exact_per_link(planned: tuple[Path, dict[str, Any], str]) -> None:
+    """The pareto flags agree with a brute-force dominance check over all five objectives."""
+    _, data, _ = planned
+    senses = [sense for _, sense in OBJECTIVES]
+    by_link: dict[str, list[dict[str, Any]]] = {}
+    for c in data["candidates"]:
+        by_link.setdefault(c["link"], []).append(c)
+    assert len(by_link) == 2
+    for rows in by_link.values():
+        points = [[r[name] for name, _ in OBJECTIVES] for r in rows]
+        for row, point in zip(rows, points, strict=True):
+            dominated = any(dominates(other, point, senses) for other in points)
+            assert row["pareto"] == (not dominated)
+
+
+def test_crossing_counts_every_tensor(planned: tuple[Path, dict[str, Any], str]) -> None:
+    _, data, _ = planned
+    crossings = {c["cut"]: c["crossing"] for c in data["candidates"]}
+    assert crossings["c0000"][0]["shape"] == [1, 3, 32, 32]
+    # Inside the branches both the left output and the stem output (for the right) cross.
+    assert max(len(x) for x in crossings.values()) >= 2
+    for cut in data["candidates"]:
+        assert cut["bytes_raw"] == sum(t["nbytes"] for t in cut["crossing"])
+
+
+def test_plan_directory_runs_exactly(planned: tuple[Path, dict[str, Any], str]) -> None:
+    root, data, spec = planned
+    plan = load_plan(root / "out")
+    assert plan.choice.cut == data["choice"]["cut"]
+    assert (root / "front.png").stat().st_size > 10_000
+    from partitioner.models import load_model
+
+    model = load_model(spec).module
+    x = torch.randn(3, 3, 32, 32)
+    for cut in plan.cuts.values():
+        assert cut.head is not None and cut.tail is not None
+        head = torch.export.load(root / "out" / cut.head).module()
+        tail = torch.export.load(root / "out" / cut.tail).module()
+        with torch.no_grad():
+            crossing = head(x)
+            assert len(crossing) == len(cut.crossing)
+            (out,) = tail(*crossing)
+            assert torch.equal(out, model(x))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--codec", "int9"], "unknown scheme 'int9'"),
+        (["--link", "bw=fast"], "bw"),
+        (["--input-shape", "1,3,x"], "input shape '1,3,x'"),
+        (["--input-shape", "1,7,32,32"], "does not run on an input of shape (1, 7, 32, 32)"),
+        (["--accuracy-budget", "-1"], "accuracy budget -1.0 must be >= 0"),
+    ],
+)
+def test_bad_input_exits_2(
+    planned: tuple[Path, dict[str, Any], str], tmp_path: Path, args: list[str], message: str
+) -> None:
+    _, _, spec = planned
+    base = {"--input-shape": "1,3,32,32", "--link": "wifi"}
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        base[flag] = value
+    flat = [item for pair in base.items() for item in pair]
+    result = splitwire("plan", "--model", spec, *flat, "--edge-slowdown", "2", "--repeats", "1",
+                       "--calibration", "1", "--out", str(tmp_path / "p"))  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr
+
+
+def test_profile_of_another_model_is_refused(
+    planned: tuple[Path, dict[str, Any], str], tmp_path: Path
+) -> None:
+    _, _, spec = planned
+    profile = tmp_path / "other.yaml"
+    made = splitwire("profile", "--model", "zoo:resnet18", "--input-shape", "1,3,32,32",
+                     "--threads", "1", "--repeats", "1", "--out", str(profile))  # fmt: skip
+    assert made.returncode == 0, made.stderr[-2000:]
+    result = splitwire("plan", "--model", spec, "--input-shape", "1,3,32,32", "--link", "wifi",
+                       "--edge-profile", str(profile), "--out", str(tmp_path / "p"))  # fmt: skip
+    assert result.returncode == 2
+    assert "splitwire profile" in result.stderr and "Traceback" not in result.stderr
