@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
@@ -95,19 +96,7 @@ def frame_chunks(
     max_chunk_bytes: int = MAX_CHUNK_BYTES,
 ) -> list[pb.FrameChunk]:
     """Split one frame of encoded tensors into edge → cloud chunk messages."""
-    pieces = _split_payloads([t.payload for t in tensors], max_chunk_bytes)
-    chunks = [
-        pb.FrameChunk(
-            seq=seq,
-            capture_ts_ns=capture_ts_ns,
-            chunk_index=i,
-            chunk_count=len(pieces),
-            payload=piece,
-        )
-        for i, piece in enumerate(pieces)
-    ]
-    chunks[0].tensors.extend(header_to_proto(t.header) for t in tensors)
-    return chunks
+    return _chunks(pb.FrameChunk, seq, capture_ts_ns, tensors, max_chunk_bytes)
 
 
 def result_chunks(
@@ -119,9 +108,27 @@ def result_chunks(
     max_chunk_bytes: int = MAX_CHUNK_BYTES,
 ) -> list[pb.ResultChunk]:
     """Split the tail's outputs for one frame into cloud → edge chunk messages."""
+    chunks = _chunks(pb.ResultChunk, seq, capture_ts_ns, tensors, max_chunk_bytes)
+    first = chunks[0]
+    first.queue_ns, first.decode_ns = timings.queue_ns, timings.decode_ns
+    first.compute_ns, first.encode_ns = timings.compute_ns, timings.encode_ns
+    return chunks
+
+
+_ChunkT = TypeVar("_ChunkT", pb.FrameChunk, pb.ResultChunk)
+
+
+def _chunks(
+    kind: type[_ChunkT],
+    seq: int,
+    capture_ts_ns: int,
+    tensors: Sequence[EncodedTensor],
+    max_chunk_bytes: int,
+) -> list[_ChunkT]:
+    """Both chunk messages share these fields; chunk 0 carries every header."""
     pieces = _split_payloads([t.payload for t in tensors], max_chunk_bytes)
     chunks = [
-        pb.ResultChunk(
+        kind(
             seq=seq,
             capture_ts_ns=capture_ts_ns,
             chunk_index=i,
@@ -130,10 +137,7 @@ def result_chunks(
         )
         for i, piece in enumerate(pieces)
     ]
-    first = chunks[0]
-    first.tensors.extend(header_to_proto(t.header) for t in tensors)
-    first.queue_ns, first.decode_ns = timings.queue_ns, timings.decode_ns
-    first.compute_ns, first.encode_ns = timings.compute_ns, timings.encode_ns
+    chunks[0].tensors.extend(header_to_proto(t.header) for t in tensors)
     return chunks
 
 
