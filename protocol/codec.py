@@ -29,6 +29,7 @@ from protocol.header import (
     FLOAT_DTYPES,
     DecodeLimits,
     TensorHeader,
+    element_width,
     validate_header,
 )
 from protocol.quantise import (
@@ -98,7 +99,9 @@ def encode(tensor: torch.Tensor, spec: CodecSpec | str, *, name: str = "") -> En
             codes, scale_t, offset_t = quantise_affine(x, axis=axis, bits=bits)
             data = codes if bits == 8 else pack_int4(codes)
             scales, offsets = scale_t.numpy().tobytes(), offset_t.numpy().tobytes()
-    raw = _byte_view(data)
+    # Byte planes only help an entropy coder; without zstd they would just cost a copy.
+    shuffle = spec.zstd_level > 0 and data.element_size() > 1
+    raw = _byte_view(_shuffle(data) if shuffle else data)
     payload = _compressor(spec.zstd_level).compress(raw) if spec.zstd_level else raw.tobytes()
     header = TensorHeader(
         dtype=dtype,
@@ -112,6 +115,7 @@ def encode(tensor: torch.Tensor, spec: CodecSpec | str, *, name: str = "") -> En
         scales=scales,
         offsets=offsets,
         name=name,
+        byte_shuffle=shuffle,
     )
     return EncodedTensor(header=header, payload=payload)
 
@@ -150,6 +154,8 @@ def decode(
     raw = _decompress(payload, header.raw_size) if header.zstd_level else payload
     # One copy into memory the returned tensor owns: decoded tensors never alias wire buffers.
     buf = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+    if header.byte_shuffle:
+        buf = _unshuffle(buf, element_width(header.scheme, header.dtype))
     if header.scheme == "raw":
         out = buf.view(dtype).view(header.shape)
         if dtype == torch.bool and bool((buf > 1).any()):
@@ -176,6 +182,16 @@ def _wire_scheme(spec: CodecSpec, dtype: str) -> str:
     if (spec.scheme, dtype) in (("fp16", "float16"), ("bf16", "bfloat16")):
         return "raw"
     return spec.scheme
+
+
+def _shuffle(t: torch.Tensor) -> torch.Tensor:
+    """The bytes of ``t`` grouped by position in the element: (width, numel) uint8."""
+    return t.reshape(-1).view(torch.uint8).view(-1, t.element_size()).t().contiguous()
+
+
+def _unshuffle(planes: torch.Tensor, width: int) -> torch.Tensor:
+    """Inverse of :func:`_shuffle`: flat element bytes from ``width`` byte planes."""
+    return planes.view(width, -1).t().contiguous().view(-1)
 
 
 def _byte_view(t: torch.Tensor) -> memoryview:

@@ -73,6 +73,7 @@ class TensorHeader:
     scales: bytes = b""
     offsets: bytes = b""
     name: str = ""
+    byte_shuffle: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,17 +84,22 @@ class TensorLayout:
     channels: int
 
 
+def element_width(scheme: str, dtype: str) -> int:
+    """Bytes per element a scheme writes (int4 packs two elements per byte: width 1)."""
+    if scheme == "raw":
+        return DTYPES[dtype].itemsize
+    if scheme in ("fp16", "bf16"):
+        return 2
+    if scheme in QUANTISED_SCHEMES:
+        return 1
+    raise HeaderError(f"unknown scheme {scheme!r}; expected one of {WIRE_SCHEMES}", field="scheme")
+
+
 def scheme_bytes(scheme: str, dtype: str, numel: int) -> int:
     """Bytes a scheme produces for ``numel`` elements of ``dtype`` (before zstd)."""
-    if scheme == "raw":
-        return numel * DTYPES[dtype].itemsize
-    if scheme in ("fp16", "bf16"):
-        return numel * 2
-    if scheme == "int8":
-        return numel
     if scheme == "int4":
         return (numel + 1) // 2
-    raise HeaderError(f"unknown scheme {scheme!r}; expected one of {WIRE_SCHEMES}", field="scheme")
+    return numel * element_width(scheme, dtype)
 
 
 def validate_header(header: TensorHeader, limits: DecodeLimits) -> TensorLayout:
@@ -168,6 +174,12 @@ def validate_header(header: TensorHeader, limits: DecodeLimits) -> TensorLayout:
             f"payload_size {header.payload_size} exceeds what zstd can produce from "
             f"{header.raw_size} bytes (at most {zstd_bound(header.raw_size)})",
             field="payload_size",
+        )
+    if header.byte_shuffle and element_width(header.scheme, header.dtype) == 1:
+        raise HeaderError(
+            f"byte_shuffle set for one-byte elements ({header.scheme}, {header.dtype}); "
+            "expected it only for wider elements",
+            field="byte_shuffle",
         )
     if not 0 <= header.checksum <= 0xFFFFFFFF:
         raise HeaderError(f"checksum {header.checksum} is not a CRC-32", field="checksum")

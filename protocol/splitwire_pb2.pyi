@@ -27,7 +27,7 @@ INTERNAL: ErrorCode
 UNSUPPORTED_VERSION: ErrorCode
 
 class TensorHeader(_message.Message):
-    __slots__ = ("dtype", "shape", "scheme", "zstd_level", "channel_axis", "scales", "offsets", "raw_size", "payload_size", "checksum", "name")
+    __slots__ = ("dtype", "shape", "scheme", "zstd_level", "channel_axis", "scales", "offsets", "raw_size", "payload_size", "checksum", "name", "byte_shuffle")
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     SCHEME_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,7 @@ class TensorHeader(_message.Message):
     PAYLOAD_SIZE_FIELD_NUMBER: _ClassVar[int]
     CHECKSUM_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    BYTE_SHUFFLE_FIELD_NUMBER: _ClassVar[int]
     dtype: str
     shape: _containers.RepeatedScalarFieldContainer[int]
     scheme: str
@@ -50,7 +51,8 @@ class TensorHeader(_message.Message):
     payload_size: int
     checksum: int
     name: str
-    def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., scheme: _Optional[str] = ..., zstd_level: _Optional[int] = ..., channel_axis: _Optional[int] = ..., scales: _Optional[bytes] = ..., offsets: _Optional[bytes] = ..., raw_size: _Optional[int] = ..., payload_size: _Optional[int] = ..., checksum: _Optional[int] = ..., name: _Optional[str] = ...) -> None: ...
+    byte_shuffle: bool
+    def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., scheme: _Optional[str] = ..., zstd_level: _Optional[int] = ..., channel_axis: _Optional[int] = ..., scales: _Optional[bytes] = ..., offsets: _Optional[bytes] = ..., raw_size: _Optional[int] = ..., payload_size: _Optional[int] = ..., checksum: _Optional[int] = ..., name: _Optional[str] = ..., byte_shuffle: _Optional[bool] = ...) -> None: ...
 
 class EdgeMessage(_message.Message):
     __slots__ = ("hello", "chunk")

@@ -24,6 +24,7 @@ def header_to_proto(header: TensorHeader) -> pb.TensorHeader:
         payload_size=header.payload_size,
         checksum=header.checksum,
         name=header.name,
+        byte_shuffle=header.byte_shuffle,
     )
 
 
@@ -41,4 +42,5 @@ def header_from_proto(message: pb.TensorHeader) -> TensorHeader:
         payload_size=message.payload_size,
         checksum=message.checksum,
         name=message.name,
+        byte_shuffle=message.byte_shuffle,
     )

@@ -179,3 +179,25 @@ def test_int4_packs_two_values_per_byte() -> None:
     enc = encode(x, "int4")
     assert enc.header.raw_size == 53
     assert len(enc.payload) == 53
+
+
+def test_byte_planes_only_where_they_help() -> None:
+    """Wide elements are regrouped by byte position before zstd, and only then."""
+    x = torch.relu(torch.randn(1, 16, 8, 8))
+    assert encode(x, "fp16+zstd1").header.byte_shuffle
+    assert encode(x, "fp32+zstd1").header.byte_shuffle
+    assert not encode(x, "fp16").header.byte_shuffle  # no entropy coder, no point
+    assert not encode(x, "int8+zstd1").header.byte_shuffle  # one byte per element
+    smooth = torch.linspace(0, 1, 4096).view(1, 1, 64, 64)
+    planes = encode(smooth, "fp32+zstd1")
+    assert len(planes.payload) < 0.8 * 4096 * 4  # the exponent planes compress
+
+
+def test_byte_shuffle_on_one_byte_elements_is_refused() -> None:
+    import dataclasses
+
+    from protocol import HeaderError
+
+    enc = encode(torch.ones(8), "int8+zstd1")
+    with pytest.raises(HeaderError, match="byte_shuffle set for one-byte elements"):
+        decode(dataclasses.replace(enc.header, byte_shuffle=True), enc.payload)

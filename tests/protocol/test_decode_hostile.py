@@ -70,6 +70,7 @@ headers = st.builds(
     channel_axis=st.integers(-3, 10),
     scales=st.binary(max_size=64),
     offsets=st.binary(max_size=64),
+    byte_shuffle=st.booleans(),
 )
 
 
@@ -122,6 +123,7 @@ FIELDS = {
     "channel_axis": st.integers(-2, 6),
     "scales": st.binary(max_size=40),
     "offsets": st.binary(max_size=40),
+    "byte_shuffle": st.booleans(),
 }
 
 
