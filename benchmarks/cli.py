@@ -16,7 +16,7 @@ def register(subparsers: Any) -> None:
     bench = subparsers.add_parser(
         "bench",
         help="run a benchmark (figures are printed with the reference they are compared with)",
-        description="Benchmarks measure and print; they are not tests. Results vary ±10-30 %% "
+        description="Benchmarks measure and print; they are not tests. Results vary ±10-30 % "
         "between runs on small machines: compare ratios measured in one run.",
     )
     which = bench.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)

@@ -239,7 +239,7 @@ def _register_plan(subparsers: Any) -> None:
         ),
         epilog=(
             "links: presets ethernet, wifi, lte, 3g, paretopipe; or bw=20mbit,rtt=40ms,"
-            "jitter=5ms,loss=0.5%%; or a preset with overrides (lte,rtt=80ms); or a trace file "
+            "jitter=5ms,loss=0.5%; or a preset with overrides (lte,rtt=80ms); or a trace file "
             "(.yaml/.csv). Exit codes: 0 planned, 2 bad input."
         ),
     )

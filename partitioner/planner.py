@@ -14,6 +14,7 @@ calibration inputs (:mod:`partitioner.measure`); ``decide`` on every link
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -127,7 +128,8 @@ def plan_model(request: PlanRequest) -> PlanOutcome:
     with _timed(seconds, "profile"):
         edge, cloud = _profiles(request, graph, digest, nodes)
     classifier = loaded.task == "classification"
-    with _timed(seconds, "measure"), torch_threads(request.threads):
+    # Nothing is timed while measuring bytes and accuracy: use every core.
+    with _timed(seconds, "measure"), torch_threads(os.cpu_count() or 1):
         inputs = calibration_inputs(request.input_shape, request.calibration)
         keep = {t.node for cut in cuts for t in cut.crossing}
         reference = record_reference(graph, inputs, keep)
