@@ -23,6 +23,7 @@ import torch
 from partitioner.calibration import calibrate_batchnorm, synthetic_images
 from partitioner.models import load_model
 from protocol import CodecSpec, decode, encode
+from protocol.quantise import default_channel_axis, quantise_affine
 from protocol.wire import header_to_proto
 
 # Where to tap each zoo model: module paths whose outputs are the activations measured.
@@ -63,6 +64,9 @@ class CodecRecord:
     encode_mb_s: float
     decode_mb_s: float
     pickle_mb_s: float
+    # For int8/int4: pickled bytes over the order-0 entropy of the codes — the ratio no coder of
+    # independent symbols can beat on this tensor (None for other schemes).
+    entropy_bound_ratio: float | None
 
     def as_json(self) -> dict[str, object]:
         """The record as JSON-ready fields."""
@@ -145,7 +149,19 @@ def measure(
             / _median_seconds(partial(decode, enc.header, enc.payload), repeats)
             / 1e6,
             pickle_mb_s=raw_bytes / pickle_s / 1e6,
+            entropy_bound_ratio=_entropy_bound_ratio(x, spec, len(pickled)),
         )
+
+
+def _entropy_bound_ratio(x: torch.Tensor, spec: CodecSpec, pickle_bytes: int) -> float | None:
+    if spec.scheme not in ("int8", "int4"):
+        return None
+    bits = 8 if spec.scheme == "int8" else 4
+    codes, _, _ = quantise_affine(x, axis=default_channel_axis(x.shape), bits=bits)
+    counts = torch.bincount(codes.reshape(-1).long(), minlength=1 << bits).double()
+    p = counts[counts > 0] / codes.numel()
+    entropy_bits = float(-(p * p.log2()).sum()) * codes.numel()
+    return pickle_bytes / max(entropy_bits / 8, 1.0)
 
 
 def check_targets(records: Sequence[CodecRecord]) -> list[TargetCheck]:
@@ -162,12 +178,20 @@ def check_targets(records: Sequence[CodecRecord]) -> list[TargetCheck]:
             checks.append(TargetCheck(description, shown, all(ok(v) for v in values)))
 
     int8, fp16 = by("int8+zstd1"), by("fp16+zstd1")
-    add(
-        "int8+zstd1 bytes: >= 6x fewer than pickled fp32",
-        [r.ratio_vs_pickle for r in int8],
-        lambda v: v >= 6,
-        ".2f",
-    )
+    if int8:
+        # The order-0 entropy of the codes, measured on the same tensors, is the reference: no
+        # coder of independent symbols can do better at 8 bits.
+        shown = ", ".join(
+            f"{r.ratio_vs_pickle:.2f} (entropy bound {r.entropy_bound_ratio or 0:.2f})"
+            for r in int8
+        )
+        checks.append(
+            TargetCheck(
+                "int8+zstd1 bytes: >= 6x fewer than pickled fp32",
+                shown,
+                all(r.ratio_vs_pickle >= 6 for r in int8),
+            )
+        )
     add(
         "int8+zstd1 relative RMS error <= 1 %",
         [100 * r.rel_rmse for r in int8],
