@@ -134,7 +134,9 @@ def plan_model(request: PlanRequest) -> PlanOutcome:
         keep = {t.node for cut in cuts for t in cut.crossing}
         reference = record_reference(graph, inputs, keep)
         measurements: list[Measurement] = []
-        for cut in tqdm(cuts, desc="measuring cuts", unit="cut", disable=not request.progress):
+        for cut in tqdm(
+            cuts, desc="measuring cuts", unit="cut", disable=None if request.progress else True
+        ):
             # The raw baseline is on every table, whichever codecs were asked for.
             codecs = request.codecs
             if cut.index == 0 and RAW_CODEC not in codecs:

@@ -68,7 +68,7 @@ def print_tables(outcome: PlanOutcome, out: TextIO, *, show_all: bool = False) -
             file=out,
         )
         _table(rows, decision.pick, out)
-        print(_verdict(decision, request.objective), file=out)
+        print(_verdict(decision, request.objective, request.accuracy_budget), file=out)
     choice = outcome.choice
     print(f"\nplan: cut {choice.cut} ({choice.cut_name}) with {choice.codec}", end="", file=out)
     if outcome.robust_ratio is not None:
@@ -101,18 +101,26 @@ def _table(rows: Sequence[Candidate], pick: Candidate, out: TextIO) -> None:
         )
 
 
-def _verdict(decision: LinkDecision, objective: str) -> str:
+def _verdict(decision: LinkDecision, objective: str, budget: float) -> str:
     pick = decision.pick
+    baselines = [c for c in decision.candidates if c.measurement.baseline]
+    within = [c for c in baselines if c.measurement.accuracy_cost <= budget]
+    beyond = [c for c in baselines if c.measurement.accuracy_cost > budget]
+    notes = "".join(
+        f"; {c.measurement.baseline} ({c.latency_ms:.1f} ms) costs "
+        f"{c.measurement.accuracy_cost:.1e} accuracy, over the {budget} budget"
+        for c in beyond
+        if c.latency_ms < pick.latency_ms
+    )
     if decision.split_wins:
-        baselines = [c for c in decision.candidates if c.measurement.baseline]
-        best_base = min(baselines, key=lambda c: c.latency_ms)
+        best_base = min(within, key=lambda c: c.latency_ms)
         return (
             f"  pick: split at {pick.measurement.cut} ({pick.measurement.cut_name}), "
-            f"{pick.measurement.codec}: {pick.latency_ms:.1f} ms vs the best baseline "
-            f"({best_base.measurement.baseline}) {best_base.latency_ms:.1f} ms"
+            f"{pick.measurement.codec}: {pick.latency_ms:.1f} ms vs the best baseline within "
+            f"budget ({best_base.measurement.baseline}) {best_base.latency_ms:.1f} ms{notes}"
         )
     what = pick.measurement.baseline or f"all in the cloud, input sent as {pick.measurement.codec}"
-    return f"  no split beats the baselines on {objective} here: planning {what}"
+    return f"  no split beats the baselines on {objective} here: planning {what}{notes}"
 
 
 def _bytes(value: float) -> str:
