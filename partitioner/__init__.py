@@ -27,7 +27,7 @@ _LOCATIONS = {
     "PlanCut": "partitioner.plan_file",
     "PlanOutcome": "partitioner.planner",
     "PlanRequest": "partitioner.planner",
-    "Profile": "partitioner.profiling",
+    "Profile": "partitioner.profile_format",
     "SplitModel": "partitioner.split",
     "capture": "partitioner.capture",
     "compute_nodes": "partitioner.cuts",

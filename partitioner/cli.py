@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from partitioner.errors import InputShapeError
 
 if TYPE_CHECKING:  # torch-heavy; the handlers import it when they run
-    from partitioner.profiling import Profile
+    from partitioner.profile_format import Profile
 
 
 def register(subparsers: Any) -> None:
@@ -302,7 +302,7 @@ def _plan(args: argparse.Namespace) -> int:
 
     from partitioner.link import parse_link
     from partitioner.planner import AUTO_CODECS, PlanRequest, plan_model, write_plan_directory
-    from partitioner.profiling import Profile
+    from partitioner.profile_format import Profile
     from partitioner.report import outcome_json, plot, print_tables
     from protocol import CodecSpec
 

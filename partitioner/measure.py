@@ -34,7 +34,7 @@ from partitioner.cost import (
     Measurement,
 )
 from partitioner.cuts import Cut
-from partitioner.profiling import Profile
+from partitioner.profile_format import Profile
 from partitioner.split import split
 from protocol import CodecSpec, decode, encode
 from protocol.header import DTYPES

@@ -35,7 +35,8 @@ from partitioner.link import LinkModel, LinkTrace
 from partitioner.measure import RAW_CODEC, Reference, measure_cut, measure_jpeg, record_reference
 from partitioner.models import load_model, model_hash
 from partitioner.plan_file import LinkChoice, Plan, PlanCut, TensorSpec, sha256_file, write_plan
-from partitioner.profiling import Profile, check_profile_matches, profile_graph
+from partitioner.profile_format import Profile, check_profile_matches
+from partitioner.profiling import profile_graph
 from partitioner.split import export_split, split
 from protocol import CodecSpec
 from protocol.header import DTYPE_NAMES

@@ -27,14 +27,14 @@ from partitioner.cuts import compute_nodes
 from partitioner.device import DeviceInfo
 from partitioner.errors import InputShapeError, ProfileError
 from partitioner.models import load_model, model_hash
-from partitioner.profiling import (
+from partitioner.profile_format import (
     SCHEMA,
     CodecTiming,
     NodeTiming,
     Profile,
     check_profile_matches,
-    profile_graph,
 )
+from partitioner.profiling import profile_graph
 
 CODECS = ("fp16", "int8+zstd1")
 
