@@ -119,8 +119,10 @@ def _register_profile(subparsers: Any) -> None:
     profile.add_argument(
         "--threads",
         type=int,
+        default=1,
         metavar="N",
-        help="torch threads, as the device will run the model (default: torch's default)",
+        help="torch threads, as the device will run the model (default 1, like `plan`; more "
+        "threads than idle cores make timings unstable)",
     )
     profile.add_argument(
         "--repeats", type=int, default=20, metavar="R", help="measured passes (default 20)"
@@ -149,19 +151,16 @@ def _profile(args: argparse.Namespace) -> int:
     shape = parse_shape(args.input_shape) if args.input_shape is not None else None
     if not (math.isfinite(args.slowdown) and args.slowdown > 0):
         raise ProfileError(f"--slowdown {args.slowdown}: expected a number > 0, e.g. 4")
-    if (args.threads is not None and args.threads < 1) or args.repeats < 1 or args.warmup < 0:
+    if args.threads < 1 or args.repeats < 1 or args.warmup < 0:
         raise ProfileError(
             f"--threads {args.threads} --repeats {args.repeats} --warmup {args.warmup}: "
             "expected threads >= 1, repeats >= 1, warmup >= 0"
         )
 
-    import torch
-
     from partitioner.capture import capture
     from partitioner.models import load_model, model_hash
     from partitioner.profiling import profile_graph
 
-    threads = args.threads if args.threads is not None else torch.get_num_threads()
     loaded = load_model(args.model)
     shape = shape or loaded.input_shape
     if shape is None:
@@ -172,7 +171,7 @@ def _profile(args: argparse.Namespace) -> int:
         capture(loaded.module, shape),
         model_spec=loaded.spec,
         model_hash=model_hash(loaded.module),
-        threads=threads,
+        threads=args.threads,
         warmup=args.warmup,
         repeats=args.repeats,
         progress=not getattr(args, "quiet", False),
@@ -288,7 +287,9 @@ def _register_plan(subparsers: Any) -> None:
     plan.add_argument(
         "--calibration", type=int, default=4, metavar="N", help="calibration inputs (default 4)"
     )
-    plan.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads (1)")
+    plan.add_argument(
+        "--threads", type=int, default=1, metavar="N", help="torch threads for profiling (1)"
+    )
     plan.add_argument("--repeats", type=int, default=10, metavar="R", help="profiling passes")
     plan.add_argument("--out", required=True, metavar="DIR", help="plan directory to write")
     plan.add_argument("--json", action="store_true", help="print candidates and choice as JSON")
