@@ -291,6 +291,12 @@ def _register_plan(subparsers: Any) -> None:
         "--threads", type=int, default=1, metavar="N", help="torch threads for profiling (1)"
     )
     plan.add_argument("--repeats", type=int, default=10, metavar="R", help="profiling passes")
+    plan.add_argument(
+        "--reuse-measurements",
+        metavar="DIR",
+        help="reuse the bytes and accuracy measured by an earlier plan of the same model, "
+        "shape, --calibration and --jpeg-quality (DIR/measurements.json): no tail runs",
+    )
     plan.add_argument("--out", required=True, metavar="DIR", help="plan directory to write")
     plan.add_argument("--json", action="store_true", help="print candidates and choice as JSON")
     plan.add_argument("--plot", metavar="FILE.png", help="plot latency against throughput")
@@ -337,6 +343,7 @@ def _plan(args: argparse.Namespace) -> int:
         threads=args.threads,
         repeats=args.repeats,
         progress=not args.json,
+        reuse_measurements=Path(args.reuse_measurements) if args.reuse_measurements else None,
     )
     outcome = plan_model(request)
     plan_path = Path(args.out) / "plan.yaml"

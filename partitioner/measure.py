@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import fx
@@ -90,10 +90,8 @@ def measure_cut(
         all_nodes: the graph's compute nodes in order (``compute_nodes(graph)``).
         classifier: whether the output is class scores (then ``top1_agreement`` is measured).
     """
-    edge_nodes = set(cut.edge_nodes)
     head_ms = _compute_ms(edge, cut.edge_nodes)
-    last = cut.index == len(all_nodes)
-    if last:
+    if cut.index == len(all_nodes):
         return [
             Measurement(
                 cut=cut.id,
@@ -113,35 +111,70 @@ def measure_cut(
                 top1_agreement=1.0 if classifier else None,
             )
         ]
-    tail_ms = _compute_ms(cloud, [n for n in all_nodes if n not in edge_nodes])
     crossing = [_crossing_value(reference, t.node) for t in cut.crossing]
     tail = split(graph, cut).tail
-    fp32_bytes = sum(t.nbytes // max(1, _itemsize(t.dtype)) * 4 for t in cut.crossing)
     frames = [[t[i : i + 1] for t in crossing] for i in range(len(reference.inputs))]
     effects = _codec_effects(tail, crossing, codecs, reference, classifier=classifier)
     out = []
     for codec in codecs:
         accuracy, top1 = effects[codec]
-        out.append(
-            Measurement(
-                cut=cut.id,
-                cut_name=cut.name,
-                cut_index=cut.index,
-                codec=str(codec),
-                baseline=ALL_IN_CLOUD_RAW if cut.index == 0 and codec == RAW_CODEC else None,
-                crossing=cut.crossing,
-                bytes_raw=cut.bytes_raw,
-                bytes_wire=_mean_wire_bytes(frames, codec),
-                result_bytes=reference.result_bytes,
-                head_ms=head_ms,
-                tail_ms=tail_ms,
-                encode_ms=fp32_bytes / (edge.codec(codec).encode_mb_s * 1e3),
-                decode_ms=fp32_bytes / (cloud.codec(codec).decode_mb_s * 1e3),
-                accuracy_cost=accuracy,
-                top1_agreement=top1,
-            )
+        unpriced = Measurement(
+            cut=cut.id,
+            cut_name=cut.name,
+            cut_index=cut.index,
+            codec=str(codec),
+            baseline=ALL_IN_CLOUD_RAW if cut.index == 0 and codec == RAW_CODEC else None,
+            crossing=cut.crossing,
+            bytes_raw=cut.bytes_raw,
+            bytes_wire=_mean_wire_bytes(frames, codec),
+            result_bytes=reference.result_bytes,
+            head_ms=0.0,
+            tail_ms=0.0,
+            encode_ms=0.0,
+            decode_ms=0.0,
+            accuracy_cost=accuracy,
+            top1_agreement=top1,
         )
+        out.append(reprice(unpriced, cut, edge=edge, cloud=cloud, all_nodes=all_nodes))
     return out
+
+
+def reprice(
+    measurement: Measurement,
+    cut: Cut,
+    *,
+    edge: Profile,
+    cloud: Profile,
+    all_nodes: Sequence[str],
+    jpeg_ms: tuple[float, float] | None = None,
+) -> Measurement:
+    """``measurement`` with its compute times taken from these profiles.
+
+    Bytes and accuracy do not depend on the devices, times do: a measurement made once can be
+    priced for another edge or server. ``jpeg_ms`` is the JPEG baseline's (encode, decode) time
+    measured on this machine, scaled by each profile's slowdown.
+    """
+    edge_nodes = set(cut.edge_nodes)
+    if measurement.baseline == ALL_IN_CLOUD_JPEG:
+        encode_ms, decode_ms = jpeg_ms or (0.0, 0.0)
+        return replace(
+            measurement,
+            head_ms=0.0,
+            tail_ms=_compute_ms(cloud, all_nodes),
+            encode_ms=encode_ms * edge.device.slowdown,
+            decode_ms=decode_ms * cloud.device.slowdown,
+        )
+    if measurement.baseline == ALL_ON_EDGE:
+        return replace(measurement, head_ms=_compute_ms(edge, cut.edge_nodes))
+    codec = CodecSpec.parse(measurement.codec)
+    fp32_bytes = sum(t.nbytes // max(1, _itemsize(t.dtype)) * 4 for t in cut.crossing)
+    return replace(
+        measurement,
+        head_ms=_compute_ms(edge, cut.edge_nodes),
+        tail_ms=_compute_ms(cloud, [n for n in all_nodes if n not in edge_nodes]),
+        encode_ms=fp32_bytes / (edge.codec(codec).encode_mb_s * 1e3),
+        decode_ms=fp32_bytes / (cloud.codec(codec).decode_mb_s * 1e3),
+    )
 
 
 def measure_jpeg(
@@ -162,7 +195,7 @@ def measure_jpeg(
     with torch.no_grad():
         outputs = tuple(torch.utils._pytree.tree_leaves(graph.module(result.decoded)))
     accuracy, top1 = compare_outputs(reference.outputs, outputs, classifier=classifier)
-    return Measurement(
+    unpriced = Measurement(
         cut=cut0.id,
         cut_name=cut0.name,
         cut_index=0,
@@ -173,12 +206,16 @@ def measure_jpeg(
         bytes_wire=result.mean_bytes,
         result_bytes=reference.result_bytes,
         head_ms=0.0,
-        tail_ms=_compute_ms(cloud, all_nodes),
-        encode_ms=result.encode_ms * edge.device.slowdown,
-        decode_ms=result.decode_ms * cloud.device.slowdown,
+        tail_ms=0.0,
+        encode_ms=0.0,
+        decode_ms=0.0,
         accuracy_cost=accuracy,
         top1_agreement=top1,
     )
+    return reprice(
+        unpriced, cut0, edge=edge, cloud=cloud, all_nodes=all_nodes,
+        jpeg_ms=(result.encode_ms, result.decode_ms),
+    )  # fmt: skip
 
 
 def _codec_effects(

@@ -32,7 +32,15 @@ from partitioner.decisions import LinkDecision, Objective, decide_link, robust_p
 from partitioner.device import torch_threads
 from partitioner.errors import PartitionerError
 from partitioner.link import LinkModel, LinkTrace
-from partitioner.measure import RAW_CODEC, Reference, measure_cut, measure_jpeg, record_reference
+from partitioner.measure import (
+    RAW_CODEC,
+    Reference,
+    measure_cut,
+    measure_jpeg,
+    record_reference,
+    reprice,
+)
+from partitioner.measurement_cache import CacheKey, load_measurements, save_measurements
 from partitioner.models import load_model, model_hash
 from partitioner.plan_file import LinkChoice, Plan, PlanCut, TensorSpec, sha256_file, write_plan
 from partitioner.profile_format import Profile, check_profile_matches
@@ -66,6 +74,7 @@ class PlanRequest:
     threads: int = 1
     repeats: int = 10
     progress: bool = False
+    reuse_measurements: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.links:
@@ -131,39 +140,23 @@ def plan_model(request: PlanRequest) -> PlanOutcome:
     classifier = loaded.task == "classification"
     # Nothing is timed while measuring bytes and accuracy: use every core.
     with _timed(seconds, "measure"), torch_threads(os.cpu_count() or 1):
-        inputs = calibration_inputs(request.input_shape, request.calibration)
-        keep = {t.node for cut in cuts for t in cut.crossing}
-        reference = record_reference(graph, inputs, keep)
-        measurements: list[Measurement] = []
-        for cut in tqdm(
-            cuts, desc="measuring cuts", unit="cut", disable=None if request.progress else True
-        ):
-            # The raw baseline is on every table, whichever codecs were asked for.
-            codecs = request.codecs
-            if cut.index == 0 and RAW_CODEC not in codecs:
-                codecs = (RAW_CODEC, *codecs)
-            measurements += measure_cut(
-                graph,
-                cut,
-                codecs,
-                reference,
-                edge=edge,
-                cloud=cloud,
-                classifier=classifier,
-                all_nodes=nodes,
+        if request.reuse_measurements is None:
+            reference, measurements = _measure(request, graph, cuts, nodes, edge, cloud, classifier)
+        else:
+            # Outputs only (their shapes go into the plan): one forward pass, nothing kept.
+            reference = record_reference(graph, calibration_inputs(request.input_shape, 1), ())
+            cached = load_measurements(
+                request.reuse_measurements,
+                cache_key(request, digest),
+                {cut.id: cut for cut in cuts},
+                [str(c) for c in request.codecs],
             )
-        jpeg = measure_jpeg(
-            graph,
-            cuts[0],
-            reference,
-            quality=request.jpeg_quality,
-            edge=edge,
-            cloud=cloud,
-            classifier=classifier,
-            all_nodes=nodes,
-        )
-        if jpeg is not None:
-            measurements.append(jpeg)
+            by_id = {cut.id: cut for cut in cuts}
+            measurements = [
+                reprice(m, by_id[m.cut], edge=edge, cloud=cloud, all_nodes=nodes,
+                        jpeg_ms=cached.jpeg_ms)
+                for m in cached.measurements
+            ]  # fmt: skip
     with _timed(seconds, "decide"):
         decisions, choice, ratio = decide(measurements, request)
     return PlanOutcome(
@@ -180,6 +173,52 @@ def plan_model(request: PlanRequest) -> PlanOutcome:
         cloud,
         seconds,
     )
+
+
+def _measure(
+    request: PlanRequest,
+    graph: CapturedGraph,
+    cuts: Sequence[Cut],
+    nodes: Sequence[str],
+    edge: Profile,
+    cloud: Profile,
+    classifier: bool,
+) -> tuple[Reference, list[Measurement]]:
+    """Measure every (cut, codec) and the JPEG baseline on calibration inputs."""
+    inputs = calibration_inputs(request.input_shape, request.calibration)
+    keep = {t.node for cut in cuts for t in cut.crossing}
+    reference = record_reference(graph, inputs, keep)
+    measurements: list[Measurement] = []
+    for cut in tqdm(
+        cuts, desc="measuring cuts", unit="cut", disable=None if request.progress else True
+    ):
+        # The raw baseline is on every table, whichever codecs were asked for.
+        codecs = request.codecs
+        if cut.index == 0 and RAW_CODEC not in codecs:
+            codecs = (RAW_CODEC, *codecs)
+        measurements += measure_cut(
+            graph,
+            cut,
+            codecs,
+            reference,
+            edge=edge,
+            cloud=cloud,
+            classifier=classifier,
+            all_nodes=nodes,
+        )
+    jpeg = measure_jpeg(
+        graph,
+        cuts[0],
+        reference,
+        quality=request.jpeg_quality,
+        edge=edge,
+        cloud=cloud,
+        classifier=classifier,
+        all_nodes=nodes,
+    )
+    if jpeg is not None:
+        measurements.append(jpeg)
+    return reference, measurements
 
 
 def decide(
@@ -201,6 +240,11 @@ def decide(
         decisions, objective=request.objective, accuracy_budget=request.accuracy_budget
     )
     return decisions, choice, ratio
+
+
+def cache_key(request: PlanRequest, model_hash: str) -> CacheKey:
+    """What this request's measurements depend on."""
+    return CacheKey(model_hash, request.input_shape, request.calibration, request.jpeg_quality)
 
 
 def calibration_inputs(input_shape: Sequence[int], count: int) -> torch.Tensor:
@@ -236,6 +280,13 @@ def write_plan_directory(outcome: PlanOutcome, directory: Path) -> Plan:
         cuts=plan_cuts,
     )
     write_plan(plan, directory)
+    save_measurements(
+        directory,
+        cache_key(request, outcome.model_hash),
+        outcome.measurements,
+        edge_slowdown=outcome.edge.device.slowdown,
+        cloud_slowdown=outcome.cloud.device.slowdown,
+    )
     return plan
 
 

@@ -165,3 +165,25 @@ def test_profile_of_another_model_is_refused(
                        "--edge-profile", str(profile), "--out", str(tmp_path / "p"))  # fmt: skip
     assert result.returncode == 2
     assert "splitwire profile" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_reused_measurements_give_the_same_bytes_and_accuracy(
+    planned: tuple[Path, dict[str, Any], str], tmp_path: Path
+) -> None:
+    root, first, spec = planned
+    args = ["plan", "--model", spec, "--input-shape", "1,3,32,32", "--edge-slowdown", "8",
+            "--link", "lte", "--calibration", "2", "--repeats", "2",
+            "--reuse-measurements", str(root / "out")]  # fmt: skip
+    result = splitwire(*args, "--out", str(tmp_path / "again"), "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    again = json.loads(result.stdout)
+    measured = {(c["cut"], c["codec"]): (c["bytes_wire"], c["accuracy_cost"])
+                for c in first["candidates"]}  # fmt: skip
+    reused = {(c["cut"], c["codec"]): (c["bytes_wire"], c["accuracy_cost"])
+              for c in again["candidates"]}  # fmt: skip
+    assert reused == measured
+    assert (tmp_path / "again" / "plan.yaml").is_file()
+    # Another calibration count is another measurement: refused, naming the field.
+    other = splitwire(*[a if a != "2" else "3" for a in args], "--out", str(tmp_path / "x"))
+    assert other.returncode == 2
+    assert "calibration" in other.stderr and "Traceback" not in other.stderr

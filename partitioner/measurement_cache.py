@@ -1,0 +1,169 @@
+"""Reuse measurements across plans: bytes and accuracy do not depend on the link or the devices.
+
+    splitwire plan ... --out plans/a          # measures; writes plans/a/measurements.json
+    splitwire plan ... --reuse-measurements plans/a --out plans/b   # no tail runs
+
+Measuring every (cut, codec) runs the real tail on decoded activations, which is the slow part of
+planning. What it yields — bytes on the wire, result bytes, accuracy cost, top-1 agreement, the
+JPEG baseline's own encode/decode time on the planning machine — is stored next to the plan and
+keyed by what it depends on: the model's hash, the input shape, the calibration count and the
+JPEG quality. A reused measurement is priced again with the current profiles
+(:func:`partitioner.measure.reprice`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from partitioner.cost import ALL_IN_CLOUD_JPEG, Measurement
+from partitioner.cuts import Cut
+from partitioner.errors import PlanError
+
+CACHE_FILE = "measurements.json"
+CACHE_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """What measurements depend on; a cache is reused only when every field matches."""
+
+    model_hash: str
+    input_shape: tuple[int, ...]
+    calibration: int
+    jpeg_quality: int
+
+    def as_json(self) -> dict[str, Any]:
+        """The key as JSON fields."""
+        return {
+            "model_hash": self.model_hash,
+            "input_shape": list(self.input_shape),
+            "calibration": self.calibration,
+            "jpeg_quality": self.jpeg_quality,
+        }
+
+
+@dataclass(frozen=True)
+class CachedMeasurements:
+    """Measurements read back (times not yet priced) and the JPEG times measured with them."""
+
+    measurements: tuple[Measurement, ...]
+    jpeg_ms: tuple[float, float] | None
+
+
+def save_measurements(
+    directory: Path,
+    key: CacheKey,
+    measurements: Sequence[Measurement],
+    *,
+    edge_slowdown: float,
+    cloud_slowdown: float,
+) -> Path:
+    """Write ``directory/measurements.json`` (the link- and device-independent fields)."""
+    entries = []
+    jpeg_ms = None
+    for m in measurements:
+        entries.append(
+            {
+                "cut": m.cut,
+                "codec": m.codec,
+                "baseline": m.baseline,
+                "bytes_wire": m.bytes_wire,
+                "result_bytes": m.result_bytes,
+                "accuracy_cost": m.accuracy_cost,
+                "top1_agreement": m.top1_agreement,
+            }
+        )
+        if m.baseline == ALL_IN_CLOUD_JPEG:  # undo the profiles' emulated slowdowns
+            jpeg_ms = [m.encode_ms / edge_slowdown, m.decode_ms / cloud_slowdown]
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CACHE_FILE
+    document = {
+        "schema": CACHE_SCHEMA,
+        "key": key.as_json(),
+        "jpeg_ms": jpeg_ms,
+        "entries": entries,
+    }
+    path.write_text(json.dumps(document, indent=1))
+    return path
+
+
+def load_measurements(
+    path: Path, key: CacheKey, cuts: Mapping[str, Cut], codecs: Sequence[str]
+) -> CachedMeasurements:
+    """Read measurements for ``key``, covering every cut and every codec asked for.
+
+    Args:
+        path: ``measurements.json`` or the plan directory holding it.
+        cuts: this graph's cuts by id.
+        codecs: the codecs this plan considers (the cache may hold more).
+
+    Raises:
+        PlanError: no such file, another schema, a key field differs (named), or a cut/codec
+            is missing.
+    """
+    file = path / CACHE_FILE if path.is_dir() else path
+    try:
+        document = json.loads(file.read_text())
+    except OSError as exc:
+        raise PlanError(f"cannot read measurements {file}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise PlanError(f"{file} is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict) or document.get("schema") != CACHE_SCHEMA:
+        raise PlanError(f"{file}: not a schema-{CACHE_SCHEMA} measurements file")
+    stored = document.get("key", {})
+    for field, value in key.as_json().items():
+        if stored.get(field) != value:
+            raise PlanError(
+                f"{file} was measured for {field} = {stored.get(field)!r}, this plan has "
+                f"{value!r}; measure again (drop --reuse-measurements)"
+            )
+    wanted = set(codecs)
+    out: list[Measurement] = []
+    seen: set[tuple[str, str]] = set()
+    for entry in document.get("entries", []):
+        try:
+            cut = cuts[entry["cut"]]
+            if entry["codec"] not in wanted and entry["baseline"] is None:
+                continue
+            out.append(_measurement(entry, cut))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PlanError(f"{file}: malformed entry {entry!r} ({exc})") from exc
+        seen.add((entry["cut"], entry["codec"]))
+    missing = [
+        f"{cut_id}/{codec}"
+        for cut_id, cut in cuts.items()
+        for codec in (("none",) if not cut.crossing and cut.index > 0 else wanted)
+        if (cut_id, codec) not in seen
+    ]
+    if missing:
+        raise PlanError(
+            f"{file} lacks {len(missing)} (cut, codec) measurements, e.g. {missing[:3]}; "
+            "measure again with these codecs"
+        )
+    jpeg = document.get("jpeg_ms")
+    return CachedMeasurements(tuple(out), (float(jpeg[0]), float(jpeg[1])) if jpeg else None)
+
+
+def _measurement(entry: Mapping[str, Any], cut: Cut) -> Measurement:
+    top1 = entry["top1_agreement"]
+    return Measurement(
+        cut=cut.id,
+        cut_name=cut.name,
+        cut_index=cut.index,
+        codec=str(entry["codec"]),
+        baseline=entry["baseline"],
+        crossing=cut.crossing,
+        bytes_raw=cut.bytes_raw,
+        bytes_wire=float(entry["bytes_wire"]),
+        result_bytes=int(entry["result_bytes"]),
+        head_ms=0.0,
+        tail_ms=0.0,
+        encode_ms=0.0,
+        decode_ms=0.0,
+        accuracy_cost=float(entry["accuracy_cost"]),
+        top1_agreement=None if top1 is None else float(top1),
+    )
