@@ -201,6 +201,9 @@ def _planning(args: argparse.Namespace) -> int:
     print(
         f"\n{verdict}  deciding {result['codecs']} codecs x {result['links']} links over "
         f"{result['cuts']} cuts: {result['decide_s']:.2f} s (target < 10 s after profiling); "
-        f"measuring took {result['measure_s']:.1f} s, exporting {result['export_s']:.1f} s"
+        f"measuring took {result['measure_s']:.1f} s, exporting {result['export_s']:.1f} s; "
+        f"a re-plan with given profiles and reused measurements took "
+        f"{result['replan_without_export_s']:.1f} s before exporting, {result['replan_s']:.1f} s "
+        "in all"
     )
     return 0
