@@ -90,27 +90,12 @@ def measure_cut(
         all_nodes: the graph's compute nodes in order (``compute_nodes(graph)``).
         classifier: whether the output is class scores (then ``top1_agreement`` is measured).
     """
-    head_ms = _compute_ms(edge, cut.edge_nodes)
-    if cut.index == len(all_nodes):
-        return [
-            Measurement(
-                cut=cut.id,
-                cut_name=cut.name,
-                cut_index=cut.index,
-                codec="none",
-                baseline=ALL_ON_EDGE,
-                crossing=(),
-                bytes_raw=0,
-                bytes_wire=0.0,
-                result_bytes=0,
-                head_ms=head_ms,
-                tail_ms=0.0,
-                encode_ms=0.0,
-                decode_ms=0.0,
-                accuracy_cost=0.0,
-                top1_agreement=1.0 if classifier else None,
-            )
-        ]
+    if cut.index == len(all_nodes):  # all on the edge: nothing crosses, nothing is lost
+        nothing_sent = unpriced(
+            cut, codec="none", baseline=ALL_ON_EDGE, bytes_wire=0.0, result_bytes=0,
+            accuracy_cost=0.0, top1_agreement=1.0 if classifier else None,
+        )  # fmt: skip
+        return [reprice(nothing_sent, cut, edge=edge, cloud=cloud, all_nodes=all_nodes)]
     crossing = [_crossing_value(reference, t.node) for t in cut.crossing]
     tail = split(graph, cut).tail
     frames = [[t[i : i + 1] for t in crossing] for i in range(len(reference.inputs))]
@@ -118,25 +103,47 @@ def measure_cut(
     out = []
     for codec in codecs:
         accuracy, top1 = effects[codec]
-        unpriced = Measurement(
-            cut=cut.id,
-            cut_name=cut.name,
-            cut_index=cut.index,
+        measured = unpriced(
+            cut,
             codec=str(codec),
             baseline=ALL_IN_CLOUD_RAW if cut.index == 0 and codec == RAW_CODEC else None,
-            crossing=cut.crossing,
-            bytes_raw=cut.bytes_raw,
             bytes_wire=_mean_wire_bytes(frames, codec),
             result_bytes=reference.result_bytes,
-            head_ms=0.0,
-            tail_ms=0.0,
-            encode_ms=0.0,
-            decode_ms=0.0,
             accuracy_cost=accuracy,
             top1_agreement=top1,
         )
-        out.append(reprice(unpriced, cut, edge=edge, cloud=cloud, all_nodes=all_nodes))
+        out.append(reprice(measured, cut, edge=edge, cloud=cloud, all_nodes=all_nodes))
     return out
+
+
+def unpriced(
+    cut: Cut,
+    *,
+    codec: str,
+    baseline: str | None,
+    bytes_wire: float,
+    result_bytes: int,
+    accuracy_cost: float,
+    top1_agreement: float | None,
+) -> Measurement:
+    """A measurement of ``cut`` whose compute times are not filled in yet (see :func:`reprice`)."""
+    return Measurement(
+        cut=cut.id,
+        cut_name=cut.name,
+        cut_index=cut.index,
+        codec=codec,
+        baseline=baseline,
+        crossing=cut.crossing,
+        bytes_raw=cut.bytes_raw,
+        bytes_wire=bytes_wire,
+        result_bytes=result_bytes,
+        head_ms=0.0,
+        tail_ms=0.0,
+        encode_ms=0.0,
+        decode_ms=0.0,
+        accuracy_cost=accuracy_cost,
+        top1_agreement=top1_agreement,
+    )
 
 
 def reprice(
@@ -195,25 +202,17 @@ def measure_jpeg(
     with torch.no_grad():
         outputs = tuple(torch.utils._pytree.tree_leaves(graph.module(result.decoded)))
     accuracy, top1 = compare_outputs(reference.outputs, outputs, classifier=classifier)
-    unpriced = Measurement(
-        cut=cut0.id,
-        cut_name=cut0.name,
-        cut_index=0,
+    measured = unpriced(
+        cut0,
         codec=f"jpeg{quality}",
         baseline=ALL_IN_CLOUD_JPEG,
-        crossing=cut0.crossing,
-        bytes_raw=cut0.bytes_raw,
         bytes_wire=result.mean_bytes,
         result_bytes=reference.result_bytes,
-        head_ms=0.0,
-        tail_ms=0.0,
-        encode_ms=0.0,
-        decode_ms=0.0,
         accuracy_cost=accuracy,
         top1_agreement=top1,
     )
     return reprice(
-        unpriced, cut0, edge=edge, cloud=cloud, all_nodes=all_nodes,
+        measured, cut0, edge=edge, cloud=cloud, all_nodes=all_nodes,
         jpeg_ms=(result.encode_ms, result.decode_ms),
     )  # fmt: skip
 

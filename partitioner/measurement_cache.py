@@ -22,6 +22,7 @@ from typing import Any
 from partitioner.cost import ALL_IN_CLOUD_JPEG, Measurement
 from partitioner.cuts import Cut
 from partitioner.errors import PlanError
+from partitioner.measure import unpriced
 
 CACHE_FILE = "measurements.json"
 CACHE_SCHEMA = 1
@@ -150,20 +151,12 @@ def load_measurements(
 
 def _measurement(entry: Mapping[str, Any], cut: Cut) -> Measurement:
     top1 = entry["top1_agreement"]
-    return Measurement(
-        cut=cut.id,
-        cut_name=cut.name,
-        cut_index=cut.index,
+    return unpriced(
+        cut,
         codec=str(entry["codec"]),
         baseline=entry["baseline"],
-        crossing=cut.crossing,
-        bytes_raw=cut.bytes_raw,
         bytes_wire=float(entry["bytes_wire"]),
         result_bytes=int(entry["result_bytes"]),
-        head_ms=0.0,
-        tail_ms=0.0,
-        encode_ms=0.0,
-        decode_ms=0.0,
         accuracy_cost=float(entry["accuracy_cost"]),
         top1_agreement=None if top1 is None else float(top1),
     )
