@@ -115,7 +115,9 @@ def load_measurements(
         raise PlanError(f"{file} is not valid JSON: {exc}") from exc
     if not isinstance(document, dict) or document.get("schema") != CACHE_SCHEMA:
         raise PlanError(f"{file}: not a schema-{CACHE_SCHEMA} measurements file")
-    stored = document.get("key", {})
+    stored = document.get("key")
+    if not isinstance(stored, dict) or not isinstance(document.get("entries"), list):
+        raise PlanError(f"{file}: expected a 'key' mapping and an 'entries' list")
     for field, value in key.as_json().items():
         if stored.get(field) != value:
             raise PlanError(
@@ -125,7 +127,7 @@ def load_measurements(
     wanted = set(codecs)
     out: list[Measurement] = []
     seen: set[tuple[str, str]] = set()
-    for entry in document.get("entries", []):
+    for entry in document["entries"]:
         try:
             cut = cuts[entry["cut"]]
             if entry["codec"] not in wanted and entry["baseline"] is None:

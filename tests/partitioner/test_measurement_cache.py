@@ -1,0 +1,38 @@
+"""A measurements file that is malformed or made for another plan is refused with PlanError."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from partitioner.errors import PlanError
+from partitioner.measurement_cache import CacheKey, load_measurements
+
+KEY = CacheKey("h" * 64, (1, 3, 8, 8), 2, 90)
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"schema": 2}, "not a schema-1 measurements file"),
+        ({"schema": 1, "key": [], "entries": []}, "expected a 'key' mapping"),
+        ({"schema": 1, "key": KEY.as_json(), "entries": {}}, "an 'entries' list"),
+        ({"schema": 1, "key": KEY.as_json() | {"calibration": 4}, "entries": []},
+         "measured for calibration = 4, this plan has 2"),
+        ({"schema": 1, "key": KEY.as_json(), "entries": [5]}, "malformed entry 5"),
+    ],
+)  # fmt: skip
+def test_refused(tmp_path: Path, document: object, message: str) -> None:
+    (tmp_path / "measurements.json").write_text(json.dumps(document))
+    with pytest.raises(PlanError, match=message):
+        load_measurements(tmp_path, KEY, {}, ["fp32"])
+
+
+def test_missing_and_not_json(tmp_path: Path) -> None:
+    with pytest.raises(PlanError, match="cannot read measurements"):
+        load_measurements(tmp_path, KEY, {}, ["fp32"])
+    (tmp_path / "measurements.json").write_text("{")
+    with pytest.raises(PlanError, match="not valid JSON"):
+        load_measurements(tmp_path, KEY, {}, ["fp32"])
