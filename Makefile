@@ -10,6 +10,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.splitwire-installed
 EXTRAS ?= dev,hf,plot
+# Folders installed as splitwire.<role> (pyproject.toml's package-dir).
+ROLES := protocol partitioner benchmarks cloud edge corrector
 
 .PHONY: demo test lint proto bench clean system-deps
 
@@ -37,17 +39,24 @@ demo: $(STAMP)
 		--link wifi --link lte --link 3g --calibration 2 --repeats 5 \
 		--out out/demo/resnet18 --plot out/demo/resnet18.png
 
+# `bin/pytest`, not `python -m pytest`: -m would put the repository root on sys.path, where
+# the role folders look like top-level packages (`protocol`, ...) that are not installed.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(VENV)/bin/pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy .
+	@# mypy cannot follow the editable install's import hook: give it the installed layout as a
+	@# tree of links (splitwire/protocol -> protocol/, ...).
+	rm -rf build/typecheck && mkdir -p build/typecheck/splitwire
+	ln -s $(CURDIR)/splitwire/*.py build/typecheck/splitwire/
+	for role in $(ROLES); do [ ! -d $$role ] || ln -s $(CURDIR)/$$role build/typecheck/splitwire/$$role; done
+	cd build/typecheck && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p splitwire
 
 # Regenerate protocol/splitwire_pb2*.py from protocol/splitwire.proto.
 proto: $(STAMP)
-	$(PY) -m protocol.codegen
+	$(PY) -m splitwire.protocol.codegen
 
 bench: $(STAMP)
 	$(VENV)/bin/splitwire bench codec

@@ -73,7 +73,7 @@ def _codec(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from benchmarks.codec import (
+    from splitwire.benchmarks.codec import (
         DEFAULT_SPECS,
         TAPS,
         CodecRecord,
@@ -81,7 +81,7 @@ def _codec(args: argparse.Namespace) -> int:
         check_targets,
         measure,
     )
-    from protocol import CodecSpec
+    from splitwire.protocol import CodecSpec
     from splitwire.errors import SplitwireError
 
     models = args.models or list(TAPS)
@@ -147,8 +147,8 @@ def _print_table(records: list[Any]) -> None:
 def _fidelity(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from benchmarks.fidelity import run_fidelity
-    from partitioner.cli import parse_shape
+    from splitwire.benchmarks.fidelity import run_fidelity
+    from splitwire.partitioner.cli import parse_shape
 
     with tqdm(desc="cuts", unit="cut", file=sys.stderr, disable=None) as bar:
 
@@ -185,8 +185,8 @@ def _fidelity(args: argparse.Namespace) -> int:
 
 
 def _planning(args: argparse.Namespace) -> int:
-    from benchmarks.planning import run_planning
-    from partitioner.cli import parse_shape
+    from splitwire.benchmarks.planning import run_planning
+    from splitwire.partitioner.cli import parse_shape
 
     result = run_planning(
         args.model, parse_shape(args.input_shape), calibration=args.calibration,

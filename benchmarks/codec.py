@@ -20,11 +20,11 @@ from functools import partial
 
 import torch
 
-from partitioner.calibration import calibrate_batchnorm, synthetic_images
-from partitioner.models import load_model
-from protocol import CodecSpec, decode, encode
-from protocol.quantise import default_channel_axis, quantise_affine
-from protocol.wire import header_to_proto
+from splitwire.partitioner.calibration import calibrate_batchnorm, synthetic_images
+from splitwire.partitioner.models import load_model
+from splitwire.protocol import CodecSpec, decode, encode
+from splitwire.protocol.quantise import default_channel_axis, quantise_affine
+from splitwire.protocol.wire import header_to_proto
 
 # Where to tap each zoo model: module paths whose outputs are the activations measured.
 TAPS: dict[str, tuple[str, ...]] = {

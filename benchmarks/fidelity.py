@@ -19,12 +19,12 @@ from functools import partial
 
 import torch
 
-from partitioner.capture import capture, example_input
-from partitioner.cuts import compute_nodes, enumerate_cuts
-from partitioner.device import torch_threads
-from partitioner.models import load_model, model_hash
-from partitioner.profiling import profile_graph
-from partitioner.split import split
+from splitwire.partitioner.capture import capture, example_input
+from splitwire.partitioner.cuts import compute_nodes, enumerate_cuts
+from splitwire.partitioner.device import torch_threads
+from splitwire.partitioner.models import load_model, model_hash
+from splitwire.partitioner.profiling import profile_graph
+from splitwire.partitioner.split import split
 
 
 @dataclass(frozen=True)

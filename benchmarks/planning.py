@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from partitioner.link import parse_link
-from partitioner.planner import AUTO_CODECS, PlanRequest, decide, plan_model, write_plan_directory
+from splitwire.partitioner.link import parse_link
+from splitwire.partitioner.planner import AUTO_CODECS, PlanRequest, decide, plan_model, write_plan_directory
 
 DEFAULT_LINKS = ("ethernet", "wifi", "lte", "3g")
 

@@ -1,12 +1,12 @@
 """The planner: turn a model, device profiles and network links into a deployable plan.
 
-    >>> from partitioner import PlanRequest, parse_link, plan_model, write_plan_directory
+    >>> from splitwire.partitioner import PlanRequest, parse_link, plan_model, write_plan_directory
     >>> outcome = plan_model(PlanRequest(model_spec="zoo:resnet18", input_shape=(1, 3, 224, 224),
     ...                                  links=(parse_link("wifi"),), edge_slowdown=4))
     >>> write_plan_directory(outcome, Path("plans/resnet18"))
 
 Pure torch and the standard library: no gRPC, no MQTT. The edge and the cloud only read what
-this package writes (``plan.yaml`` and the ``.pt2`` halves, see :mod:`partitioner.plan_file`).
+this package writes (``plan.yaml`` and the ``.pt2`` halves, see :mod:`splitwire.partitioner.plan_file`).
 """
 
 import importlib
@@ -14,41 +14,41 @@ from typing import Any
 
 # Names are imported on first use (PEP 562): `splitwire --help` must not pay for torch.
 _LOCATIONS = {
-    "AUTO_CODECS": "partitioner.planner",
-    "Candidate": "partitioner.cost",
-    "CapturedGraph": "partitioner.capture",
-    "CrossingTensor": "partitioner.cuts",
-    "Cut": "partitioner.cuts",
-    "LinkModel": "partitioner.link",
-    "LinkTrace": "partitioner.link",
-    "Measurement": "partitioner.cost",
-    "PartitionerError": "partitioner.errors",
-    "Plan": "partitioner.plan_file",
-    "PlanCut": "partitioner.plan_file",
-    "PlanOutcome": "partitioner.planner",
-    "PlanRequest": "partitioner.planner",
-    "Profile": "partitioner.profile_format",
-    "SplitModel": "partitioner.split",
-    "capture": "partitioner.capture",
-    "compute_nodes": "partitioner.cuts",
-    "dominates": "partitioner.pareto",
-    "enumerate_cuts": "partitioner.cuts",
-    "export_split": "partitioner.split",
-    "load_plan": "partitioner.plan_file",
-    "load_trace": "partitioner.link",
-    "pareto_front": "partitioner.pareto",
-    "parse_link": "partitioner.link",
-    "plan_model": "partitioner.planner",
-    "profile_graph": "partitioner.profiling",
-    "split": "partitioner.split",
-    "write_plan_directory": "partitioner.planner",
+    "AUTO_CODECS": "splitwire.partitioner.planner",
+    "Candidate": "splitwire.partitioner.cost",
+    "CapturedGraph": "splitwire.partitioner.capture",
+    "CrossingTensor": "splitwire.partitioner.cuts",
+    "Cut": "splitwire.partitioner.cuts",
+    "LinkModel": "splitwire.partitioner.link",
+    "LinkTrace": "splitwire.partitioner.link",
+    "Measurement": "splitwire.partitioner.cost",
+    "PartitionerError": "splitwire.partitioner.errors",
+    "Plan": "splitwire.partitioner.plan_file",
+    "PlanCut": "splitwire.partitioner.plan_file",
+    "PlanOutcome": "splitwire.partitioner.planner",
+    "PlanRequest": "splitwire.partitioner.planner",
+    "Profile": "splitwire.partitioner.profile_format",
+    "SplitModel": "splitwire.partitioner.split",
+    "capture": "splitwire.partitioner.capture",
+    "compute_nodes": "splitwire.partitioner.cuts",
+    "dominates": "splitwire.partitioner.pareto",
+    "enumerate_cuts": "splitwire.partitioner.cuts",
+    "export_split": "splitwire.partitioner.split",
+    "load_plan": "splitwire.partitioner.plan_file",
+    "load_trace": "splitwire.partitioner.link",
+    "pareto_front": "splitwire.partitioner.pareto",
+    "parse_link": "splitwire.partitioner.link",
+    "plan_model": "splitwire.partitioner.planner",
+    "profile_graph": "splitwire.partitioner.profiling",
+    "split": "splitwire.partitioner.split",
+    "write_plan_directory": "splitwire.partitioner.planner",
 }
 __all__ = sorted(_LOCATIONS)
 
 
 def __getattr__(name: str) -> Any:
     if name not in _LOCATIONS:
-        raise AttributeError(f"module 'partitioner' has no attribute {name!r}")
+        raise AttributeError(f"module 'splitwire.partitioner' has no attribute {name!r}")
     value = getattr(importlib.import_module(_LOCATIONS[name]), name)
     globals()[name] = value
     return value

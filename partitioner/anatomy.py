@@ -31,9 +31,9 @@ import torch
 from torch import fx
 from torch.fx.node import Argument, map_aggregate
 
-from partitioner.capture import MAX_BATCH, CapturedGraph
-from partitioner.errors import CaptureError
-from partitioner.recording import ValueInfo, record_values
+from splitwire.partitioner.capture import MAX_BATCH, CapturedGraph
+from splitwire.partitioner.errors import CaptureError
+from splitwire.partitioner.recording import ValueInfo, record_values
 
 __all__ = ["Anatomy", "CutPlan", "UnsplittableCut", "analyse", "head_nodes", "plan_cut"]
 
@@ -46,8 +46,8 @@ _ANALYSES: weakref.WeakKeyDictionary[CapturedGraph, Anatomy] = weakref.WeakKeyDi
 class UnsplittableCut(Exception):
     """A cut position at which the graph cannot be split; the message says why.
 
-    Internal: :func:`partitioner.cuts.enumerate_cuts` skips such positions and
-    :func:`partitioner.split.split` re-raises it as a ``SplitError``.
+    Internal: :func:`splitwire.partitioner.cuts.enumerate_cuts` skips such positions and
+    :func:`splitwire.partitioner.split.split` re-raises it as a ``SplitError``.
     """
 
 

@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from torch import fx, nn
 
-from partitioner.errors import CaptureError
+from splitwire.partitioner.errors import CaptureError
 
 logger = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from partitioner.errors import InputShapeError
+from splitwire.partitioner.errors import InputShapeError
 
 if TYPE_CHECKING:  # torch-heavy; the handlers import it when they run
-    from partitioner.profile_format import Profile
+    from splitwire.partitioner.profile_format import Profile
 
 
 def register(subparsers: Any) -> None:
@@ -39,7 +39,7 @@ def register(subparsers: Any) -> None:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from partitioner.models import load_model, model_hash, zoo_entry, zoo_names
+    from splitwire.partitioner.models import load_model, model_hash, zoo_entry, zoo_names
 
     if args.spec is None:
         entries = [zoo_entry(name) for name in zoo_names()]
@@ -145,7 +145,7 @@ def _register_profile(subparsers: Any) -> None:
 def _profile(args: argparse.Namespace) -> int:
     import math
 
-    from partitioner.errors import ProfileError
+    from splitwire.partitioner.errors import ProfileError
 
     # Everything the user typed is checked before torch loads and the measuring starts.
     shape = parse_shape(args.input_shape) if args.input_shape is not None else None
@@ -157,9 +157,9 @@ def _profile(args: argparse.Namespace) -> int:
             "expected threads >= 1, repeats >= 1, warmup >= 0"
         )
 
-    from partitioner.capture import capture
-    from partitioner.models import load_model, model_hash
-    from partitioner.profiling import profile_graph
+    from splitwire.partitioner.capture import capture
+    from splitwire.partitioner.models import load_model, model_hash
+    from splitwire.partitioner.profiling import profile_graph
 
     loaded = load_model(args.model)
     shape = shape or loaded.input_shape
@@ -307,11 +307,11 @@ def _register_plan(subparsers: Any) -> None:
 def _plan(args: argparse.Namespace) -> int:
     import sys
 
-    from partitioner.link import parse_link
-    from partitioner.planner import AUTO_CODECS, PlanRequest, plan_model, write_plan_directory
-    from partitioner.profile_format import Profile
-    from partitioner.report import outcome_json, plot, print_tables
-    from protocol import CodecSpec
+    from splitwire.partitioner.link import parse_link
+    from splitwire.partitioner.planner import AUTO_CODECS, PlanRequest, plan_model, write_plan_directory
+    from splitwire.partitioner.profile_format import Profile
+    from splitwire.partitioner.report import outcome_json, plot, print_tables
+    from splitwire.protocol import CodecSpec
 
     links = tuple(parse_link(text) for text in args.link)
     codecs = (
@@ -321,7 +321,7 @@ def _plan(args: argparse.Namespace) -> int:
     )
     shape = parse_shape(args.input_shape) if args.input_shape else None
     if shape is None:
-        from partitioner.models import load_model
+        from splitwire.partitioner.models import load_model
 
         shape = load_model(args.model).input_shape
         if shape is None:

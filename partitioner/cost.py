@@ -3,7 +3,7 @@
 Everything link-independent about a (cut, codec) pair is *measured* once into a
 :class:`Measurement` (compute per side from the profiles, wire bytes from encoding real
 activations, accuracy from running the tail on decoded activations). :func:`evaluate` then prices
-it on a :class:`~partitioner.link.LinkModel` with closed-form arithmetic, which is what makes
+it on a :class:`~splitwire.partitioner.link.LinkModel` with closed-form arithmetic, which is what makes
 sweeping many links cheap::
 
     edge_ms       = head compute + encode                    (edge profile)
@@ -23,9 +23,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from partitioner.cuts import CrossingTensor
-from partitioner.link import LinkModel
-from partitioner.pareto import Sense
+from splitwire.partitioner.cuts import CrossingTensor
+from splitwire.partitioner.link import LinkModel
+from splitwire.partitioner.pareto import Sense
 
 # Objectives of the Pareto front, in the order candidates list them.
 OBJECTIVES: tuple[tuple[str, Sense], ...] = (

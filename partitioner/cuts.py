@@ -1,6 +1,6 @@
 """Enumerate the cuts of a captured graph: where the edge stops, and which tensors it sends.
 
-The compute nodes of a graph (see :mod:`partitioner.anatomy`) are numbered in graph order,
+The compute nodes of a graph (see :mod:`splitwire.partitioner.anatomy`) are numbered in graph order,
 0..n-1. Cut ``k`` runs the first ``k`` on the edge and the rest in the cloud; it *crosses* every
 value made on the edge (or a model input) and used in the cloud, skip connections included.
 Cut 0 sends the input; cut n runs everything on the edge and sends nothing.
@@ -36,9 +36,9 @@ from dataclasses import dataclass
 
 from torch import fx
 
-from partitioner.anatomy import Anatomy, UnsplittableCut, analyse, plan_cut
-from partitioner.capture import CapturedGraph
-from protocol.header import DTYPE_NAMES
+from splitwire.partitioner.anatomy import Anatomy, UnsplittableCut, analyse, plan_cut
+from splitwire.partitioner.capture import CapturedGraph
+from splitwire.protocol.header import DTYPE_NAMES
 
 __all__ = ["CrossingTensor", "Cut", "compute_nodes", "enumerate_cuts"]
 
@@ -52,7 +52,7 @@ class CrossingTensor:
     Attributes:
         node: the graph node that produces it (a model input at cut 0).
         shape: its shape, batch included (usually 1).
-        dtype: its wire dtype name (``protocol.header.DTYPES``), e.g. ``"float32"``.
+        dtype: its wire dtype name (``splitwire.protocol.header.DTYPES``), e.g. ``"float32"``.
         nbytes: its size before any codec.
     """
 

@@ -1,7 +1,7 @@
 """Decisions: price measurements on every link, mark the Pareto front, pick.
 
 The expensive part of planning (profiling, running tails on decoded activations) produces
-link-independent :class:`~partitioner.cost.Measurement`\\ s; this module prices them on every
+link-independent :class:`~splitwire.partitioner.cost.Measurement`\\ s; this module prices them on every
 link and decides, which is cheap enough to sweep many links and codecs interactively.
 
 Picks:
@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from partitioner.cost import OBJECTIVES, Candidate, Measurement, evaluate
-from partitioner.errors import PartitionerError
-from partitioner.link import LinkModel
-from partitioner.pareto import pareto_front
+from splitwire.partitioner.cost import OBJECTIVES, Candidate, Measurement, evaluate
+from splitwire.partitioner.errors import PartitionerError
+from splitwire.partitioner.link import LinkModel
+from splitwire.partitioner.pareto import pareto_front
 
 Objective = Literal["latency", "throughput", "bytes", "edge"]
 # objective name -> (candidate field, sense)

@@ -4,7 +4,7 @@
     'Intel(R) Xeon(R) Processor, 2 cores'
 
 A profile can also describe an *emulated* device: ``Profile.scaled(4)`` turns a profile of this
-machine into a guess for a machine 4× slower (see :mod:`partitioner.profiling`); ``slowdown`` and
+machine into a guess for a machine 4× slower (see :mod:`splitwire.partitioner.profiling`); ``slowdown`` and
 ``emulated`` record that, so a plan built from it never passes for a measurement.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from partitioner.errors import ProfileError
+from splitwire.partitioner.errors import ProfileError
 
 __all__ = ["DeviceInfo", "current_device", "describe_cpu"]
 

@@ -72,7 +72,7 @@ from typing import NamedTuple
 
 import yaml
 
-from partitioner.errors import LinkError
+from splitwire.partitioner.errors import LinkError
 
 MSS_BYTES = 1448
 # Linux's floor on the variance term of the retransmission timeout (TCP_RTO_MIN).

@@ -25,20 +25,20 @@ from dataclasses import dataclass, replace
 import torch
 from torch import fx
 
-from partitioner.baselines import jpeg_applicable, jpeg_roundtrip
-from partitioner.capture import CapturedGraph
-from partitioner.cost import (
+from splitwire.partitioner.baselines import jpeg_applicable, jpeg_roundtrip
+from splitwire.partitioner.capture import CapturedGraph
+from splitwire.partitioner.cost import (
     ALL_IN_CLOUD_JPEG,
     ALL_IN_CLOUD_RAW,
     ALL_ON_EDGE,
     Measurement,
 )
-from partitioner.cuts import Cut
-from partitioner.profile_format import Profile
-from partitioner.split import split
-from protocol import CodecSpec, decode, encode
-from protocol.header import DTYPES
-from protocol.wire import header_to_proto
+from splitwire.partitioner.cuts import Cut
+from splitwire.partitioner.profile_format import Profile
+from splitwire.partitioner.split import split
+from splitwire.protocol import CodecSpec, decode, encode
+from splitwire.protocol.header import DTYPES
+from splitwire.protocol.wire import header_to_proto
 
 logger = logging.getLogger(__name__)
 

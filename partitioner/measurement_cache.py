@@ -8,7 +8,7 @@ planning. What it yields — bytes on the wire, result bytes, accuracy cost, top
 JPEG baseline's own encode/decode time on the planning machine — is stored next to the plan and
 keyed by what it depends on: the model's hash, the input shape, the calibration count and the
 JPEG quality. A reused measurement is priced again with the current profiles
-(:func:`partitioner.measure.reprice`).
+(:func:`splitwire.partitioner.measure.reprice`).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from partitioner.cost import ALL_IN_CLOUD_JPEG, Measurement
-from partitioner.cuts import Cut
-from partitioner.errors import PlanError
-from partitioner.measure import unpriced
+from splitwire.partitioner.cost import ALL_IN_CLOUD_JPEG, Measurement
+from splitwire.partitioner.cuts import Cut
+from splitwire.partitioner.errors import PlanError
+from splitwire.partitioner.measure import unpriced
 
 CACHE_FILE = "measurements.json"
 CACHE_SCHEMA = 1

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from partitioner.errors import PlanError
+from splitwire.partitioner.errors import PlanError
 
 PLAN_SCHEMA = 1
 PLAN_FILE = "plan.yaml"

@@ -7,8 +7,8 @@
 
 Phases (each timed in ``outcome.seconds``): ``capture`` the graph and enumerate its cuts;
 ``profile`` each side without a profile on this machine; ``measure`` every (cut, codec) on
-calibration inputs (:mod:`partitioner.measure`); ``decide`` on every link
-(:mod:`partitioner.decisions`); ``export`` the halves of the cuts the plan refers to.
+calibration inputs (:mod:`splitwire.partitioner.measure`); ``decide`` on every link
+(:mod:`splitwire.partitioner.decisions`); ``export`` the halves of the cuts the plan refers to.
 """
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from partitioner.calibration import synthetic_images
-from partitioner.capture import CapturedGraph, capture
-from partitioner.cost import Measurement
-from partitioner.cuts import Cut, compute_nodes, enumerate_cuts
-from partitioner.decisions import LinkDecision, Objective, decide_link, robust_pick
-from partitioner.device import torch_threads
-from partitioner.errors import PartitionerError
-from partitioner.link import LinkModel, LinkTrace
-from partitioner.measure import (
+from splitwire.partitioner.calibration import synthetic_images
+from splitwire.partitioner.capture import CapturedGraph, capture
+from splitwire.partitioner.cost import Measurement
+from splitwire.partitioner.cuts import Cut, compute_nodes, enumerate_cuts
+from splitwire.partitioner.decisions import LinkDecision, Objective, decide_link, robust_pick
+from splitwire.partitioner.device import torch_threads
+from splitwire.partitioner.errors import PartitionerError
+from splitwire.partitioner.link import LinkModel, LinkTrace
+from splitwire.partitioner.measure import (
     RAW_CODEC,
     Reference,
     measure_cut,
@@ -40,14 +40,14 @@ from partitioner.measure import (
     record_reference,
     reprice,
 )
-from partitioner.measurement_cache import CacheKey, load_measurements, save_measurements
-from partitioner.models import load_model, model_hash
-from partitioner.plan_file import LinkChoice, Plan, PlanCut, TensorSpec, sha256_file, write_plan
-from partitioner.profile_format import Profile, check_profile_matches
-from partitioner.profiling import profile_graph
-from partitioner.split import export_split, split
-from protocol import CodecSpec
-from protocol.header import DTYPE_NAMES
+from splitwire.partitioner.measurement_cache import CacheKey, load_measurements, save_measurements
+from splitwire.partitioner.models import load_model, model_hash
+from splitwire.partitioner.plan_file import LinkChoice, Plan, PlanCut, TensorSpec, sha256_file, write_plan
+from splitwire.partitioner.profile_format import Profile, check_profile_matches
+from splitwire.partitioner.profiling import profile_graph
+from splitwire.partitioner.split import export_split, split
+from splitwire.protocol import CodecSpec
+from splitwire.protocol.header import DTYPE_NAMES
 
 logger = logging.getLogger(__name__)
 

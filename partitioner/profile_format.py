@@ -1,7 +1,7 @@
 """The profile file: what a device profile holds, and how it is saved, loaded and checked.
 
 A profile is YAML (``yaml.safe_dump``/``safe_load``) with a schema version; loading validates
-every field and names the key and value at fault. :mod:`partitioner.profiling` measures one.
+every field and names the key and value at fault. :mod:`splitwire.partitioner.profiling` measures one.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from partitioner.device import DeviceInfo
-from partitioner.errors import ProfileError
-from protocol import CodecSpec
+from splitwire.partitioner.device import DeviceInfo
+from splitwire.partitioner.errors import ProfileError
+from splitwire.protocol import CodecSpec
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ def check_profile_matches(
 
     Args:
         profile: the profile to use.
-        model_hash: :func:`partitioner.models.model_hash` of the model being planned.
+        model_hash: :func:`splitwire.partitioner.models.model_hash` of the model being planned.
         input_shape: the input shape being planned.
         node_names: the compute nodes of its captured graph, in order.
 

@@ -32,9 +32,9 @@ amount per node, because the missing time is no per-node constant: it grows with
 like the ops' own times. ``interpreted_ms`` keeps the raw sum, so ``k`` can be recovered; a ``k``
 far from 1 means the machine was busy during the passes (a warning is logged).
 
-Codecs are timed with :func:`protocol.encode` / :func:`protocol.decode` on one thread, on the
+Codecs are timed with :func:`splitwire.protocol.encode` / :func:`splitwire.protocol.decode` on one thread, on the
 outputs of three nodes a quarter, half and three quarters of the way through the graph, for an
-input from :func:`partitioner.calibration.synthetic_images` (real activations compress
+input from :func:`splitwire.partitioner.calibration.synthetic_images` (real activations compress
 differently from noise). Speeds are in MB/s (10**6 bytes) of float32-equivalent data.
 
 :meth:`Profile.scaled` *emulates* a slower device by multiplying times (dividing codec speeds);
@@ -56,18 +56,18 @@ import torch
 from torch import fx, nn
 from tqdm import tqdm
 
-from partitioner.calibration import synthetic_images
-from partitioner.capture import CapturedGraph, capture, example_input
-from partitioner.cuts import compute_nodes
-from partitioner.device import current_device, torch_threads
-from partitioner.errors import ProfileError
-from partitioner.profile_format import (
+from splitwire.partitioner.calibration import synthetic_images
+from splitwire.partitioner.capture import CapturedGraph, capture, example_input
+from splitwire.partitioner.cuts import compute_nodes
+from splitwire.partitioner.device import current_device, torch_threads
+from splitwire.partitioner.errors import ProfileError
+from splitwire.partitioner.profile_format import (
     SCHEMA,
     CodecTiming,
     NodeTiming,
     Profile,
 )
-from protocol import CodecSpec, decode, encode
+from splitwire.protocol import CodecSpec, decode, encode
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def profile_graph(
     See the module docstring for what is measured and how node times are calibrated.
 
     Args:
-        graph: the captured model (:func:`partitioner.capture.capture`).
+        graph: the captured model (:func:`splitwire.partitioner.capture.capture`).
         model_spec / model_hash: recorded in the profile so the planner can match it.
         threads: torch intra-op threads for the node timings (the previous count is restored).
         warmup: passes run before measuring (first calls allocate and pick kernels).

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from partitioner.cost import Candidate
-from partitioner.decisions import LinkDecision
-from partitioner.errors import PartitionerError
-from partitioner.planner import PlanOutcome
+from splitwire.partitioner.cost import Candidate
+from splitwire.partitioner.decisions import LinkDecision
+from splitwire.partitioner.errors import PartitionerError
+from splitwire.partitioner.planner import PlanOutcome
 
 
 def outcome_json(outcome: PlanOutcome, plan_path: Path | None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ Each half is a new fx graph copied node by node from the captured one: the same 
 in the same order on the same weights, so the halves reproduce the model bit for bit. A half owns
 only the parameters its nodes use. Parameter-only computations and shape arithmetic are copied
 into whichever half needs them (both, if both do); the tail reads the batch size from dim 0 of
-the first tensor it receives (see :mod:`partitioner.anatomy`).
+the first tensor it receives (see :mod:`splitwire.partitioner.anatomy`).
 
 The halves' signatures:
 
@@ -34,10 +34,10 @@ import torch
 from torch import fx
 from torch.fx.node import Argument
 
-from partitioner.anatomy import Anatomy, CutPlan, UnsplittableCut, analyse, head_nodes, plan_cut
-from partitioner.capture import MAX_BATCH, CapturedGraph
-from partitioner.cuts import Cut
-from partitioner.errors import SplitError
+from splitwire.partitioner.anatomy import Anatomy, CutPlan, UnsplittableCut, analyse, head_nodes, plan_cut
+from splitwire.partitioner.capture import MAX_BATCH, CapturedGraph
+from splitwire.partitioner.cuts import Cut
+from splitwire.partitioner.errors import SplitError
 
 __all__ = ["SplitModel", "export_split", "split"]
 

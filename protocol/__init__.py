@@ -4,13 +4,13 @@
   with a :class:`CodecSpec` such as ``int8+zstd1``.
 * :func:`frame_chunks` / :class:`FrameAssembler` split frames into ≤ 1 MiB messages and
   reassemble them within :class:`FrameLimits`.
-* ``protocol.splitwire_pb2`` / ``splitwire_pb2_grpc`` are the generated messages and service of
+* ``splitwire.protocol.splitwire_pb2`` / ``splitwire_pb2_grpc`` are the generated messages and service of
   ``splitwire.proto``.
 """
 
-from protocol.codec import DEFAULT_LIMITS, EncodedTensor, decode, encode
-from protocol.codec_spec import SCHEMES, CodecSpec
-from protocol.errors import (
+from splitwire.protocol.codec import DEFAULT_LIMITS, EncodedTensor, decode, encode
+from splitwire.protocol.codec_spec import SCHEMES, CodecSpec
+from splitwire.protocol.errors import (
     ChecksumError,
     ChunkError,
     CodecError,
@@ -20,7 +20,7 @@ from protocol.errors import (
     LimitError,
     PayloadError,
 )
-from protocol.framing import (
+from splitwire.protocol.framing import (
     MAX_CHUNK_BYTES,
     AssembledFrame,
     FrameAssembler,
@@ -30,7 +30,7 @@ from protocol.framing import (
     frame_chunks,
     result_chunks,
 )
-from protocol.header import DecodeLimits, TensorHeader
+from splitwire.protocol.header import DecodeLimits, TensorHeader
 
 __all__ = [
     "DEFAULT_LIMITS",

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import zstandard
 
-from protocol.codec_spec import CodecSpec
-from protocol.errors import ChecksumError, EncodeError, PayloadError
-from protocol.header import (
+from splitwire.protocol.codec_spec import CodecSpec
+from splitwire.protocol.errors import ChecksumError, EncodeError, PayloadError
+from splitwire.protocol.header import (
     DTYPE_NAMES,
     DTYPES,
     FLOAT_DTYPES,
@@ -32,7 +32,7 @@ from protocol.header import (
     element_width,
     validate_header,
 )
-from protocol.quantise import (
+from splitwire.protocol.quantise import (
     default_channel_axis,
     dequantise_affine,
     pack_int4,
@@ -62,7 +62,7 @@ def encode(tensor: torch.Tensor, spec: CodecSpec | str, *, name: str = "") -> En
     :func:`decode` restores.
 
     Args:
-        tensor: any CPU or accelerator tensor of a dtype in ``protocol.header.DTYPES``.
+        tensor: any CPU or accelerator tensor of a dtype in ``splitwire.protocol.header.DTYPES``.
         spec: a :class:`CodecSpec` or its text form.
         name: the tensor's name in the plan, carried for diagnostics.
 

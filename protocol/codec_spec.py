@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal, cast, get_args
 
-from protocol.errors import CodecSpecError
+from splitwire.protocol.errors import CodecSpecError
 
 Scheme = Literal["fp32", "fp16", "bf16", "int8", "int4"]
 SCHEMES: tuple[Scheme, ...] = get_args(Scheme)

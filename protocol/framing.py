@@ -24,11 +24,11 @@ from typing import TypeVar
 
 import torch
 
-from protocol import splitwire_pb2 as pb
-from protocol.codec import DEFAULT_LIMITS, EncodedTensor, decode
-from protocol.errors import ChunkError, CodecError, LimitError
-from protocol.header import DecodeLimits, TensorHeader, validate_header
-from protocol.wire import header_from_proto, header_to_proto
+from splitwire.protocol import splitwire_pb2 as pb
+from splitwire.protocol.codec import DEFAULT_LIMITS, EncodedTensor, decode
+from splitwire.protocol.errors import ChunkError, CodecError, LimitError
+from splitwire.protocol.header import DecodeLimits, TensorHeader, validate_header
+from splitwire.protocol.wire import header_from_proto, header_to_proto
 
 MAX_CHUNK_BYTES = 1 << 20
 

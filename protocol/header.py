@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from protocol.codec_spec import MAX_ZSTD_LEVEL
-from protocol.errors import HeaderError, LimitError
+from splitwire.protocol.codec_spec import MAX_ZSTD_LEVEL
+from splitwire.protocol.errors import HeaderError, LimitError
 
 # Wire names of the dtypes a tensor may have. The wire is little-endian (checked in codec.py).
 DTYPES: dict[str, torch.dtype] = {

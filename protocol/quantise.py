@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from protocol.errors import EncodeError
+from splitwire.protocol.errors import EncodeError
 
 # A channel whose range is below this is constant to float32 precision: it is sent as its
 # offset alone (codes 0), because 1/scale would overflow.

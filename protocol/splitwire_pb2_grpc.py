@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protocol import splitwire_pb2 as protocol_dot_splitwire__pb2
+from splitwire.protocol import splitwire_pb2 as splitwire_dot_protocol_dot_splitwire__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in protocol/splitwire_pb2_grpc.py depends on'
+        + ' but the generated code in splitwire/protocol/splitwire_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,8 +36,8 @@ class SplitSessionStub:
         """
         self.Session = channel.stream_stream(
                 '/splitwire.v1.SplitSession/Session',
-                request_serializer=protocol_dot_splitwire__pb2.EdgeMessage.SerializeToString,
-                response_deserializer=protocol_dot_splitwire__pb2.CloudMessage.FromString,
+                request_serializer=splitwire_dot_protocol_dot_splitwire__pb2.EdgeMessage.SerializeToString,
+                response_deserializer=splitwire_dot_protocol_dot_splitwire__pb2.CloudMessage.FromString,
                 _registered_method=True)
 
 
@@ -57,8 +57,8 @@ def add_SplitSessionServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Session': grpc.stream_stream_rpc_method_handler(
                     servicer.Session,
-                    request_deserializer=protocol_dot_splitwire__pb2.EdgeMessage.FromString,
-                    response_serializer=protocol_dot_splitwire__pb2.CloudMessage.SerializeToString,
+                    request_deserializer=splitwire_dot_protocol_dot_splitwire__pb2.EdgeMessage.FromString,
+                    response_serializer=splitwire_dot_protocol_dot_splitwire__pb2.CloudMessage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,8 +86,8 @@ class SplitSession:
             request_iterator,
             target,
             '/splitwire.v1.SplitSession/Session',
-            protocol_dot_splitwire__pb2.EdgeMessage.SerializeToString,
-            protocol_dot_splitwire__pb2.CloudMessage.FromString,
+            splitwire_dot_protocol_dot_splitwire__pb2.EdgeMessage.SerializeToString,
+            splitwire_dot_protocol_dot_splitwire__pb2.CloudMessage.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,4 +1,4 @@
-"""Conversion between :class:`~protocol.header.TensorHeader` and its protobuf message.
+"""Conversion between :class:`~splitwire.protocol.header.TensorHeader` and its protobuf message.
 
 Conversion copies fields only; what they mean is checked by ``validate_header`` when the tensor
 is decoded, so a hostile message costs no more than its own size here.
@@ -6,8 +6,8 @@ is decoded, so a hostile message costs no more than its own size here.
 
 from __future__ import annotations
 
-from protocol import splitwire_pb2 as pb
-from protocol.header import TensorHeader
+from splitwire.protocol import splitwire_pb2 as pb
+from splitwire.protocol.header import TensorHeader
 
 
 def header_to_proto(header: TensorHeader) -> pb.TensorHeader:

@@ -5,8 +5,8 @@ Every error a user can cause (a bad spec string, a corrupt frame, an unknown mod
 with a meaningful code. Each package roots its own tree here::
 
     SplitwireError
-    ├── protocol.errors.CodecError        (wire format, codec, chunking)
-    └── partitioner.errors.PartitionerError (model specs, capture, plans)
+    ├── splitwire.protocol.errors.CodecError        (wire format, codec, chunking)
+    └── splitwire.partitioner.errors.PartitionerError (model specs, capture, plans)
 """
 
 

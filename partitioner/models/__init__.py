@@ -1,17 +1,17 @@
 """Reference models and the spec strings that name a model everywhere.
 
-    >>> from partitioner.models import load_model
+    >>> from splitwire.partitioner.models import load_model
     >>> loaded = load_model("zoo:resnet18?num_classes=10")
     >>> loaded.input_shape
     (1, 3, 224, 224)
 
-See :mod:`partitioner.models.spec` for the grammar (``zoo:``, ``file.py:callable``, ``.pt2``,
+See :mod:`splitwire.partitioner.models.spec` for the grammar (``zoo:``, ``file.py:callable``, ``.pt2``,
 ``hf:``, ``?options``, ``@weights``).
 """
 
-from partitioner.models.hashing import model_hash
-from partitioner.models.spec import LoadedModel, ModelSpec, load_model, parse_spec
-from partitioner.models.zoo import ZooEntry, zoo_entry, zoo_names
+from splitwire.partitioner.models.hashing import model_hash
+from splitwire.partitioner.models.spec import LoadedModel, ModelSpec, load_model, parse_spec
+from splitwire.partitioner.models.zoo import ZooEntry, zoo_entry, zoo_names
 
 __all__ = [
     "LoadedModel",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from partitioner.models.zoo import zoo_names
+from splitwire.partitioner.models.zoo import zoo_names
 
 
 def spec_forms() -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from partitioner.errors import ModelSpecError
+from splitwire.partitioner.errors import ModelSpecError
 
 __all__ = ["load_weights"]
 

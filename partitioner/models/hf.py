@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from partitioner.errors import ModelSpecError
-from partitioner.models._help import spec_forms
+from splitwire.partitioner.errors import ModelSpecError
+from splitwire.partitioner.models._help import spec_forms
 
 __all__ = ["HFImageModel", "HFModel", "build_hf"]
 

@@ -1,6 +1,6 @@
 """Building a model from each kind of spec source: ``zoo:``, ``file.py:callable`` and ``.pt2``.
 
-(``hf:`` lives in :mod:`partitioner.models.hf`, since it owns the optional transformers import.)
+(``hf:`` lives in :mod:`splitwire.partitioner.models.hf`, since it owns the optional transformers import.)
 These functions build with whatever RNG state they are given; :func:`load_model` seeds it.
 """
 
@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from partitioner.errors import ModelSpecError
-from partitioner.models._help import spec_forms
-from partitioner.models.zoo import zoo_entry, zoo_names
+from splitwire.partitioner.errors import ModelSpecError
+from splitwire.partitioner.models._help import spec_forms
+from splitwire.partitioner.models.zoo import zoo_entry, zoo_names
 
 __all__ = ["Built", "build_file", "build_zoo", "load_pt2"]
 

@@ -33,12 +33,12 @@ import torch
 import yaml
 from torch import nn
 
-from partitioner.errors import ModelSpecError
-from partitioner.models._help import spec_forms
-from partitioner.models.checkpoint import load_weights
-from partitioner.models.hf import build_hf
-from partitioner.models.sources import Built, build_file, build_zoo, load_pt2
-from partitioner.models.zoo import zoo_names
+from splitwire.partitioner.errors import ModelSpecError
+from splitwire.partitioner.models._help import spec_forms
+from splitwire.partitioner.models.checkpoint import load_weights
+from splitwire.partitioner.models.hf import build_hf
+from splitwire.partitioner.models.sources import Built, build_file, build_zoo, load_pt2
+from splitwire.partitioner.models.zoo import zoo_names
 
 __all__ = ["LoadedModel", "ModelSpec", "load_model", "parse_spec"]
 

@@ -12,11 +12,11 @@ from typing import Any, Literal
 
 from torch import nn
 
-from partitioner.errors import ModelSpecError
-from partitioner.models.mobilenet import mobilenet_v2
-from partitioner.models.resnet import resnet18, resnet50
-from partitioner.models.unet import unet_small
-from partitioner.models.vit import vit_tiny
+from splitwire.partitioner.errors import ModelSpecError
+from splitwire.partitioner.models.mobilenet import mobilenet_v2
+from splitwire.partitioner.models.resnet import resnet18, resnet50
+from splitwire.partitioner.models.unet import unet_small
+from splitwire.partitioner.models.vit import vit_tiny
 
 __all__ = ["ZooEntry", "zoo_entry", "zoo_names"]
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from partitioner.capture import capture
-from partitioner.errors import CaptureError
+from splitwire.partitioner.capture import capture
+from splitwire.partitioner.errors import CaptureError
 
 
 class DataDependent(nn.Module):

@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from partitioner.cost import ALL_IN_CLOUD_RAW, ALL_ON_EDGE, Measurement, evaluate
-from partitioner.decisions import best, decide_link, robust_pick
-from partitioner.errors import PartitionerError
-from partitioner.link import parse_link
+from splitwire.partitioner.cost import ALL_IN_CLOUD_RAW, ALL_ON_EDGE, Measurement, evaluate
+from splitwire.partitioner.decisions import best, decide_link, robust_pick
+from splitwire.partitioner.errors import PartitionerError
+from splitwire.partitioner.link import parse_link
 
 
 def measurement(

@@ -1,4 +1,4 @@
-"""Link model, spec parsing and link traces (partitioner.link).
+"""Link model, spec parsing and link traces (splitwire.partitioner.link).
 
 Run: .venv/bin/python -m pytest tests/partitioner/test_link.py -q
 """
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from partitioner.errors import LinkError, PartitionerError
-from partitioner.link import (
+from splitwire.partitioner.errors import LinkError, PartitionerError
+from splitwire.partitioner.link import (
     MSS_BYTES,
     PRESETS,
     LinkModel,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from partitioner.errors import PlanError
-from partitioner.measurement_cache import CacheKey, load_measurements
+from splitwire.partitioner.errors import PlanError
+from splitwire.partitioner.measurement_cache import CacheKey, load_measurements
 
 KEY = CacheKey("h" * 64, (1, 3, 8, 8), 2, 90)
 

@@ -1,4 +1,4 @@
-"""Reference models and model-spec resolution (partitioner.models).
+"""Reference models and model-spec resolution (splitwire.partitioner.models).
 
 Run: .venv/bin/python -m pytest tests/partitioner/test_models.py -q   (add -m "not slow" to skip
 the torch.export round trips)
@@ -15,9 +15,9 @@ import pytest
 import torch
 from torch import nn
 
-import partitioner.models as models
-from partitioner.errors import ModelSpecError
-from partitioner.models import (
+import splitwire.partitioner.models as models
+from splitwire.partitioner.errors import ModelSpecError
+from splitwire.partitioner.models import (
     LoadedModel,
     load_model,
     model_hash,

@@ -1,4 +1,4 @@
-"""Pareto dominance and the non-dominated set (partitioner.pareto).
+"""Pareto dominance and the non-dominated set (splitwire.partitioner.pareto).
 
 Run: .venv/bin/python -m pytest tests/partitioner/test_pareto.py -q
 """
@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from partitioner import pareto
-from partitioner.pareto import Sense, dominates, pareto_front
+from splitwire.partitioner import pareto
+from splitwire.partitioner.pareto import Sense, dominates, pareto_front
 
 MIN2: list[Sense] = ["min", "min"]
 # latency, accuracy, uplink bytes, throughput, edge energy

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import torch
 
-from partitioner.cost import OBJECTIVES
-from partitioner.pareto import dominates
-from partitioner.plan_file import load_plan
+from splitwire.partitioner.cost import OBJECTIVES
+from splitwire.partitioner.pareto import dominates
+from splitwire.partitioner.plan_file import load_plan
 
 pytestmark = pytest.mark.slow
 
@@ -113,7 +113,7 @@ def test_plan_directory_runs_exactly(planned: tuple[Path, dict[str, Any], str]) 
     plan = load_plan(root / "out")
     assert plan.choice.cut == data["choice"]["cut"]
     assert (root / "front.png").stat().st_size > 10_000
-    from partitioner.models import load_model
+    from splitwire.partitioner.models import load_model
 
     model = load_model(spec).module
     x = torch.randn(3, 3, 32, 32)

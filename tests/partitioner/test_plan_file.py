@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from partitioner.errors import PlanError
-from partitioner.plan_file import (
+from splitwire.partitioner.errors import PlanError
+from splitwire.partitioner.plan_file import (
     LinkChoice,
     Plan,
     PlanCut,

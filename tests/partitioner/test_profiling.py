@@ -1,4 +1,4 @@
-"""Device profiles (partitioner.profiling) and the ``splitwire profile`` command.
+"""Device profiles (splitwire.partitioner.profiling) and the ``splitwire profile`` command.
 
 Run: .venv/bin/python -m pytest tests/partitioner/test_profiling.py -q   (add -m "not slow" to skip
 ResNet-18 and the command-line runs)
@@ -21,20 +21,20 @@ import torch
 import yaml
 from torch import nn
 
-from partitioner.capture import CapturedGraph, capture
-from partitioner.cli import parse_shape
-from partitioner.cuts import compute_nodes
-from partitioner.device import DeviceInfo
-from partitioner.errors import InputShapeError, ProfileError
-from partitioner.models import load_model, model_hash
-from partitioner.profile_format import (
+from splitwire.partitioner.capture import CapturedGraph, capture
+from splitwire.partitioner.cli import parse_shape
+from splitwire.partitioner.cuts import compute_nodes
+from splitwire.partitioner.device import DeviceInfo
+from splitwire.partitioner.errors import InputShapeError, ProfileError
+from splitwire.partitioner.models import load_model, model_hash
+from splitwire.partitioner.profile_format import (
     SCHEMA,
     CodecTiming,
     NodeTiming,
     Profile,
     check_profile_matches,
 )
-from partitioner.profiling import profile_graph
+from splitwire.partitioner.profiling import profile_graph
 
 CODECS = ("fp16", "int8+zstd1")
 

@@ -1,4 +1,4 @@
-"""Cut enumeration and head/tail splitting (partitioner.cuts, partitioner.split).
+"""Cut enumeration and head/tail splitting (splitwire.partitioner.cuts, splitwire.partitioner.split).
 
 A registry of models, like PyTorch pipelining's test_pipe.py: for every valid cut of every model,
 the tail fed by the head reproduces the whole model bit for bit, at batch 1 and at batch 3.
@@ -21,12 +21,12 @@ import pytest
 import torch
 from torch import fx, nn
 
-from partitioner.capture import CapturedGraph, capture, example_input
-from partitioner.cuts import Cut, compute_nodes, enumerate_cuts
-from partitioner.errors import CaptureError, SplitError
-from partitioner.models import load_model
-from partitioner.split import export_split, split
-from protocol.header import DTYPES
+from splitwire.partitioner.capture import CapturedGraph, capture, example_input
+from splitwire.partitioner.cuts import Cut, compute_nodes, enumerate_cuts
+from splitwire.partitioner.errors import CaptureError, SplitError
+from splitwire.partitioner.models import load_model
+from splitwire.partitioner.split import export_split, split
+from splitwire.protocol.header import DTYPES
 
 
 class Branches(nn.Module):
@@ -54,7 +54,7 @@ class Branches(nn.Module):
 
 
 class Block(nn.Module):
-    """The residual block of the worked example in partitioner.cuts' docstring."""
+    """The residual block of the worked example in splitwire.partitioner.cuts' docstring."""
 
     def __init__(self) -> None:
         super().__init__()

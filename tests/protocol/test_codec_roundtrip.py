@@ -8,8 +8,8 @@ import itertools
 import pytest
 import torch
 
-from protocol import CodecSpec, EncodedTensor, decode, encode
-from protocol.header import DTYPE_NAMES, FLOAT_DTYPES
+from splitwire.protocol import CodecSpec, EncodedTensor, decode, encode
+from splitwire.protocol.header import DTYPE_NAMES, FLOAT_DTYPES
 
 SPECS = [
     f"{scheme}{suffix}"
@@ -196,7 +196,7 @@ def test_byte_planes_only_where_they_help() -> None:
 def test_byte_shuffle_on_one_byte_elements_is_refused() -> None:
     import dataclasses
 
-    from protocol import HeaderError
+    from splitwire.protocol import HeaderError
 
     enc = encode(torch.ones(8), "int8+zstd1")
     with pytest.raises(HeaderError, match="byte_shuffle set for one-byte elements"):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocol import CodecSpec, CodecSpecError, EncodeError, encode
+from splitwire.protocol import CodecSpec, CodecSpecError, EncodeError, encode
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from protocol import codegen
+from splitwire.protocol import codegen
 
 
 def test_generated_stubs_are_current(tmp_path: Path) -> None:
@@ -16,7 +16,7 @@ def test_generated_stubs_are_current(tmp_path: Path) -> None:
 
 
 def test_stubs_import_and_expose_the_session_service() -> None:
-    from protocol import splitwire_pb2, splitwire_pb2_grpc
+    from splitwire.protocol import splitwire_pb2, splitwire_pb2_grpc
 
     service = splitwire_pb2.DESCRIPTOR.services_by_name["SplitSession"]
     method = service.methods_by_name["Session"]

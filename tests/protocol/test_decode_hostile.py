@@ -19,7 +19,7 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from protocol import (
+from splitwire.protocol import (
     ChecksumError,
     CodecError,
     DecodeLimits,
@@ -33,8 +33,8 @@ from protocol import (
     encode,
     frame_chunks,
 )
-from protocol import splitwire_pb2 as pb
-from protocol.header import DTYPES, WIRE_SCHEMES
+from splitwire.protocol import splitwire_pb2 as pb
+from splitwire.protocol.header import DTYPES, WIRE_SCHEMES
 
 SMALL = DecodeLimits(max_rank=6, max_elements=1 << 16, max_tensor_bytes=1 << 18)
 
@@ -210,9 +210,9 @@ def test_no_allocation_beyond_bounds_under_an_address_space_limit() -> None:
         """
         import random, resource, zlib, dataclasses
         import torch
-        from protocol import CodecError, decode, encode, FrameAssembler
-        from protocol import splitwire_pb2 as pb
-        from protocol.wire import header_to_proto
+        from splitwire.protocol import CodecError, decode, encode, FrameAssembler
+        from splitwire.protocol import splitwire_pb2 as pb
+        from splitwire.protocol.wire import header_to_proto
 
         base = encode(torch.randn(1, 8, 4, 4), "int8+zstd1")
         with open("/proc/self/status") as f:

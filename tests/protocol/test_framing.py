@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from protocol import (
+from splitwire.protocol import (
     MAX_CHUNK_BYTES,
     ChecksumError,
     ChunkError,
@@ -19,7 +19,7 @@ from protocol import (
     frame_chunks,
     result_chunks,
 )
-from protocol import splitwire_pb2 as pb
+from splitwire.protocol import splitwire_pb2 as pb
 
 
 @pytest.fixture
