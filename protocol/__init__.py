@@ -4,6 +4,8 @@
   with a :class:`CodecSpec` such as ``int8+zstd1``.
 * :func:`frame_chunks` / :class:`FrameAssembler` split frames into ≤ 1 MiB messages and
   reassemble them within :class:`FrameLimits`.
+* :data:`PROTOCOL_VERSION`, :data:`SERVER_OPTIONS` / :data:`CLIENT_OPTIONS` (message sizes,
+  keepalive) and :func:`bearer` are what both ends of a session agree on.
 * ``splitwire.protocol.splitwire_pb2`` / ``splitwire_pb2_grpc`` are the generated messages and service of
   ``splitwire.proto``.
 """
@@ -31,11 +33,22 @@ from splitwire.protocol.framing import (
     result_chunks,
 )
 from splitwire.protocol.header import DecodeLimits, TensorHeader
+from splitwire.protocol.transport import (
+    CLIENT_OPTIONS,
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    SERVER_OPTIONS,
+    bearer,
+)
 
 __all__ = [
+    "CLIENT_OPTIONS",
     "DEFAULT_LIMITS",
     "MAX_CHUNK_BYTES",
+    "MAX_MESSAGE_BYTES",
+    "PROTOCOL_VERSION",
     "SCHEMES",
+    "SERVER_OPTIONS",
     "AssembledFrame",
     "ChecksumError",
     "ChunkError",
@@ -52,6 +65,7 @@ __all__ = [
     "PayloadError",
     "ResultTimings",
     "TensorHeader",
+    "bearer",
     "decode",
     "decode_frame",
     "encode",

@@ -1,0 +1,52 @@
+"""How both ends of a session configure gRPC: the protocol version, message-size limits,
+keepalive and the authentication header.
+
+One constant per side, so the limits a server enforces and the ones a client expects are
+written once. gRPC's own compression stays off: the codec compresses each tensor.
+"""
+
+from __future__ import annotations
+
+from splitwire.protocol.framing import MAX_CHUNK_BYTES
+
+# Version 2: per-frame cut/codec and queue budgets, SessionEnd, jpeg part sizes, batch size.
+PROTOCOL_VERSION = 2
+
+# A chunk carries at most MAX_CHUNK_BYTES of payload; chunk 0 adds up to 64 tensor headers
+# (with per-channel scales: 2 × 4 bytes × channels each). 4 MiB leaves room for 2048-channel
+# headers and is gRPC's own default, so a stray 100 MB message is refused before parsing.
+MAX_MESSAGE_BYTES = max(4 << 20, 2 * MAX_CHUNK_BYTES)
+
+# Call metadata that carries the bearer token ("authorization: Bearer <token>").
+AUTH_METADATA_KEY = "authorization"
+AUTH_SCHEME = "Bearer"
+
+# Keepalive: pings every 20 s find a dead peer (a vanished edge, a cut cable) within ~30 s on a
+# stream that may be idle between frames; the server allows clients to ping that often.
+KEEPALIVE_TIME_MS = 20_000
+KEEPALIVE_TIMEOUT_MS = 10_000
+
+SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.so_reuseport", 0),
+)
+
+CLIENT_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+)
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata that presents ``token``."""
+    return ((AUTH_METADATA_KEY, f"{AUTH_SCHEME} {token}"),)
