@@ -11,6 +11,7 @@ Tree::
         +-- InputShapeError  an input shape that does not parse (``--input-shape 1,3,224,224``)
         +-- ProfileError     a profile file that is malformed, or was taken for another model
         +-- PlanError        a plan directory that is missing, malformed or modified
+            +-- TensorSpecError  tensors that disagree with the plan's specs (shape, dtype)
 
 """
 
@@ -58,3 +59,15 @@ class ProfileError(PartitionerError):
 
 class PlanError(PartitionerError):
     """A plan directory that is missing, malformed, of an unknown schema, or modified."""
+
+
+class TensorSpecError(PlanError):
+    """Tensors that disagree with what the plan says crosses the cut (count, shape, dtype).
+
+    Attributes:
+        field: which tensor and property, e.g. ``"tensors[1].shape"``.
+    """
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field

@@ -17,6 +17,9 @@ PROTOCOL_VERSION = 2
 # headers and is gRPC's own default, so a stray 100 MB message is refused before parsing.
 MAX_MESSAGE_BYTES = max(4 << 20, 2 * MAX_CHUNK_BYTES)
 
+# The tail's outputs travel back losslessly (logits and masks are small; zstd level 1 is cheap).
+RESULT_CODEC = "fp32+zstd1"
+
 # Call metadata that carries the bearer token ("authorization: Bearer <token>").
 AUTH_METADATA_KEY = "authorization"
 AUTH_SCHEME = "Bearer"

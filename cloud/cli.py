@@ -1,0 +1,157 @@
+"""``splitwire cloud``: the tail service.
+
+    splitwire cloud --listen 127.0.0.1:8500 --plan plans/resnet18 --metrics 127.0.0.1:9100
+    splitwire cloud --listen 0.0.0.0:8500 --plan plans/a --plan plans/b \\
+        --tls-cert server.pem --tls-key server.key --client-ca edges-ca.pem --token-file tokens
+
+Exit codes: 0 after a graceful shutdown (SIGTERM / SIGINT), 2 for a configuration the service
+cannot start with (the message names the flag and what was expected).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from splitwire.cloud import config as defaults
+
+
+def register(subparsers: Any) -> None:
+    """Add ``splitwire cloud`` to the ``splitwire`` parser."""
+    cloud = subparsers.add_parser(
+        "cloud",
+        help="serve the tail halves of plans to many edge sessions over gRPC",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Serve every cut of every --plan to edge agents over one bidirectional gRPC stream "
+            "per session (splitwire.v1.SplitSession). Frames from sessions on the same model "
+            "and cut are batched (--max-batch, --max-wait-ms). Also serves grpc.health.v1, "
+            "server reflection, and Prometheus metrics on --metrics.\n\n"
+            "On SIGTERM or SIGINT: health goes NOT_SERVING, new sessions are rejected, frames "
+            "in flight get their results within --grace-s, each session ends with SessionEnd "
+            "UNAVAILABLE (the edge reconnects elsewhere), exit 0."
+        ),
+        epilog=(
+            "example: splitwire cloud --listen 127.0.0.1:8500 --plan plans/resnet18 "
+            "--metrics 127.0.0.1:9100 --token-file tokens.txt"
+        ),
+    )
+    cloud.add_argument(
+        "--listen", required=True, metavar="HOST:PORT", help="gRPC address (port 0: any free)"
+    )
+    cloud.add_argument(
+        "--plan",
+        required=True,
+        action="append",
+        type=Path,
+        metavar="DIR",
+        help="a plan directory from `splitwire plan` (repeat for several models)",
+    )
+    cloud.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics here")
+    tls = cloud.add_argument_group("security")
+    tls.add_argument("--tls-cert", type=Path, metavar="F", help="server certificate (PEM)")
+    tls.add_argument("--tls-key", type=Path, metavar="F", help="its private key (PEM)")
+    tls.add_argument(
+        "--client-ca",
+        type=Path,
+        metavar="F",
+        help="require client certificates signed by this CA (mutual TLS)",
+    )
+    tls.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="F",
+        help="accepted bearer tokens, one per line; calls without one get UNAUTHENTICATED",
+    )
+    tuning = cloud.add_argument_group("batching and limits")
+    tuning.add_argument(
+        "--max-batch",
+        type=int,
+        default=defaults.DEFAULT_MAX_BATCH,
+        metavar="N",
+        help="most frames per tail call (default %(default)s; 1 = no batching)",
+    )
+    tuning.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=defaults.DEFAULT_MAX_WAIT_MS,
+        metavar="M",
+        help="longest a frame waits for frames on their way to join its batch (default "
+        "%(default)s)",
+    )
+    tuning.add_argument(
+        "--threads", type=int, default=1, metavar="N", help="torch threads of the tail (default 1)"
+    )
+    tuning.add_argument(
+        "--max-sessions",
+        type=int,
+        default=defaults.DEFAULT_MAX_SESSIONS,
+        metavar="N",
+        help="concurrent sessions (default %(default)s); more are rejected RESOURCE_EXHAUSTED",
+    )
+    tuning.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=defaults.DEFAULT_MAX_IN_FLIGHT,
+        metavar="N",
+        help="frames one session may have in the server (default %(default)s)",
+    )
+    tuning.add_argument(
+        "--max-queued-frames",
+        type=int,
+        default=defaults.DEFAULT_MAX_QUEUED_FRAMES,
+        metavar="N",
+        help="frames waiting for the tail over all sessions (default %(default)s)",
+    )
+    tuning.add_argument(
+        "--max-frame-bytes",
+        type=int,
+        default=defaults.DEFAULT_MAX_FRAME_BYTES,
+        metavar="B",
+        help="largest encoded frame accepted (default %(default)s)",
+    )
+    tuning.add_argument(
+        "--grace-s",
+        type=float,
+        default=defaults.DEFAULT_GRACE_S,
+        metavar="S",
+        help="on shutdown, how long frames in flight may take (default %(default)s)",
+    )
+    cloud.add_argument("--server-id", default="", help="this replica's name (default: HOST:PORT)")
+    cloud.set_defaults(func=_cloud)
+
+
+def _cloud(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from splitwire.cloud.config import CloudConfig, TlsConfig
+    from splitwire.cloud.errors import ConfigError
+    from splitwire.cloud.server import serve
+
+    # A daemon logs its lifecycle by default; -q keeps it to errors, -v adds debug.
+    if not args.quiet and args.verbose == 0:
+        logging.getLogger("splitwire").setLevel(logging.INFO)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together; give both or neither")
+    if args.client_ca is not None and args.tls_cert is None:
+        raise ConfigError("--client-ca needs TLS; give --tls-cert and --tls-key too")
+    tls = TlsConfig(args.tls_cert, args.tls_key, args.client_ca) if args.tls_cert else None
+    config = CloudConfig(
+        listen=args.listen,
+        plans=tuple(args.plan),
+        metrics=args.metrics,
+        tls=tls,
+        token_file=args.token_file,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        threads=args.threads,
+        max_sessions=args.max_sessions,
+        max_in_flight=args.max_in_flight,
+        max_queued_frames=args.max_queued_frames,
+        max_frame_bytes=args.max_frame_bytes,
+        grace_s=args.grace_s,
+        server_id=args.server_id or args.listen,
+    )
+    return asyncio.run(serve(config))

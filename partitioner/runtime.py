@@ -1,0 +1,223 @@
+"""A plan as the runtimes use it: its halves loaded once, and what crosses each (cut, codec).
+
+    plan = open_plan(Path("plans/resnet18"))
+    tail = plan.tail("c0017")                      # loaded on first use, then shared
+    specs = plan.crossing("c0017", "int8+zstd1")   # what a frame must carry
+    check_tensors(decoded, specs)                  # TensorSpecError naming the field
+
+The edge and the cloud both go through this module, so they agree on what a frame of every
+plan kind carries:
+
+=====================  ==============================  ==================================
+plan kind              edge sends                      cloud runs
+=====================  ==============================  ==================================
+split (cut ``cNNNN``)  the head's crossing tensors     the cut's tail
+all-in-cloud, raw      the preprocessed input (cut 0)  cut 0's tail (the whole model)
+all-in-cloud, JPEG     the uint8 camera frame, JPEG    :meth:`RunnablePlan.preprocess`, then
+                                                       cut 0's tail
+all-on-edge (``none``) nothing                         nothing: no session is needed
+=====================  ==============================  ==================================
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from splitwire.partitioner.errors import PlanError, TensorSpecError
+from splitwire.partitioner.plan_file import Plan, PlanCut, PlanOption, TensorSpec, inside, load_plan
+from splitwire.protocol import CodecSpec, CodecSpecError
+from splitwire.protocol.header import DTYPE_NAMES
+
+
+@dataclass
+class RunnablePlan:
+    """A validated plan directory whose halves load on first use, once each (thread-safe).
+
+    Attributes:
+        plan: what ``plan.yaml`` says.
+        directory: the plan directory (every half lies inside it).
+    """
+
+    plan: Plan
+    directory: Path
+    _modules: dict[str, nn.Module] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def model_hash(self) -> str:
+        """The hash of the model both halves come from (the edge's Hello carries it)."""
+        return self.plan.model_hash
+
+    @property
+    def options(self) -> tuple[PlanOption, ...]:
+        """Every shipped (cut, codec), with the figures to price it under a measured link."""
+        return self.plan.options
+
+    def head(self, cut_id: str) -> nn.Module:
+        """The edge's half of ``cut_id``.
+
+        Raises:
+            PlanError: no such cut, or it has no head on disk, or the archive does not load.
+        """
+        return self._half(self.plan.cut(cut_id), "head")
+
+    def tail(self, cut_id: str) -> nn.Module:
+        """The cloud's half of ``cut_id`` (same errors as :meth:`head`)."""
+        return self._half(self.plan.cut(cut_id), "tail")
+
+    def crossing(self, cut_id: str, codec: str | CodecSpec) -> tuple[TensorSpec, ...]:
+        """What a frame for ``(cut_id, codec)`` carries, before encoding (see the module table).
+
+        Raises:
+            PlanError: no such cut; ``codec`` does not parse; ``none`` (nothing crosses); JPEG
+                for anything but an image input sent whole.
+        """
+        cut = self.plan.cut(cut_id)
+        spec = _codec(codec)
+        if not spec.sends:
+            raise PlanError(
+                f"codec {spec} sends nothing: under it the edge runs the whole model and needs "
+                "no cloud session"
+            )
+        if spec.scheme != "jpeg":
+            return cut.crossing
+        image = self.camera_frame()
+        if cut.crossing != cut.inputs:
+            raise PlanError(
+                f"codec {spec} sends the camera frame, so it needs the cut that sends the input; "
+                f"cut {cut.id} ({cut.name}) sends {[t.name for t in cut.crossing]}"
+            )
+        return (image,)
+
+    def outputs(self, cut_id: str) -> tuple[TensorSpec, ...]:
+        """The model outputs the tail of ``cut_id`` returns (the cloud sends them back)."""
+        return self.plan.cut(cut_id).outputs
+
+    def camera_frame(self) -> TensorSpec:
+        """The uint8 frame a camera gives for this plan's input: ``(N, C, H, W)``.
+
+        Raises:
+            PlanError: the plan's input is not an image, or it records no preprocessing.
+        """
+        shape = self.plan.input_shape
+        if len(shape) != 4 or shape[1] not in (1, 3) or self.plan.preprocess is None:
+            raise PlanError(
+                f"the plan's input {list(shape)} has no camera frame: expected an (N, 1|3, H, W) "
+                "image input with preprocessing recorded in the plan"
+            )
+        return TensorSpec("image", shape, "uint8")
+
+    def preprocess(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Turn uint8 camera frames ``(N, C, H, W)`` into the model's float input.
+
+        Raises:
+            PlanError: the plan records no preprocessing; TensorSpecError: wrong frames.
+        """
+        frame = self.camera_frame()
+        check_tensors([pixels], [frame])
+        prep = self.plan.preprocess
+        assert prep is not None  # camera_frame() checked it
+        mean = torch.tensor(prep.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(prep.std, dtype=torch.float32).view(1, -1, 1, 1)
+        return (pixels.to(torch.float32) / 255.0 - mean) / std
+
+    def load(self, cut_ids: Sequence[str] | None = None, *, side: str = "tail") -> None:
+        """Load the ``side`` halves of ``cut_ids`` (default: every cut) now, not on first use."""
+        for cut_id in self.plan.cuts if cut_ids is None else cut_ids:
+            self._half(self.plan.cut(cut_id), side)
+
+    def _half(self, cut: PlanCut, side: str) -> nn.Module:
+        relative = cut.head if side == "head" else cut.tail
+        if relative is None:
+            raise PlanError(f"cut {cut.id} ({cut.name}) has no {side} in {self.directory}")
+        key = f"{cut.id}/{side}"
+        with self._lock:
+            module = self._modules.get(key)
+            if module is None:
+                path = inside(self.directory, relative, where=f"cut {cut.id} {side}")
+                module = _load_program(path)
+                self._modules[key] = module
+            return module
+
+
+def open_plan(path: Path) -> RunnablePlan:
+    """Read and validate the plan at ``path`` (``plan.yaml`` or its directory); the halves
+    load later, on first use or with :meth:`RunnablePlan.load`.
+
+    Raises:
+        PlanError: see :func:`~splitwire.partitioner.plan_file.load_plan`.
+    """
+    plan = load_plan(path)
+    directory = path if path.is_dir() else path.parent
+    return RunnablePlan(plan=plan, directory=directory.resolve())
+
+
+def check_tensors(tensors: Sequence[torch.Tensor], specs: Sequence[TensorSpec]) -> int:
+    """Check ``tensors`` against ``specs``: count, dtype, and shape except the batch (dim 0),
+    which must be the same for all. Never reshapes to fit.
+
+    Returns:
+        The batch size.
+
+    Raises:
+        TensorSpecError: the first disagreement, naming the tensor (``tensors[i].shape``), what
+            was expected and what came.
+    """
+    if len(tensors) != len(specs):
+        raise TensorSpecError(
+            f"{len(tensors)} tensors; the plan expects {len(specs)} "
+            f"({', '.join(s.name for s in specs)})",
+            field="tensors",
+        )
+    batch: int | None = None
+    for i, (tensor, spec) in enumerate(zip(tensors, specs, strict=True)):
+        dtype = DTYPE_NAMES.get(tensor.dtype, str(tensor.dtype))
+        shape = tuple(tensor.shape)
+        expected = ("N", *spec.shape[1:])
+        if len(shape) != len(spec.shape) or shape[1:] != spec.shape[1:]:
+            raise TensorSpecError(
+                f"tensor {i} ({spec.name}): expected shape {_shape(expected)} {spec.dtype}, got "
+                f"{_shape(shape)} {dtype}; edge and cloud run different plans",
+                field=f"tensors[{i}].shape",
+            )
+        if dtype != spec.dtype:
+            raise TensorSpecError(
+                f"tensor {i} ({spec.name}): expected dtype {spec.dtype}, got {dtype}",
+                field=f"tensors[{i}].dtype",
+            )
+        if batch is None:
+            batch = shape[0]
+        elif shape[0] != batch:
+            raise TensorSpecError(
+                f"tensor {i} ({spec.name}) has batch {shape[0]}, tensor 0 has {batch}; "
+                "expected one batch size per frame",
+                field=f"tensors[{i}].shape",
+            )
+    return batch or 0
+
+
+def _shape(shape: Sequence[object]) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def _codec(codec: str | CodecSpec) -> CodecSpec:
+    try:
+        return CodecSpec.parse(codec)
+    except CodecSpecError as exc:
+        raise PlanError(f"plan codec {codec!r}: {exc.message}") from exc
+
+
+def _load_program(path: Path) -> nn.Module:
+    # plan.yaml's sha256 of this file was checked by load_plan: this is the archive planned.
+    try:
+        program = torch.export.load(path)
+    except Exception as exc:  # torch.export.load raises many types; all mean "unusable archive"
+        raise PlanError(f"cannot load {path}: {type(exc).__name__}: {exc}") from exc
+    module: nn.Module = program.module()
+    return module
