@@ -1,17 +1,22 @@
 """The wire: what an activation looks like on the network, and the session protocol.
 
 * :func:`encode` / :func:`decode` turn a tensor into a validated header plus payload and back,
-  with a :class:`CodecSpec` such as ``int8+zstd1``.
+  with a :class:`CodecSpec` such as ``int8+zstd1`` (or ``jpeg90`` for uint8 camera images).
 * :func:`frame_chunks` / :class:`FrameAssembler` split frames into ≤ 1 MiB messages and
   reassemble them within :class:`FrameLimits`.
 * :data:`PROTOCOL_VERSION`, :data:`SERVER_OPTIONS` / :data:`CLIENT_OPTIONS` (message sizes,
   keepalive) and :func:`bearer` are what both ends of a session agree on.
-* ``splitwire.protocol.splitwire_pb2`` / ``splitwire_pb2_grpc`` are the generated messages and service of
-  ``splitwire.proto``.
+* ``splitwire.protocol.splitwire_pb2`` / ``splitwire_pb2_grpc`` are the generated messages and
+  service of ``splitwire.proto``.
 """
 
 from splitwire.protocol.codec import DEFAULT_LIMITS, EncodedTensor, decode, encode
-from splitwire.protocol.codec_spec import SCHEMES, CodecSpec
+from splitwire.protocol.codec_spec import (
+    DEFAULT_JPEG_QUALITY,
+    MAX_JPEG_QUALITY,
+    SCHEMES,
+    CodecSpec,
+)
 from splitwire.protocol.errors import (
     ChecksumError,
     ChunkError,
@@ -43,8 +48,10 @@ from splitwire.protocol.transport import (
 
 __all__ = [
     "CLIENT_OPTIONS",
+    "DEFAULT_JPEG_QUALITY",
     "DEFAULT_LIMITS",
     "MAX_CHUNK_BYTES",
+    "MAX_JPEG_QUALITY",
     "MAX_MESSAGE_BYTES",
     "PROTOCOL_VERSION",
     "SCHEMES",

@@ -7,7 +7,9 @@
 torch.Size([1, 64, 56, 56])
 
 The payload is C-contiguous, little-endian; non-contiguous and channels-last inputs are made
-contiguous first, and decoded tensors are contiguous and own their memory.
+contiguous first, and decoded tensors are contiguous and own their memory. Under ``jpeg`` the
+payload is instead one JPEG stream per image, back to back (``header.part_sizes``); under
+``none`` nothing is encoded at all.
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ from splitwire.protocol.header import (
     DTYPE_NAMES,
     DTYPES,
     FLOAT_DTYPES,
+    JPEG_CHANNELS,
+    JPEG_MAX_SIDE,
     DecodeLimits,
     TensorHeader,
     element_width,
     validate_header,
 )
+from splitwire.protocol.jpeg import decode_images, encode_images
 from splitwire.protocol.quantise import (
     default_channel_axis,
     dequantise_affine,
@@ -59,7 +64,8 @@ def encode(tensor: torch.Tensor, spec: CodecSpec | str, *, name: str = "") -> En
 
     Float tensors get the spec's scheme; other dtypes (indices, masks) always travel raw, so
     the codec never changes a non-float value. The header records the original dtype, which
-    :func:`decode` restores.
+    :func:`decode` restores. ``jpeg`` is the exception: it takes uint8 ``(N, 1|3, H, W)``
+    images only, and writes one JPEG stream per image.
 
     Args:
         tensor: any CPU or accelerator tensor of a dtype in ``splitwire.protocol.header.DTYPES``.
@@ -68,9 +74,16 @@ def encode(tensor: torch.Tensor, spec: CodecSpec | str, *, name: str = "") -> En
 
     Raises:
         CodecSpecError: ``spec`` does not parse.
-        EncodeError: unsupported dtype, or values the scheme cannot represent (NaN into int8).
+        EncodeError: unsupported dtype, values the scheme cannot represent (NaN into int8), a
+            tensor that is not a uint8 image under ``jpeg``, or any tensor under ``none``.
     """
     spec = CodecSpec.parse(spec)
+    if not spec.sends:
+        raise EncodeError(
+            "codec 'none' sends nothing: the edge runs the whole model, so no tensor crosses "
+            "the network and there is nothing to encode",
+            field="codec",
+        )
     x = tensor.detach()
     if x.device.type != "cpu":
         x = x.cpu()
@@ -79,6 +92,8 @@ def encode(tensor: torch.Tensor, spec: CodecSpec | str, *, name: str = "") -> En
         raise EncodeError(
             f"unsupported dtype {x.dtype}; expected one of {', '.join(DTYPES)}", field="dtype"
         )
+    if spec.scheme == "jpeg":
+        return _encode_jpeg(x, spec.quality, name=name)
     x = x.contiguous()
     scheme = _wire_scheme(spec, dtype)
     axis, scales, offsets = -1, b"", b""
@@ -151,6 +166,10 @@ def decode(
     dtype = DTYPES[header.dtype]
     if layout.numel == 0:
         return torch.empty(header.shape, dtype=dtype)
+    if header.scheme == "jpeg":
+        batch, channels, height, width = header.shape
+        pixels = decode_images(payload, header.part_sizes, (batch, channels, height, width))
+        return torch.from_numpy(pixels)
     raw = _decompress(payload, header.raw_size) if header.zstd_level else payload
     # One copy into memory the returned tensor owns: decoded tensors never alias wire buffers.
     buf = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
@@ -173,6 +192,36 @@ def decode(
         offsets=torch.from_numpy(np.frombuffer(header.offsets, dtype="<f4").copy()),
         dtype=dtype,
     )
+
+
+def _encode_jpeg(x: torch.Tensor, quality: int, *, name: str) -> EncodedTensor:
+    """One JPEG stream per image of a uint8 (N, 1|3, H, W) tensor, concatenated."""
+    shape = tuple(x.shape)
+    if (
+        x.dtype != torch.uint8
+        or len(shape) != 4
+        or shape[1] not in JPEG_CHANNELS
+        or not (1 <= shape[2] <= JPEG_MAX_SIDE and 1 <= shape[3] <= JPEG_MAX_SIDE)
+    ):
+        raise EncodeError(
+            f"jpeg encodes uint8 (N, 1|3, H, W) camera images with H, W in 1..{JPEG_MAX_SIDE}; "
+            f"got {DTYPE_NAMES[x.dtype]} {shape}: quantise the input to uint8, or use int8",
+            field="dtype" if x.dtype != torch.uint8 else "shape",
+        )
+    streams = encode_images(x.numpy(), quality)
+    payload = b"".join(streams)
+    header = TensorHeader(
+        dtype="uint8",
+        shape=shape,
+        scheme="jpeg",
+        zstd_level=0,
+        raw_size=x.numel(),
+        payload_size=len(payload),
+        checksum=zlib.crc32(payload),
+        name=name,
+        part_sizes=tuple(len(stream) for stream in streams),
+    )
+    return EncodedTensor(header=header, payload=payload)
 
 
 def _wire_scheme(spec: CodecSpec, dtype: str) -> str:

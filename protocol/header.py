@@ -31,9 +31,16 @@ DTYPES: dict[str, torch.dtype] = {
 DTYPE_NAMES: dict[torch.dtype, str] = {dtype: name for name, dtype in DTYPES.items()}
 FLOAT_DTYPES = frozenset({"float32", "float64", "float16", "bfloat16"})
 
-# What the payload holds before zstd: "raw" is the dtype's own bytes, the rest approximate floats.
-WIRE_SCHEMES = ("raw", "fp16", "bf16", "int8", "int4")
+# What the payload holds before zstd: "raw" is the dtype's own bytes, "jpeg" is one JPEG stream
+# per uint8 image (never zstd'd), the rest approximate floats.
+WIRE_SCHEMES = ("raw", "fp16", "bf16", "int8", "int4", "jpeg")
 QUANTISED_SCHEMES = frozenset({"int8", "int4"})
+# JPEG's frame header stores H and W in 16 bits, and libjpeg refuses sides above 65500.
+JPEG_MAX_SIDE = 65500
+JPEG_CHANNELS = (1, 3)
+# The shortest stream any JPEG decoder accepts carries SOI (2 bytes), one 8-bit quantisation
+# table (DQT, 69), a one-component frame header (SOF, 13), a scan header (SOS, 10) and EOI (2).
+MIN_JPEG_BYTES = 96
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,8 @@ class TensorHeader:
 
     ``scales``/``offsets`` are little-endian float32 arrays, one per index of ``channel_axis``
     (or a single pair when ``channel_axis == -1``), present for ``int8``/``int4`` only.
+    ``part_sizes`` are the byte lengths of the payload's consecutive JPEG streams, one per
+    image, present for ``jpeg`` only (whose ``raw_size`` is the decoded pixel bytes).
     """
 
     dtype: str
@@ -74,6 +83,7 @@ class TensorHeader:
     offsets: bytes = b""
     name: str = ""
     byte_shuffle: bool = False
+    part_sizes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,12 +95,15 @@ class TensorLayout:
 
 
 def element_width(scheme: str, dtype: str) -> int:
-    """Bytes per element a scheme writes (int4 packs two elements per byte: width 1)."""
+    """Bytes per element a scheme writes (int4 packs two elements per byte: width 1).
+
+    For ``jpeg`` this is the width of a decoded pixel: the payload itself has no fixed width.
+    """
     if scheme == "raw":
         return DTYPES[dtype].itemsize
     if scheme in ("fp16", "bf16"):
         return 2
-    if scheme in QUANTISED_SCHEMES:
+    if scheme in QUANTISED_SCHEMES or scheme == "jpeg":
         return 1
     raise HeaderError(f"unknown scheme {scheme!r}; expected one of {WIRE_SCHEMES}", field="scheme")
 
@@ -121,7 +134,12 @@ def validate_header(header: TensorHeader, limits: DecodeLimits) -> TensorLayout:
             f"unknown scheme {header.scheme!r}; expected one of {', '.join(WIRE_SCHEMES)}",
             field="scheme",
         )
-    if header.scheme != "raw" and header.dtype not in FLOAT_DTYPES:
+    if header.scheme == "jpeg" and header.dtype != "uint8":
+        raise HeaderError(
+            f"scheme 'jpeg' carries uint8 images but dtype is {header.dtype!r}; expected 'uint8'",
+            field="dtype",
+        )
+    if header.scheme not in ("raw", "jpeg") and header.dtype not in FLOAT_DTYPES:
         raise HeaderError(
             f"scheme {header.scheme!r} approximates floats but dtype is {header.dtype!r}; "
             "non-float tensors travel as 'raw'",
@@ -155,6 +173,13 @@ def validate_header(header: TensorHeader, limits: DecodeLimits) -> TensorLayout:
             "(the limit)",
             field="shape",
         )
+    if header.scheme == "jpeg":
+        _validate_jpeg(header, limits)
+    elif header.part_sizes:
+        raise HeaderError(
+            f"scheme {header.scheme!r} carries no part_sizes; got {len(header.part_sizes)}",
+            field="part_sizes",
+        )
     expected_raw = scheme_bytes(header.scheme, header.dtype, numel)
     if header.raw_size != expected_raw:
         raise HeaderError(
@@ -162,14 +187,16 @@ def validate_header(header: TensorHeader, limits: DecodeLimits) -> TensorLayout:
             f"{header.scheme!r}; expected {expected_raw}",
             field="raw_size",
         )
-    if header.zstd_level == 0 and header.payload_size != header.raw_size:
+    # A JPEG payload's size is not a function of its raw_size (_validate_jpeg checks it).
+    sized_by_raw = header.scheme != "jpeg"
+    if sized_by_raw and header.zstd_level == 0 and header.payload_size != header.raw_size:
         raise HeaderError(
             f"payload_size {header.payload_size} without zstd must equal raw_size "
             f"{header.raw_size}",
             field="payload_size",
         )
     # zstd never expands incompressible data by more than a small frame overhead.
-    if header.payload_size > zstd_bound(header.raw_size):
+    if sized_by_raw and header.payload_size > zstd_bound(header.raw_size):
         raise HeaderError(
             f"payload_size {header.payload_size} exceeds what zstd can produce from "
             f"{header.raw_size} bytes (at most {zstd_bound(header.raw_size)})",
@@ -196,6 +223,53 @@ def validate_header(header: TensorHeader, limits: DecodeLimits) -> TensorLayout:
 def zstd_bound(size: int) -> int:
     """Largest zstd frame for ``size`` input bytes (ZSTD_COMPRESSBOUND plus a frame header)."""
     return size + (size >> 8) + 64
+
+
+def _validate_jpeg(header: TensorHeader, limits: DecodeLimits) -> None:
+    """The shape, zstd level and part sizes of a ``jpeg`` header (its size is within limits)."""
+    shape = header.shape
+    if len(shape) != 4 or shape[1] not in JPEG_CHANNELS:
+        raise HeaderError(
+            f"scheme 'jpeg' expected (N, 1|3, H, W) images; got shape {shape}", field="shape"
+        )
+    batch, _, height, width = shape
+    if not (1 <= height <= JPEG_MAX_SIDE and 1 <= width <= JPEG_MAX_SIDE):
+        raise HeaderError(
+            f"image size {height}×{width} in shape {shape}; JPEG expected H and W in "
+            f"1..{JPEG_MAX_SIDE}",
+            field="shape",
+        )
+    if header.zstd_level:
+        raise HeaderError(
+            f"zstd level {header.zstd_level} with scheme 'jpeg'; expected 0 (JPEG streams are "
+            "already entropy-coded)",
+            field="zstd_level",
+        )
+    if len(header.part_sizes) != batch:
+        raise HeaderError(
+            f"{len(header.part_sizes)} part sizes for a batch of {batch} images; expected one "
+            "JPEG stream per image",
+            field="part_sizes",
+        )
+    for i, size in enumerate(header.part_sizes):
+        if size < MIN_JPEG_BYTES:
+            raise HeaderError(
+                f"part_sizes[{i}] is {size} bytes; expected at least {MIN_JPEG_BYTES} (the "
+                "shortest JPEG stream)",
+                field="part_sizes",
+            )
+    total = sum(header.part_sizes)
+    if total != header.payload_size:
+        raise HeaderError(
+            f"part sizes sum to {total} bytes; expected payload_size {header.payload_size}",
+            field="part_sizes",
+        )
+    if header.payload_size > limits.max_tensor_bytes:
+        raise LimitError(
+            f"JPEG payload of {header.payload_size} bytes exceeds the limit of "
+            f"{limits.max_tensor_bytes}",
+            field="payload_size",
+        )
 
 
 def _validate_quantisation(header: TensorHeader, numel: int) -> int:

@@ -25,6 +25,7 @@ def header_to_proto(header: TensorHeader) -> pb.TensorHeader:
         checksum=header.checksum,
         name=header.name,
         byte_shuffle=header.byte_shuffle,
+        part_sizes=header.part_sizes,
     )
 
 
@@ -43,4 +44,5 @@ def header_from_proto(message: pb.TensorHeader) -> TensorHeader:
         checksum=message.checksum,
         name=message.name,
         byte_shuffle=message.byte_shuffle,
+        part_sizes=tuple(message.part_sizes),
     )

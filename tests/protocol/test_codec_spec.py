@@ -12,6 +12,8 @@ from splitwire.protocol import CodecSpec, CodecSpecError, EncodeError, encode
         ("int8+zstd1", "int8", 1),
         (" INT4+ZSTD19 ", "int4", 19),
         ("bf16", "bf16", 0),
+        ("jpeg90", "jpeg", 0),
+        ("none", "none", 0),
     ],
 )
 def test_parse(text: str, scheme: str, level: int) -> None:
@@ -27,6 +29,7 @@ def test_parse(text: str, scheme: str, level: int) -> None:
         ("int8+zstd0", "zstd level 0"),
         ("int8+zstd23", "out of range"),
         ("int8+lz4", "cannot parse codec"),
+        ("png", "unknown scheme 'png'"),
         ("", "cannot parse codec"),
     ],
 )
@@ -40,6 +43,8 @@ def test_parse_errors_say_what_is_expected(text: str, fragment: str) -> None:
 def test_only_fp32_is_lossless_for_every_dtype() -> None:
     assert CodecSpec.parse("fp32+zstd3").lossless
     assert not CodecSpec.parse("fp16").lossless
+    assert not CodecSpec.parse("jpeg95").lossless
+    assert not CodecSpec.parse("none").lossless
 
 
 def test_encode_refuses_what_it_cannot_represent() -> None:

@@ -45,6 +45,10 @@ def _valid(spec: str) -> EncodedTensor:
 
 
 SAMPLES = {spec: _valid(spec) for spec in ("fp32", "fp16+zstd1", "int8+zstd1", "int4", "bf16")}
+# A batch of two small camera images: mutations then reach Pillow's parser and decoder.
+SAMPLES["jpeg90"] = encode(
+    torch.linspace(0, 255, 2 * 3 * 8 * 8).to(torch.uint8).view(2, 3, 8, 8), "jpeg90"
+)
 
 
 def _decode_or_codec_error(header: TensorHeader, payload: bytes) -> None:
@@ -71,6 +75,7 @@ headers = st.builds(
     scales=st.binary(max_size=64),
     offsets=st.binary(max_size=64),
     byte_shuffle=st.booleans(),
+    part_sizes=st.lists(st.integers(-1, 2**40), max_size=4).map(tuple),
 )
 
 
@@ -124,6 +129,7 @@ FIELDS = {
     "scales": st.binary(max_size=40),
     "offsets": st.binary(max_size=40),
     "byte_shuffle": st.booleans(),
+    "part_sizes": st.lists(st.integers(0, 2000), max_size=3).map(tuple),
 }
 
 
