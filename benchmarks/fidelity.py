@@ -70,7 +70,7 @@ def run_fidelity(
     graph = capture(loaded.module, tuple(input_shape))
     nodes = compute_nodes(graph)
     profile = profile_graph(
-        graph, model_spec=model, model_hash=model_hash(loaded.module), threads=threads,
+        graph, model_spec=model, model_hash=model_hash(graph), threads=threads,
         repeats=repeats, codecs=("fp32",),
     )  # fmt: skip
     cuts = enumerate_cuts(graph)

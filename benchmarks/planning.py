@@ -18,7 +18,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from splitwire.partitioner.link import parse_link
-from splitwire.partitioner.planner import AUTO_CODECS, PlanRequest, decide, plan_model, write_plan_directory
+from splitwire.partitioner.planner import (
+    AUTO_CODECS,
+    PlanRequest,
+    decide,
+    plan_model,
+    write_plan_directory,
+)
 
 DEFAULT_LINKS = ("ethernet", "wifi", "lte", "3g")
 

@@ -97,9 +97,7 @@ class TokenInterceptor(aio.ServerInterceptor):
         if token_matches(value if isinstance(value, str) else None, self._tokens):
             return await continuation(handler_call_details)
         self._on_refused()
-        logger.warning(
-            "refused a call to %s: %s bearer token", method, "wrong" if value else "no"
-        )
+        logger.warning("refused a call to %s: %s bearer token", method, "wrong" if value else "no")
         return grpc.stream_stream_rpc_method_handler(_refuse)
 
 

@@ -276,9 +276,7 @@ def _run_batch(route: Route, batch: Sequence[_Job]) -> list[tuple[torch.Tensor, 
     if len(batch) == 1:
         inputs = batch[0].inputs
     else:
-        inputs = [
-            torch.cat([job.inputs[i] for job in batch]) for i in range(len(batch[0].inputs))
-        ]
+        inputs = [torch.cat([job.inputs[i] for job in batch]) for i in range(len(batch[0].inputs))]
     with torch.inference_mode():
         out = route.tail(*inputs)
     outputs = tuple(out) if isinstance(out, tuple | list) else (out,)

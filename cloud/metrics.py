@@ -49,7 +49,10 @@ class CloudMetrics:
             "splitwire_bytes_sent_total", "Result payload bytes sent", registry=r
         )
         self.errors = Counter(
-            "splitwire_frame_errors_total", "Frames answered with a FrameError", ["code"], registry=r
+            "splitwire_frame_errors_total",
+            "Frames answered with a FrameError",
+            ["code"],
+            registry=r,
         )
         self.stale = Counter(
             "splitwire_stale_frames_total",

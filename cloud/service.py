@@ -49,5 +49,5 @@ class SplitSessionServicer(pb_grpc.SplitSessionServicer):
     def __init__(self, service: TailService) -> None:
         self._service = service
 
-    async def Session(self, request_iterator: Any, context: aio.ServicerContext) -> None:  # noqa: N802 (gRPC's name)
+    async def Session(self, request_iterator: Any, context: aio.ServicerContext) -> None:
         await SessionHandler(self._service, context).run()

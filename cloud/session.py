@@ -62,6 +62,10 @@ logger = logging.getLogger(__name__)
 _session_ids = itertools.count(1)
 # Shutdown: how long an edge should wait before reconnecting (to this replica or another).
 RETRY_AFTER_MS = 1000
+# Frames (and results) up to this size are decoded (encoded) on the event loop: ~0.3 ms for
+# 256 kB of int8 codes, less than the two thread hops it saves. Larger ones go to the codec
+# threads so that one big frame never stalls every other session.
+INLINE_CODEC_BYTES = 256 << 10
 
 
 class SessionHandler:
@@ -133,9 +137,7 @@ class SessionHandler:
             code, text = reason
             self._metrics.sessions_total.labels(pb.ErrorCode.Name(code).lower()).inc()
             logger.info("rejected session from %s: %s", hello.edge_id or "anonymous", text)
-            await self._context.write(
-                pb.CloudMessage(reject=pb.Reject(code=code, reason=text))
-            )
+            await self._context.write(pb.CloudMessage(reject=pb.Reject(code=code, reason=text)))
             return False
         self._max_in_flight = min(hello.max_in_flight or self._max_in_flight, self._max_in_flight)
         cut_ids = self._service.registry.cuts(hello.model_hash)
@@ -286,14 +288,19 @@ class SessionHandler:
         first = frame.first
         assert isinstance(first, pb.FrameChunk)
         try:
-            route = self._route(first.cut_id or self._hello.cut_id, first.codec or self._hello.codec)
+            route = self._route(
+                first.cut_id or self._hello.cut_id, first.codec or self._hello.codec
+            )
             labels = (short_hash(route.model_hash), route.cut)
             self._metrics.frames.labels(*labels).inc()
             batcher = self._service.batcher
             with batcher.expect(route):
-                inputs, decode_ns = await loop.run_in_executor(
-                    self._service.codec_pool, _decode, frame, route
-                )
+                if sum(len(p) for p in frame.payloads) <= INLINE_CODEC_BYTES:
+                    inputs, decode_ns = _decode(frame, route)
+                else:
+                    inputs, decode_ns = await loop.run_in_executor(
+                        self._service.codec_pool, _decode, frame, route
+                    )
                 pending = batcher.submit(
                     route,
                     inputs,
@@ -301,14 +308,18 @@ class SessionHandler:
                     budget_ns=first.queue_budget_ms * 1_000_000,
                 )
             result = await pending
-            messages, encode_ns = await loop.run_in_executor(
-                self._service.codec_pool,
-                _encode,
-                frame,
-                result.outputs,
-                ResultTimings(result.queue_ns, decode_ns, result.compute_ns, 0),
-                result.batch_size,
-            )
+            timings = ResultTimings(result.queue_ns, decode_ns, result.compute_ns, 0)
+            if sum(t.nbytes for t in result.outputs) <= INLINE_CODEC_BYTES:
+                messages, encode_ns = _encode(frame, result.outputs, timings, result.batch_size)
+            else:
+                messages, encode_ns = await loop.run_in_executor(
+                    self._service.codec_pool,
+                    _encode,
+                    frame,
+                    result.outputs,
+                    timings,
+                    result.batch_size,
+                )
             self._metrics.decode_time.observe(decode_ns / 1e9)
             self._metrics.encode_time.observe(encode_ns / 1e9)
             self._metrics.results.labels(*labels).inc()

@@ -6,7 +6,8 @@
     >>> write_plan_directory(outcome, Path("plans/resnet18"))
 
 Pure torch and the standard library: no gRPC, no MQTT. The edge and the cloud only read what
-this package writes (``plan.yaml`` and the ``.pt2`` halves, see :mod:`splitwire.partitioner.plan_file`).
+this package writes (``plan.yaml`` and the ``.pt2`` halves, see
+:mod:`splitwire.partitioner.plan_file`), through :func:`open_plan`.
 """
 
 import importlib
@@ -25,6 +26,13 @@ _LOCATIONS = {
     "PartitionerError": "splitwire.partitioner.errors",
     "Plan": "splitwire.partitioner.plan_file",
     "PlanCut": "splitwire.partitioner.plan_file",
+    "PlanOption": "splitwire.partitioner.plan_file",
+    "Preprocess": "splitwire.partitioner.plan_file",
+    "RunnablePlan": "splitwire.partitioner.runtime",
+    "TensorSpec": "splitwire.partitioner.plan_file",
+    "TensorSpecError": "splitwire.partitioner.errors",
+    "check_tensors": "splitwire.partitioner.runtime",
+    "open_plan": "splitwire.partitioner.runtime",
     "PlanOutcome": "splitwire.partitioner.planner",
     "PlanRequest": "splitwire.partitioner.planner",
     "Profile": "splitwire.partitioner.profile_format",

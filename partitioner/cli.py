@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from splitwire.partitioner.errors import InputShapeError
 
 if TYPE_CHECKING:  # torch-heavy; the handlers import it when they run
+    from torch import nn
+
     from splitwire.partitioner.profile_format import Profile
 
 
@@ -28,10 +30,17 @@ def register(subparsers: Any) -> None:
         description=(
             "Without SPEC, list the zoo. With SPEC (zoo:NAME, path/file.py:callable, "
             "path/model.pt2, hf:ClassName; optional ?key=value&... options and @weights.pt), "
-            "build the model and print its parameter count, input shape and hash."
+            "build the model and print its parameter count, input shape and hash. The hash "
+            "(the one plan.yaml records) covers the captured graph and its weights, so the model "
+            "is captured for it at --input-shape or the model's own input shape."
         ),
     )
     models.add_argument("spec", nargs="?", help="a model spec, e.g. zoo:resnet18?num_classes=10")
+    models.add_argument(
+        "--input-shape",
+        metavar="N,C,H,W",
+        help="input shape to capture the model at for its hash (default: the model's own)",
+    )
     models.add_argument("--json", action="store_true", help="print JSON instead of a table")
     models.set_defaults(func=_models)
     _register_profile(subparsers)
@@ -39,7 +48,7 @@ def register(subparsers: Any) -> None:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from splitwire.partitioner.models import load_model, model_hash, zoo_entry, zoo_names
+    from splitwire.partitioner.models import load_model, zoo_entry, zoo_names
 
     if args.spec is None:
         entries = [zoo_entry(name) for name in zoo_names()]
@@ -59,21 +68,49 @@ def _models(args: argparse.Namespace) -> int:
                 shape = "x".join(map(str, e.input_shape))
                 print(f"zoo:{e.name:<14} {shape:<14} {e.task:<15} {e.description}")
         return 0
+    asked = parse_shape(args.input_shape) if args.input_shape is not None else None
     loaded = load_model(args.spec)
+    # A shape the user gave must capture (exit 2 otherwise); the model's own may fail quietly.
+    digest, note = _hash_at(loaded.module, asked or loaded.input_shape, strict=asked is not None)
     info = {
         "spec": loaded.spec,
         "class": type(loaded.module).__name__,
         "parameters": sum(p.numel() for p in loaded.module.parameters()),
         "input_shape": list(loaded.input_shape) if loaded.input_shape else None,
         "task": loaded.task,
-        "hash": model_hash(loaded.module),
+        "hash": digest,
+        "hash_of": note,
     }
     if args.json:
         print(json.dumps(info, indent=2))
     else:
         for key, value in info.items():
-            print(f"{key:<12} {value}")
+            print(f"{key:<12} {'-' if value is None else value}")
     return 0
+
+
+def _hash_at(
+    module: nn.Module, shape: tuple[int, ...] | None, *, strict: bool
+) -> tuple[str | None, str]:
+    """The model's hash captured at ``shape``, and what it is of (or why there is none).
+
+    Raises:
+        CaptureError: ``strict`` and the model cannot be captured at ``shape``.
+    """
+    from splitwire.partitioner.capture import capture
+    from splitwire.partitioner.errors import CaptureError
+    from splitwire.partitioner.models import model_hash
+
+    if shape is None:
+        return None, "none: the model declares no input shape; give --input-shape to hash it"
+    try:
+        graph = capture(module, shape)
+    except CaptureError as exc:
+        if strict:
+            raise
+        return None, f"none: {str(exc).splitlines()[0]}"
+    at = ",".join(map(str, shape))
+    return model_hash(graph), f"graph and weights, captured at input shape {at}"
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -167,10 +204,11 @@ def _profile(args: argparse.Namespace) -> int:
         raise InputShapeError(
             f"{args.model} does not declare its input shape; give --input-shape, e.g. 1,3,224,224"
         )
+    graph = capture(loaded.module, shape)
     result = profile_graph(
-        capture(loaded.module, shape),
+        graph,
         model_spec=loaded.spec,
-        model_hash=model_hash(loaded.module),
+        model_hash=model_hash(graph),
         threads=args.threads,
         warmup=args.warmup,
         repeats=args.repeats,
@@ -297,6 +335,14 @@ def _register_plan(subparsers: Any) -> None:
         help="reuse the bytes and accuracy measured by an earlier plan of the same model, "
         "shape, --calibration and --jpeg-quality (DIR/measurements.json): no tail runs",
     )
+    plan.add_argument(
+        "--ship",
+        action="append",
+        default=[],
+        metavar="CUT",
+        help="also ship this cut's halves (an id like c0017 or a name like layer3.0; repeat, or "
+        "'all'), so the runtimes can switch to it without re-planning",
+    )
     plan.add_argument("--out", required=True, metavar="DIR", help="plan directory to write")
     plan.add_argument("--json", action="store_true", help="print candidates and choice as JSON")
     plan.add_argument("--plot", metavar="FILE.png", help="plot latency against throughput")
@@ -308,7 +354,12 @@ def _plan(args: argparse.Namespace) -> int:
     import sys
 
     from splitwire.partitioner.link import parse_link
-    from splitwire.partitioner.planner import AUTO_CODECS, PlanRequest, plan_model, write_plan_directory
+    from splitwire.partitioner.planner import (
+        AUTO_CODECS,
+        PlanRequest,
+        plan_model,
+        write_plan_directory,
+    )
     from splitwire.partitioner.profile_format import Profile
     from splitwire.partitioner.report import outcome_json, plot, print_tables
     from splitwire.protocol import CodecSpec
@@ -344,6 +395,7 @@ def _plan(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         progress=not args.json,
         reuse_measurements=Path(args.reuse_measurements) if args.reuse_measurements else None,
+        ship=tuple(args.ship),
     )
     outcome = plan_model(request)
     plan_path = Path(args.out) / "plan.yaml"

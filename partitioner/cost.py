@@ -3,8 +3,8 @@
 Everything link-independent about a (cut, codec) pair is *measured* once into a
 :class:`Measurement` (compute per side from the profiles, wire bytes from encoding real
 activations, accuracy from running the tail on decoded activations). :func:`evaluate` then prices
-it on a :class:`~splitwire.partitioner.link.LinkModel` with closed-form arithmetic, which is what makes
-sweeping many links cheap::
+it on a :class:`~splitwire.partitioner.link.LinkModel` with closed-form arithmetic, which is what
+makes sweeping many links cheap::
 
     edge_ms       = head compute + encode                    (edge profile)
     transfer_ms   = link.transfer_s(bytes_wire, result_bytes) (RTT, both directions, loss, jitter)
@@ -85,7 +85,11 @@ class Measurement:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A measurement priced on one link; ``pareto`` is filled in by the planner."""
+    """A measurement priced on one link; ``pareto`` is filled in by the planner.
+
+    ``link`` is the link's full spec, ``str(LinkModel)`` (the text plan.yaml records): a name
+    alone could be shared, e.g. every ``bw=...,rtt=...`` link is named ``custom``.
+    """
 
     measurement: Measurement
     link: str
@@ -139,14 +143,14 @@ def evaluate(measurement: Measurement, link: LinkModel) -> Candidate:
     m = measurement
     edge_ms = m.head_ms + m.encode_ms
     if not m.sends:
-        return Candidate(m, link.name, edge_ms, 0.0, 0.0, edge_ms, 1000.0 / edge_ms)
+        return Candidate(m, str(link), edge_ms, 0.0, 0.0, edge_ms, 1000.0 / edge_ms)
     cloud_ms = m.decode_ms + m.tail_ms
     transfer_ms = 1000.0 * link.transfer_s(round(m.bytes_wire), m.result_bytes)
     uplink_ms = 1000.0 / link.max_frames_per_s(round(m.bytes_wire))
     bottleneck = max(edge_ms, uplink_ms, cloud_ms, 1e-9)
     return Candidate(
         measurement=m,
-        link=link.name,
+        link=str(link),
         edge_ms=edge_ms,
         transfer_ms=transfer_ms,
         cloud_ms=cloud_ms,

@@ -1,8 +1,8 @@
 """Decisions: price measurements on every link, mark the Pareto front, pick.
 
 The expensive part of planning (profiling, running tails on decoded activations) produces
-link-independent :class:`~splitwire.partitioner.cost.Measurement`\\ s; this module prices them on every
-link and decides, which is cheap enough to sweep many links and codecs interactively.
+link-independent :class:`~splitwire.partitioner.cost.Measurement`\\ s; this module prices them on
+every link and decides, which is cheap enough to sweep many links and codecs interactively.
 
 Picks:
 

@@ -4,8 +4,8 @@
     'Intel(R) Xeon(R) Processor, 2 cores'
 
 A profile can also describe an *emulated* device: ``Profile.scaled(4)`` turns a profile of this
-machine into a guess for a machine 4× slower (see :mod:`splitwire.partitioner.profiling`); ``slowdown`` and
-``emulated`` record that, so a plan built from it never passes for a measurement.
+machine into a guess for a machine 4× slower (see :mod:`splitwire.partitioner.profiling`);
+``slowdown`` and ``emulated`` record that, so a plan built from it never passes for a measurement.
 """
 
 from __future__ import annotations

@@ -36,14 +36,14 @@ from splitwire.partitioner.cost import (
 from splitwire.partitioner.cuts import Cut
 from splitwire.partitioner.profile_format import Profile
 from splitwire.partitioner.split import split
-from splitwire.protocol import CodecSpec, decode, encode
+from splitwire.protocol import CodecSpec, decode, encode, transport
 from splitwire.protocol.header import DTYPES
 from splitwire.protocol.wire import header_to_proto
 
 logger = logging.getLogger(__name__)
 
-# Results travel back losslessly; their size is measured with this codec.
-RESULT_CODEC = CodecSpec.parse("fp32+zstd1")
+# Results travel back as the tail service sends them; their size is measured with that codec.
+RESULT_CODEC = CodecSpec.parse(transport.RESULT_CODEC)
 # The all-in-cloud raw baseline sends the input as it is.
 RAW_CODEC = CodecSpec.parse("fp32")
 

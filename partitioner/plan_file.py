@@ -1,13 +1,15 @@
 """The plan directory: what the edge and the cloud need to run a split, and nothing else.
 
-    DIR/plan.yaml              versioned: model, input, the chosen (cut, codec), a per-link table
+    DIR/plan.yaml              versioned: model, input, the chosen (cut, codec), a per-link table,
+                               and every shipped (cut, codec) with the figures to price it again
     DIR/cuts/<cut>/head.pt2    the edge's half (torch.export archive; no model source needed)
     DIR/cuts/<cut>/tail.pt2    the cloud's half
 
 Every cut the plan refers to (the choice and each link's best) has its halves on disk, so the
 edge can switch plans when its link changes without re-planning. ``plan.yaml`` records each
 half's tensor order: the head returns the ``crossing`` tensors in order, the tail takes them in
-the same order and returns ``outputs``.
+the same order and returns ``outputs``. Every path in it is relative and must stay inside the
+directory. The runtimes load a plan with :func:`splitwire.partitioner.runtime.open_plan`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import yaml
 
 from splitwire.partitioner.errors import PlanError
 
-PLAN_SCHEMA = 1
+# Schema 2 added `options` (every shipped (cut, codec) with its figures) and the camera
+# preprocessing (`model.preprocess`).
+PLAN_SCHEMA = 2
 PLAN_FILE = "plan.yaml"
 
 
@@ -51,6 +55,55 @@ class PlanCut:
 
 
 @dataclass(frozen=True)
+class Preprocess:
+    """How a camera's uint8 frame becomes the model's input, per channel::
+
+        input = (pixels / 255 - mean) / std          pixels: (N, C, H, W) uint8
+
+    The edge applies it before the head; for an all-in-cloud JPEG plan the cloud applies it to
+    the decoded images.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not self.mean or len(self.mean) != len(self.std):
+            raise PlanError(
+                f"preprocess: {len(self.mean)} means and {len(self.std)} stds; expected one "
+                "of each per input channel"
+            )
+        if any(not s > 0 for s in self.std):
+            raise PlanError(f"preprocess: std {list(self.std)} must be > 0 for every channel")
+
+
+# ImageNet statistics, what image classifiers are trained with (grey images: their mean).
+IMAGENET = Preprocess(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+IMAGENET_GREY = Preprocess(mean=(0.449,), std=(0.226,))
+
+
+@dataclass(frozen=True)
+class PlanOption:
+    """One shipped (cut, codec) and what it costs apart from the link, so a runtime can price
+    it again under the link it measures (see :func:`splitwire.partitioner.cost.price`).
+
+    Attributes:
+        edge_ms: head compute + encode on the edge (its profile). ``cloud_ms``: decode + tail.
+        bytes_up: mean encoded frame size (headers included); ``bytes_down``: the results'.
+        accuracy_cost: relative output error the codec causes (0 = exact).
+    """
+
+    cut: str
+    codec: str
+    baseline: str | None
+    edge_ms: float
+    cloud_ms: float
+    bytes_up: float
+    bytes_down: float
+    accuracy_cost: float
+
+
+@dataclass(frozen=True)
 class LinkChoice:
     """The best (cut, codec) for one link, with its predicted figures."""
 
@@ -73,6 +126,8 @@ class Plan:
     choice: LinkChoice
     links: tuple[LinkChoice, ...]
     cuts: Mapping[str, PlanCut]
+    options: tuple[PlanOption, ...] = ()
+    preprocess: Preprocess | None = None
     schema: int = PLAN_SCHEMA
 
     def cut(self, cut_id: str) -> PlanCut:
@@ -84,6 +139,18 @@ class Plan:
         if cut_id not in self.cuts:
             raise PlanError(f"plan has no cut {cut_id!r}; it has {sorted(self.cuts)}")
         return self.cuts[cut_id]
+
+    def option(self, cut_id: str, codec: str) -> PlanOption:
+        """The shipped option ``(cut_id, codec)``.
+
+        Raises:
+            PlanError: the plan does not ship it.
+        """
+        for option in self.options:
+            if (option.cut, option.codec) == (cut_id, codec):
+                return option
+        shipped = ", ".join(f"{o.cut} {o.codec}" for o in self.options)
+        raise PlanError(f"plan ships no option {cut_id} {codec}; it ships {shipped}")
 
 
 def sha256_file(path: Path) -> str:
@@ -126,7 +193,10 @@ def load_plan(path: Path) -> Plan:
     reader = _Reader(data, str(file))
     schema = reader.integer("schema")
     if schema != PLAN_SCHEMA:
-        raise PlanError(f"{file}: schema {schema} is not supported; expected {PLAN_SCHEMA}")
+        raise PlanError(
+            f"{file}: schema {schema} is not supported; expected {PLAN_SCHEMA} (plan again with "
+            "this version of splitwire)"
+        )
     model = reader.section("model")
     cuts = {}
     for cut_id, raw in reader.mapping("cuts").items():
@@ -134,7 +204,7 @@ def load_plan(path: Path) -> Plan:
         for half, digest in ((cut.head, cut.head_sha256), (cut.tail, cut.tail_sha256)):
             if half is None:
                 continue
-            half_path = file.parent / half
+            half_path = inside(file.parent, half, where=f"{file}: cut {cut_id}")
             if not half_path.is_file():
                 raise PlanError(f"{file}: cut {cut_id} needs {half}, which is missing")
             if digest is not None and sha256_file(half_path) != digest:
@@ -151,6 +221,19 @@ def load_plan(path: Path) -> Plan:
     for entry in (choice, *links):
         if entry.cut not in cuts:
             raise PlanError(f"{file}: link {entry.link!r} refers to cut {entry.cut!r}, not in cuts")
+    options = tuple(
+        _read_option(_Reader(raw, f"{file}: options[{i}]"))
+        for i, raw in enumerate(reader.items("options"))
+    )
+    for option in options:
+        if option.cut not in cuts:
+            raise PlanError(
+                f"{file}: option {option.codec} refers to cut {option.cut!r}, not in cuts"
+            )
+    preprocess = None
+    if model.data.get("preprocess") is not None:
+        section = model.section("preprocess")
+        preprocess = Preprocess(tuple(section.numbers("mean")), tuple(section.numbers("std")))
     return Plan(
         model_spec=model.text("spec"),
         model_hash=model.text("hash"),
@@ -160,8 +243,27 @@ def load_plan(path: Path) -> Plan:
         choice=choice,
         links=links,
         cuts=cuts,
+        options=options,
+        preprocess=preprocess,
         schema=schema,
     )
+
+
+def inside(directory: Path, relative: str, *, where: str) -> Path:
+    """``directory / relative``, refusing paths that leave ``directory`` (``..``, absolute
+    paths, symbolic links pointing out).
+
+    Raises:
+        PlanError: the path escapes the directory.
+    """
+    root = directory.resolve()
+    path = (root / relative).resolve()
+    if Path(relative).is_absolute() or not path.is_relative_to(root):
+        raise PlanError(
+            f"{where}: path {relative!r} leaves the plan directory {root}; expected a path "
+            "relative to it"
+        )
+    return path
 
 
 def _to_dict(plan: Plan) -> dict[str, Any]:
@@ -177,13 +279,16 @@ def _to_dict(plan: Plan) -> dict[str, Any]:
             "predicted": {k: float(v) for k, v in c.predicted.items()},
         }
 
+    model: dict[str, Any] = {
+        "spec": plan.model_spec,
+        "hash": plan.model_hash,
+        "input_shape": list(plan.input_shape),
+    }
+    if plan.preprocess is not None:
+        model["preprocess"] = {"mean": list(plan.preprocess.mean), "std": list(plan.preprocess.std)}
     return {
         "schema": plan.schema,
-        "model": {
-            "spec": plan.model_spec,
-            "hash": plan.model_hash,
-            "input_shape": list(plan.input_shape),
-        },
+        "model": model,
         "objective": {"name": plan.objective, "accuracy_budget": plan.accuracy_budget},
         "choice": choice(plan.choice),
         "links": [choice(c) for c in plan.links],
@@ -200,6 +305,19 @@ def _to_dict(plan: Plan) -> dict[str, Any]:
             }
             for cut in plan.cuts.values()
         },
+        "options": [
+            {
+                "cut": o.cut,
+                "codec": o.codec,
+                "baseline": o.baseline,
+                "edge_ms": float(o.edge_ms),
+                "cloud_ms": float(o.cloud_ms),
+                "bytes_up": float(o.bytes_up),
+                "bytes_down": float(o.bytes_down),
+                "accuracy_cost": float(o.accuracy_cost),
+            }
+            for o in plan.options
+        ],
     }
 
 
@@ -236,6 +354,12 @@ class _Reader:
 
     def number(self, key: str) -> float:
         return float(self._typed(key, (int, float), "a number"))
+
+    def numbers(self, key: str) -> list[float]:
+        values = self._typed(key, list, "a list of numbers")
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            raise PlanError(f"{self.where}: {key} = {values!r}; expected a list of numbers")
+        return [float(v) for v in values]
 
     def integers(self, key: str) -> list[int]:
         values = self._typed(key, list, "a list of integers")
@@ -274,6 +398,19 @@ def _read_cut(cut_id: str, reader: _Reader) -> PlanCut:
         outputs=_read_tensors(reader, "outputs"),
         head_sha256=reader.optional_text("head_sha256"),
         tail_sha256=reader.optional_text("tail_sha256"),
+    )
+
+
+def _read_option(reader: _Reader) -> PlanOption:
+    return PlanOption(
+        cut=reader.text("cut"),
+        codec=reader.text("codec"),
+        baseline=reader.optional_text("baseline"),
+        edge_ms=reader.number("edge_ms"),
+        cloud_ms=reader.number("cloud_ms"),
+        bytes_up=reader.number("bytes_up"),
+        bytes_down=reader.number("bytes_down"),
+        accuracy_cost=reader.number("accuracy_cost"),
     )
 
 

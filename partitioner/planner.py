@@ -42,7 +42,18 @@ from splitwire.partitioner.measure import (
 )
 from splitwire.partitioner.measurement_cache import CacheKey, load_measurements, save_measurements
 from splitwire.partitioner.models import load_model, model_hash
-from splitwire.partitioner.plan_file import LinkChoice, Plan, PlanCut, TensorSpec, sha256_file, write_plan
+from splitwire.partitioner.plan_file import (
+    IMAGENET,
+    IMAGENET_GREY,
+    LinkChoice,
+    Plan,
+    PlanCut,
+    PlanOption,
+    Preprocess,
+    TensorSpec,
+    sha256_file,
+    write_plan,
+)
 from splitwire.partitioner.profile_format import Profile, check_profile_matches
 from splitwire.partitioner.profiling import profile_graph
 from splitwire.partitioner.split import export_split, split
@@ -75,6 +86,10 @@ class PlanRequest:
     repeats: int = 10
     progress: bool = False
     reuse_measurements: Path | None = None
+    # How camera frames become the input (None: ImageNet statistics for image inputs).
+    preprocess: Preprocess | None = None
+    # Cuts (ids or names, or "all") shipped besides the picks.
+    ship: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.links:
@@ -131,8 +146,8 @@ def plan_model(request: PlanRequest) -> PlanOutcome:
     seconds: dict[str, float] = {}
     with _timed(seconds, "capture"):
         loaded = load_model(request.model_spec)
-        digest = model_hash(loaded.module)
         graph = capture(loaded.module, request.input_shape)
+        digest = model_hash(graph)  # the graph and its weights: what the halves will run
         cuts = tuple(enumerate_cuts(graph))
         nodes = compute_nodes(graph)
     with _timed(seconds, "profile"):
@@ -267,7 +282,8 @@ def write_plan_directory(outcome: PlanOutcome, directory: Path) -> Plan:
     single = len(outcome.decisions) == 1
     chosen = choices[0] if single else _robust_choice(outcome.choice, outcome.decisions)
     plan_cuts: dict[str, PlanCut] = {}
-    for cut_id in dict.fromkeys([chosen.cut, *(c.cut for c in choices)]):
+    shipped = [chosen.cut, *(c.cut for c in choices), *_shipped(request.ship, outcome.cuts)]
+    for cut_id in dict.fromkeys(shipped):
         plan_cuts[cut_id] = _export_cut(outcome, by_id[cut_id], directory)
     plan = Plan(
         model_spec=request.model_spec,
@@ -278,6 +294,8 @@ def write_plan_directory(outcome: PlanOutcome, directory: Path) -> Plan:
         choice=chosen,
         links=tuple(choices),
         cuts=plan_cuts,
+        options=tuple(_option(m) for m in outcome.measurements if m.cut in plan_cuts),
+        preprocess=request.preprocess or default_preprocess(request.input_shape),
     )
     write_plan(plan, directory)
     save_measurements(
@@ -288,6 +306,46 @@ def write_plan_directory(outcome: PlanOutcome, directory: Path) -> Plan:
         cloud_slowdown=outcome.cloud.device.slowdown,
     )
     return plan
+
+
+def _shipped(names: Sequence[str], cuts: Sequence[Cut]) -> list[str]:
+    """The ids of the cuts ``--ship`` names (ids, names, or ``all``).
+
+    Raises:
+        PartitionerError: a name that is no cut of this graph.
+    """
+    if "all" in names:
+        return [cut.id for cut in cuts]
+    by_name = {cut.id: cut.id for cut in cuts} | {cut.name: cut.id for cut in cuts}
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        raise PartitionerError(
+            f"--ship {', '.join(unknown)}: no such cut; expected ids c0000..c{len(cuts) - 1:04d} "
+            "or cut names (splitwire plan --json lists them)"
+        )
+    return [by_name[name] for name in names]
+
+
+def default_preprocess(input_shape: Sequence[int]) -> Preprocess | None:
+    """ImageNet normalisation for (N, 1|3, H, W) image inputs; None for other inputs."""
+    if len(input_shape) != 4 or input_shape[1] not in (1, 3):
+        return None
+    return IMAGENET if input_shape[1] == 3 else IMAGENET_GREY
+
+
+def _option(m: Measurement) -> PlanOption:
+    """A shipped (cut, codec) with its link-independent figures."""
+    sends = m.sends
+    return PlanOption(
+        cut=m.cut,
+        codec=m.codec,
+        baseline=m.baseline,
+        edge_ms=m.head_ms + m.encode_ms,
+        cloud_ms=m.decode_ms + m.tail_ms if sends else 0.0,
+        bytes_up=m.bytes_wire if sends else 0.0,
+        bytes_down=float(m.result_bytes) if sends else 0.0,
+        accuracy_cost=m.accuracy_cost,
+    )
 
 
 def _link_choice(decision: LinkDecision) -> LinkChoice:

@@ -1,7 +1,8 @@
 """The profile file: what a device profile holds, and how it is saved, loaded and checked.
 
 A profile is YAML (``yaml.safe_dump``/``safe_load``) with a schema version; loading validates
-every field and names the key and value at fault. :mod:`splitwire.partitioner.profiling` measures one.
+every field and names the key and value at fault. :mod:`splitwire.partitioner.profiling` measures
+one.
 """
 
 from __future__ import annotations
@@ -281,7 +282,8 @@ def check_profile_matches(
 
     Args:
         profile: the profile to use.
-        model_hash: :func:`splitwire.partitioner.models.model_hash` of the model being planned.
+        model_hash: :func:`splitwire.partitioner.models.model_hash` of the captured graph being
+            planned.
         input_shape: the input shape being planned.
         node_names: the compute nodes of its captured graph, in order.
 
@@ -289,16 +291,17 @@ def check_profile_matches(
         ProfileError: the hash, the shape or the node names differ; the message says how.
     """
     rerun = "re-run `splitwire profile` for this model and shape"
-    if profile.model_hash != model_hash:
-        raise ProfileError(
-            f"profile was taken for model {profile.model_hash[:12]} ({profile.model_spec}) but "
-            f"the model is {model_hash[:12]}; {rerun}"
-        )
+    # The shape first: the hash covers the graph captured for a shape, so it differs too.
     shape = tuple(int(d) for d in input_shape)
     if profile.input_shape != shape:
         raise ProfileError(
             f"profile was taken at input shape {_shape_text(profile.input_shape)} but the plan "
             f"is for {_shape_text(shape)}; {rerun}"
+        )
+    if profile.model_hash != model_hash:
+        raise ProfileError(
+            f"profile was taken for model {profile.model_hash[:12]} ({profile.model_spec}) but "
+            f"the model is {model_hash[:12]}; {rerun}"
         )
     profiled = [n.name for n in profile.nodes]
     if profiled != list(node_names):

@@ -32,10 +32,11 @@ amount per node, because the missing time is no per-node constant: it grows with
 like the ops' own times. ``interpreted_ms`` keeps the raw sum, so ``k`` can be recovered; a ``k``
 far from 1 means the machine was busy during the passes (a warning is logged).
 
-Codecs are timed with :func:`splitwire.protocol.encode` / :func:`splitwire.protocol.decode` on one thread, on the
-outputs of three nodes a quarter, half and three quarters of the way through the graph, for an
-input from :func:`splitwire.partitioner.calibration.synthetic_images` (real activations compress
-differently from noise). Speeds are in MB/s (10**6 bytes) of float32-equivalent data.
+Codecs are timed with :func:`splitwire.protocol.encode` / :func:`splitwire.protocol.decode` on one
+thread, on the outputs of three nodes a quarter, half and three quarters of the way through the
+graph, for an input from :func:`splitwire.partitioner.calibration.synthetic_images` (real
+activations compress differently from noise). Speeds are in MB/s (10**6 bytes) of
+float32-equivalent data.
 
 :meth:`Profile.scaled` *emulates* a slower device by multiplying times (dividing codec speeds);
 it is a guess, not a measurement, and the profile says so (``device.emulated``).

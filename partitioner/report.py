@@ -179,7 +179,7 @@ def plot(outcome: PlanOutcome, path: Path) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("end-to-end latency (ms, log)")
         ax.set_ylabel("pipelined throughput (frames/s)")
-        ax.set_title(f"{decision.link.name}", fontsize=10)
+        ax.set_title(str(decision.link), fontsize=9)  # names alone repeat ("custom")
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(f"{outcome.request.model_spec} {'x'.join(map(str, outcome.request.input_shape))}")
     fig.tight_layout()

@@ -34,7 +34,14 @@ import torch
 from torch import fx
 from torch.fx.node import Argument
 
-from splitwire.partitioner.anatomy import Anatomy, CutPlan, UnsplittableCut, analyse, head_nodes, plan_cut
+from splitwire.partitioner.anatomy import (
+    Anatomy,
+    CutPlan,
+    UnsplittableCut,
+    analyse,
+    head_nodes,
+    plan_cut,
+)
 from splitwire.partitioner.capture import MAX_BATCH, CapturedGraph
 from splitwire.partitioner.cuts import Cut
 from splitwire.partitioner.errors import SplitError

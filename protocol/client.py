@@ -16,6 +16,7 @@ so several tasks may send on one session; one task should receive.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -293,10 +294,9 @@ class SessionClient:
         """Tell the server no more frames come (it answers those in flight, then ends)."""
         if self._call is not None:
             async with self._send_lock:
-                try:
+                # Already over (cancelled, failed) is as good as closed.
+                with contextlib.suppress(aio.AioRpcError, grpc.RpcError, RuntimeError):
                     await self._call.done_writing()
-                except (aio.AioRpcError, grpc.RpcError, RuntimeError):
-                    pass  # already over
 
     def cancel(self) -> None:
         """Abandon the stream at once."""

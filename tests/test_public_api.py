@@ -8,7 +8,15 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("package", ["splitwire.protocol", "splitwire.partitioner", "splitwire.partitioner.models"])
+@pytest.mark.parametrize(
+    "package",
+    [
+        "splitwire.cloud",
+        "splitwire.partitioner",
+        "splitwire.partitioner.models",
+        "splitwire.protocol",
+    ],
+)
 def test_all_names_resolve(package: str) -> None:
     module = importlib.import_module(package)
     assert len(set(module.__all__)) == len(module.__all__)

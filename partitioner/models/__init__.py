@@ -5,11 +5,11 @@
     >>> loaded.input_shape
     (1, 3, 224, 224)
 
-See :mod:`splitwire.partitioner.models.spec` for the grammar (``zoo:``, ``file.py:callable``, ``.pt2``,
-``hf:``, ``?options``, ``@weights``).
+See :mod:`splitwire.partitioner.models.spec` for the grammar (``zoo:``, ``file.py:callable``,
+``.pt2``, ``hf:``, ``?options``, ``@weights``).
 """
 
-from splitwire.partitioner.models.hashing import model_hash
+from splitwire.partitioner.models.hashing import graph_text, model_hash, weights_hash
 from splitwire.partitioner.models.spec import LoadedModel, ModelSpec, load_model, parse_spec
 from splitwire.partitioner.models.zoo import ZooEntry, zoo_entry, zoo_names
 
@@ -17,9 +17,11 @@ __all__ = [
     "LoadedModel",
     "ModelSpec",
     "ZooEntry",
+    "graph_text",
     "load_model",
     "model_hash",
     "parse_spec",
+    "weights_hash",
     "zoo_entry",
     "zoo_names",
 ]

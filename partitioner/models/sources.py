@@ -1,7 +1,7 @@
 """Building a model from each kind of spec source: ``zoo:``, ``file.py:callable`` and ``.pt2``.
 
-(``hf:`` lives in :mod:`splitwire.partitioner.models.hf`, since it owns the optional transformers import.)
-These functions build with whatever RNG state they are given; :func:`load_model` seeds it.
+(``hf:`` lives in :mod:`splitwire.partitioner.models.hf`, since it owns the optional transformers
+import.) These functions build with whatever RNG state they are given; :func:`load_model` seeds it.
 """
 
 from __future__ import annotations

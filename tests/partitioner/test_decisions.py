@@ -109,3 +109,29 @@ def test_robust_pick_minimises_the_worst_ratio() -> None:
         evaluate(ms[2], slow).latency_ms / evaluate(ms[1], slow).latency_ms,
     )
     assert math.isclose(ratio, expected)
+
+
+def test_candidates_name_their_link_by_its_full_spec() -> None:
+    """Two custom links are both named "custom"; ``plan --json`` tells them apart by the spec
+    plan.yaml records, and each link's candidates join its pick."""
+    from splitwire.partitioner.planner import PlanOutcome, PlanRequest, decide
+    from splitwire.partitioner.report import outcome_json
+
+    links = (parse_link("bw=10mbit,rtt=30ms"), parse_link("bw=100mbit,rtt=5ms"))
+    assert links[0].name == links[1].name == "custom"
+    ms = [measurement("c1", bytes_wire=200_000), measurement("c5", head_ms=40, bytes_wire=1_000)]
+    request = PlanRequest(model_spec="m", input_shape=(1, 3, 8, 8), links=links, edge_slowdown=1)
+    decisions, choice, ratio = decide(ms, request)
+    # Only the decision layer runs: the model-side fields are not needed for the JSON.
+    outcome = PlanOutcome(
+        request, "ab" * 32, graph=None, cuts=(), reference=None, measurements=tuple(ms),
+        decisions=decisions, choice=choice, robust_ratio=ratio, edge=None, cloud=None,
+    )  # fmt: skip
+    data = outcome_json(outcome, None)
+    by_link: dict[str, list[str]] = {}
+    for c in data["candidates"]:
+        by_link.setdefault(c["link"], []).append(c["cut"])
+    assert list(by_link) == ["name=custom,bw=10mbit,rtt=30ms", "name=custom,bw=100mbit,rtt=5ms"]
+    assert list(by_link) == [str(link) for link in links]
+    assert all(cuts == ["c1", "c5"] for cuts in by_link.values())
+    assert [pick["link"] for pick in data["choice"]["links"]] == list(by_link)

@@ -20,8 +20,8 @@ from splitwire.partitioner.errors import ModelSpecError
 from splitwire.partitioner.models import (
     LoadedModel,
     load_model,
-    model_hash,
     parse_spec,
+    weights_hash,
     zoo_entry,
     zoo_names,
 )
@@ -121,29 +121,29 @@ def test_zoo_model_forward_at_default_shape(zoo_model: LoadedModel) -> None:
     assert torch.isfinite(y).all()
 
 
-def test_same_spec_gives_same_hash_and_a_changed_weight_changes_it(zoo_model: LoadedModel) -> None:
+def test_same_spec_same_weights_and_a_changed_weight_changes_them(zoo_model: LoadedModel) -> None:
     again = load_model(zoo_model.spec)
-    assert model_hash(again.module) == model_hash(zoo_model.module)
-    before = model_hash(again.module)
+    assert weights_hash(again.module) == weights_hash(zoo_model.module)
+    before = weights_hash(again.module)
     first_param = next(again.module.parameters())
     with torch.no_grad():
         first_param.view(-1)[0] += 1e-3
-    assert model_hash(again.module) != before
+    assert weights_hash(again.module) != before
 
 
-def test_a_changed_buffer_changes_the_hash() -> None:
+def test_a_changed_buffer_changes_the_weights_hash() -> None:
     module = load_model("zoo:resnet18?num_classes=10").module
-    before = model_hash(module)
+    before = weights_hash(module)
     with torch.no_grad():
         module.bn1.running_mean[0] += 1.0  # type: ignore[index, operator]
-    assert model_hash(module) != before
+    assert weights_hash(module) != before
 
 
-def test_hash_covers_dtypes_without_numpy_equivalents() -> None:
+def test_weights_hash_covers_dtypes_without_numpy_equivalents() -> None:
     layer = nn.Linear(4, 3)
-    as_bf16 = model_hash(layer.to(torch.bfloat16))
+    as_bf16 = weights_hash(layer.to(torch.bfloat16))
     assert len(as_bf16) == 64
-    assert as_bf16 != model_hash(layer.to(torch.float16))
+    assert as_bf16 != weights_hash(layer.to(torch.float16))
 
 
 def test_loading_leaves_the_global_rng_untouched() -> None:
@@ -198,8 +198,8 @@ def test_state_dict_round_trip(tmp_path: Path, nesting: str | None) -> None:
 
     loaded = load_model(f"{spec}@{path}")
 
-    assert model_hash(loaded.module) == model_hash(trained)
-    assert model_hash(loaded.module) != model_hash(load_model(spec).module)
+    assert weights_hash(loaded.module) == weights_hash(trained)
+    assert weights_hash(loaded.module) != weights_hash(load_model(spec).module)
     x = _inputs((2, 3, 64, 64))
     with torch.no_grad():
         assert torch.equal(loaded.module(x), trained(x))
@@ -297,7 +297,7 @@ def test_file_spec_builds_the_callable_in_eval_mode(model_file: Path) -> None:
     assert loaded.module(x).shape == (2, 4)
     assert torch.equal(loaded.module(x), loaded.module(x))
     # Seeded like the zoo: the same spec gives the same weights.
-    assert model_hash(load_model(f"{model_file}:build").module) == model_hash(loaded.module)
+    assert weights_hash(load_model(f"{model_file}:build").module) == weights_hash(loaded.module)
 
 
 def test_file_spec_options_are_keyword_arguments(model_file: Path) -> None:
@@ -387,7 +387,7 @@ def test_hf_spec_returns_a_plain_tensor(spec: str) -> None:
 def test_hf_model_exports_with_dynamic_batch_and_is_deterministic() -> None:
     loaded = load_model(HF_SPECS["vit"])
     assert loaded.input_shape == (1, 3, 32, 32)
-    assert model_hash(load_model(HF_SPECS["vit"]).module) == model_hash(loaded.module)
+    assert weights_hash(load_model(HF_SPECS["vit"]).module) == weights_hash(loaded.module)
     batch = torch.export.Dim("batch")
     program = torch.export.export(
         loaded.module, (_inputs((2, 3, 32, 32)),), dynamic_shapes=({0: batch},)
@@ -403,7 +403,7 @@ def test_hf_weights_load_into_the_transformers_model(tmp_path: Path) -> None:
     _perturb(trained)
     torch.save(trained.model.state_dict(), tmp_path / "vit.pt")  # transformers' own key names
     loaded = load_model(f"{HF_SPECS['vit']}@{tmp_path / 'vit.pt'}")
-    assert model_hash(loaded.module) == model_hash(trained)
+    assert weights_hash(loaded.module) == weights_hash(trained)
 
 
 @pytest.mark.usefixtures("hf_offline")

@@ -1,4 +1,4 @@
-"""Cut enumeration and head/tail splitting (splitwire.partitioner.cuts, splitwire.partitioner.split).
+"""Cut enumeration and head/tail splitting (splitwire.partitioner.cuts and .split).
 
 A registry of models, like PyTorch pipelining's test_pipe.py: for every valid cut of every model,
 the tail fed by the head reproduces the whole model bit for bit, at batch 1 and at batch 3.
