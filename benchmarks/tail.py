@@ -16,7 +16,8 @@ every answer, stops the server and reports:
 
 The same invocation repeats the run with ``--max-batch 1`` (the reference) and prints the
 batching gain, and measures the service's own cost per frame with one session and one frame
-in flight: round trip minus the tail's compute, as this process sees it.
+in flight: round trip minus the tail's compute, as this process sees it, next to the round trip
+of a bare gRPC echo of the same frames (:mod:`splitwire.benchmarks.grpc_echo`), the floor.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import grpc
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from splitwire.benchmarks import grpc_echo
 from splitwire.errors import SplitwireError
 from splitwire.partitioner.calibration import synthetic_images
 from splitwire.partitioner.runtime import RunnablePlan, open_plan
@@ -89,6 +91,8 @@ class TailRun:
     session_failures: list[str] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     overheads_ms: list[float] = field(default_factory=list)
+    server_steps_ms: list[float] = field(default_factory=list)
+    compute_ms: list[float] = field(default_factory=list)
     batch_sizes: Counter[int] = field(default_factory=Counter)
     measured_s: float = 0.0
     rss_warm_mb: float = 0.0
@@ -137,6 +141,7 @@ class TailRun:
             "p95_ms": round(self.percentile(95), 3),
             "p99_ms": round(self.percentile(99), 3),
             "overhead_p50_ms": round(self.percentile(50, self.overheads_ms), 3),
+            "server_steps_p50_ms": round(self.percentile(50, self.server_steps_ms), 3),
             "rss_warm_mb": round(self.rss_warm_mb, 1),
             "rss_end_mb": round(self.rss_end_mb, 1),
             "rss_growth": round(self.rss_growth, 4),
@@ -191,15 +196,43 @@ def run_load(load: TailLoad, *, progress: bool = False) -> TailRun:
     return run
 
 
-def service_overhead(load: TailLoad, *, frames: int = 300) -> TailRun:
-    """One session, one frame in flight, no batching: what the service adds to the tail."""
+def service_overhead(load: TailLoad, *, frames: int = 300) -> tuple[TailRun, list[float]]:
+    """One session, one frame in flight, no batching: what the service adds to the tail.
+
+    Returns:
+        The run (``overheads_ms``: round trip minus the tail's compute) and, measured right
+        after with the same frames, the round trips of a bare gRPC echo (the floor).
+    """
     single = dataclasses.replace(load, sessions=1, window=1, max_batch=1, duration_s=3600)
     plan = open_plan(load.plan_dir)
     templates = frame_templates(plan, load.cut, load.codec)
     with _server(single) as (address, pid):
         run = TailRun(load=single, frame_bytes=sum(len(c.payload) for c in templates[0]))
         asyncio.run(_drive(single, address, pid, plan, templates, run, max_frames=frames))
-    return run
+    compute_ms = median(run.compute_ms)
+    with _echo_server(compute_ms) as address:
+        echo = asyncio.run(grpc_echo.round_trips_ms(address, templates, count=frames))
+    return run, echo
+
+
+@contextlib.contextmanager
+def _echo_server(compute_ms: float) -> Any:
+    address = f"127.0.0.1:{_free_port()}"
+    command = [sys.executable, "-m", "splitwire.benchmarks.grpc_echo", address,
+               "--compute-ms", f"{compute_ms:.3f}"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        if process.stdout.readline().strip() != "serving":
+            raise SplitwireError(f"the gRPC echo on {address} did not start")
+        yield address
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 async def _drive(
@@ -303,6 +336,9 @@ async def _session(
                         latency = (now - started) * 1000
                         run.latencies_ms.append(latency)
                         run.overheads_ms.append(latency - event.timings.compute_ns / 1e6)
+                        t = event.timings
+                        run.compute_ms.append(t.compute_ns / 1e6)
+                        run.server_steps_ms.append((t.queue_ns + t.decode_ns + t.encode_ns) / 1e6)
                 else:
                     run.errors[event.code_name] += 1
             else:  # SessionClosed

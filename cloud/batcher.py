@@ -105,7 +105,8 @@ class TailBatcher:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        assert self._tasks is not None
+        if self._tasks is None:  # never entered (the server failed to start)
+            return
         for task in list(self._worker_tasks):
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

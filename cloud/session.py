@@ -26,12 +26,14 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import grpc
 import torch
+from google.protobuf.message import DecodeError
 from grpc import aio
 
 from splitwire.cloud.errors import FrameRefused, SessionEnded
@@ -52,6 +54,7 @@ from splitwire.protocol import (
     result_chunks,
 )
 from splitwire.protocol import splitwire_pb2 as pb
+from splitwire.protocol.header import DTYPES
 from splitwire.protocol.transport import RESULT_CODEC
 
 if TYPE_CHECKING:
@@ -62,9 +65,10 @@ logger = logging.getLogger(__name__)
 _session_ids = itertools.count(1)
 # Shutdown: how long an edge should wait before reconnecting (to this replica or another).
 RETRY_AFTER_MS = 1000
-# Frames (and results) up to this size are decoded (encoded) on the event loop: ~0.3 ms for
-# 256 kB of int8 codes, less than the two thread hops it saves. Larger ones go to the codec
-# threads so that one big frame never stalls every other session.
+_NOT_EDGE_MESSAGE = "a message that does not parse as a splitwire.v1.EdgeMessage"
+# Frames (and results) that decode to at most this many bytes are decoded (encoded) on the
+# event loop: ~0.2 ms for 256 kB, less than the two thread hops it saves. Larger ones go to the
+# codec threads so that one big frame never stalls every other session.
 INLINE_CODEC_BYTES = 256 << 10
 
 
@@ -81,10 +85,10 @@ class SessionHandler:
         self._routes: dict[tuple[str, str], Route] = {}
         self._in_flight: set[int] = set()
         self._max_in_flight = self._config.max_in_flight
-        # Bounded: an edge that sends but never reads stalls its own reading, nothing else.
-        self._out: asyncio.Queue[list[pb.CloudMessage] | None] = asyncio.Queue(
-            maxsize=4 * self._max_in_flight + 64
-        )
+        # One writer at a time; a write waits for HTTP/2 flow control, so an edge that sends
+        # but never reads stalls its own session (reading included), nothing else.
+        self._write_lock = asyncio.Lock()
+        self._gone = False
         self._assembler = FrameAssembler(
             FrameLimits(
                 max_frame_bytes=self._config.max_frame_bytes,
@@ -96,22 +100,24 @@ class SessionHandler:
     async def run(self) -> None:
         """Serve the stream until the edge closes it, breaks the protocol, or the server
         shuts down."""
-        if not await self._handshake():
-            return
         service = self._service
-        service.sessions.add(self)
+        accepted = False
+        try:
+            accepted = await self._handshake()
+        finally:
+            if not accepted:
+                service.sessions.discard(self)  # the slot admission took, if it took one
+        if not accepted:
+            return
         self._metrics.sessions.inc()
         try:
             async with asyncio.TaskGroup() as tasks:
-                writer = tasks.create_task(self._write(), name=f"{self._id} writer")
                 ending = await self._serve(tasks)
                 while self._in_flight:
                     await self._settled.wait()
                     self._settled.clear()
                 if ending is not None:
                     await self._send([_end(ending)])
-                await self._out.put(None)
-                await writer
         finally:
             service.sessions.discard(self)
             self._metrics.sessions.dec()
@@ -121,19 +127,28 @@ class SessionHandler:
 
     async def _handshake(self) -> bool:
         """Read the Hello and answer it; True when the session is accepted."""
-        message = await self._context.read()
+        try:
+            message = await self._context.read()
+        except DecodeError as exc:
+            await self._reject_violation(f"{_NOT_EDGE_MESSAGE} ({exc}); send Hello first")
+            return False
         if message is aio.EOF:
             return False
         assert isinstance(message, pb.EdgeMessage)
-        if message.WhichOneof("kind") != "hello":
+        kind = message.WhichOneof("kind")
+        if kind != "hello":
+            got = "a frame chunk" if kind == "chunk" else "an empty message"
             await self._reject_violation(
-                "expected a Hello as the first message, got a frame chunk; send Hello first"
+                f"expected a Hello as the first message, got {got}; send Hello first"
             )
             return False
         hello = message.hello
         self._hello = hello
         reason = self._admission(hello)
-        if reason is not None:
+        if reason is None:
+            # Taken before the first await: concurrent hellos cannot all pass --max-sessions.
+            self._service.sessions.add(self)
+        else:
             code, text = reason
             self._metrics.sessions_total.labels(pb.ErrorCode.Name(code).lower()).inc()
             logger.info("rejected session from %s: %s", hello.edge_id or "anonymous", text)
@@ -231,17 +246,22 @@ class SessionHandler:
 
     async def _read(self, tasks: asyncio.TaskGroup) -> SessionEnded | None:
         while True:
-            message = await self._context.read()
-            if message is aio.EOF:
-                return None
-            assert isinstance(message, pb.EdgeMessage)
-            kind = message.WhichOneof("kind")
-            if kind != "chunk":
-                what = "a second Hello" if kind == "hello" else "an empty message"
+            try:
+                message = await self._context.read()
+            except DecodeError as exc:
+                message, what = None, f"{_NOT_EDGE_MESSAGE} ({exc})"
+            else:
+                if message is aio.EOF:
+                    return None
+                assert isinstance(message, pb.EdgeMessage)
+                kind = message.WhichOneof("kind") or ""
+                what = {"chunk": "", "hello": "a second Hello"}.get(kind, "an empty message")
+            if what:
                 reason = f"{what} in session {self._id}; expected frame chunks after the Hello"
                 self._metrics.sessions_total.labels("protocol_violation").inc()
                 logger.warning("ending session %s: %s", self._id, reason)
                 return SessionEnded(pb.PROTOCOL_VIOLATION, reason)
+            assert message is not None
             chunk = message.chunk
             self._metrics.bytes_in.inc(len(chunk.payload))
             if chunk.seq in self._in_flight:
@@ -295,7 +315,7 @@ class SessionHandler:
             self._metrics.frames.labels(*labels).inc()
             batcher = self._service.batcher
             with batcher.expect(route):
-                if sum(len(p) for p in frame.payloads) <= INLINE_CODEC_BYTES:
+                if _decoded_bytes(frame) <= INLINE_CODEC_BYTES:
                     inputs, decode_ns = _decode(frame, route)
                 else:
                     inputs, decode_ns = await loop.run_in_executor(
@@ -354,25 +374,32 @@ class SessionHandler:
     # -- messages out -----------------------------------------------------------------------
 
     async def _send(self, messages: list[pb.CloudMessage]) -> None:
-        await self._out.put(messages)
-
-    async def _write(self) -> None:
-        while (messages := await self._out.get()) is not None:
-            for message in messages:
-                try:
+        """Write one answer (its chunks together: a frame's chunks never interleave)."""
+        async with self._write_lock:
+            if self._gone:
+                return
+            try:
+                for message in messages:
                     await self._context.write(message)
-                except (aio.AioRpcError, grpc.RpcError, RuntimeError) as exc:
-                    # The edge is gone; what was left to say cannot be said.
-                    logger.info("session %s: edge went away while writing (%s)", self._id, exc)
-                    return
+            except (aio.AioRpcError, grpc.RpcError, RuntimeError, asyncio.InvalidStateError) as exc:
+                # The edge is gone; what was left to say cannot be said.
+                self._gone = True
+                logger.info("session %s: edge went away while writing (%s)", self._id, exc)
 
 
 def _decode(frame: AssembledFrame, route: Route) -> tuple[list[torch.Tensor], int]:
-    """In a codec thread: decode, check against the plan, prepare the tail's inputs."""
+    """Check against the plan, decode, prepare the tail's inputs (on the loop or in a codec
+    thread, see INLINE_CODEC_BYTES)."""
     start = time.perf_counter_ns()
     try:
+        # Against the plan before decoding, on the validated headers alone (meta tensors hold
+        # no memory): a small zstd or JPEG payload whose header claims a large tensor must not
+        # be inflated only to be refused. Decoding yields exactly the headers' dtypes and shapes.
+        check_tensors(
+            [torch.empty(h.shape, dtype=DTYPES[h.dtype], device="meta") for h in frame.headers],
+            route.crossing,
+        )
         tensors = decode_frame(frame)
-        check_tensors(tensors, route.crossing)
     except CodecError as exc:
         code = pb.RESOURCE_EXHAUSTED if isinstance(exc, LimitError) else pb.INVALID_ARGUMENT
         raise FrameRefused(code, exc.message, field=exc.field) from exc
@@ -388,7 +415,7 @@ def _encode(
     timings: ResultTimings,
     batch_size: int,
 ) -> tuple[list[pb.CloudMessage], int]:
-    """In a codec thread: the result chunks of one frame."""
+    """The result chunks of one frame (on the loop or in a codec thread)."""
     start = time.perf_counter_ns()
     encoded = [encode(t, RESULT_CODEC, name=f"output{i}") for i, t in enumerate(outputs)]
     encode_ns = time.perf_counter_ns() - start
@@ -400,6 +427,12 @@ def _encode(
     )
     chunks[0].batch_size = batch_size
     return [pb.CloudMessage(result=c) for c in chunks], encode_ns
+
+
+def _decoded_bytes(frame: AssembledFrame) -> int:
+    """What decoding the frame produces (its headers were validated on arrival): the inline
+    decision goes by this, not by the wire size, which zstd can make tiny."""
+    return sum(math.prod(h.shape) * DTYPES[h.dtype].itemsize for h in frame.headers)
 
 
 def _frame_error(seq: int, capture_ts_ns: int, exc: FrameRefused) -> pb.CloudMessage:

@@ -184,6 +184,8 @@ class SessionClient:
             raise SessionError(f"no answer to the Hello within {timeout_s} s") from exc
         except aio.AioRpcError as exc:
             raise _rpc_error(exc) from exc
+        except asyncio.InvalidStateError as exc:
+            raise await self._over() from exc
         if answer is aio.EOF:
             raise SessionError("the server closed the stream without answering the Hello")
         kind = answer.WhichOneof("kind")
@@ -232,14 +234,31 @@ class SessionClient:
                     await self._call.write(pb.EdgeMessage(chunk=chunk))
             except aio.AioRpcError as exc:
                 raise _rpc_error(exc) from exc
+            except asyncio.InvalidStateError as exc:
+                raise await self._over() from exc
 
     async def send_message(self, message: pb.EdgeMessage) -> None:
-        """Send any message as it is (tests use this to break the protocol on purpose)."""
+        """Send any message as it is (tests use this to break the protocol on purpose); before
+        :meth:`open`, it starts the stream with this message instead of a Hello."""
         async with self._send_lock:
+            if self._call is None:
+                self._call = self._stub.Session(metadata=self._metadata)
             try:
                 await self._call.write(message)
             except aio.AioRpcError as exc:
                 raise _rpc_error(exc) from exc
+            except asyncio.InvalidStateError as exc:
+                raise await self._over() from exc
+
+    async def _over(self) -> SessionError:
+        """For a write on a stream that already finished (the server ended the session)."""
+        code = await self._call.code()
+        details = await self._call.details()
+        return SessionError(
+            f"the session's stream is already over ({code.name}: {details}); expected a new "
+            "session to be opened",
+            status=code,
+        )
 
     async def receive(self) -> SessionEvent | None:
         """The next result, frame error or end of session; None when the stream is over.

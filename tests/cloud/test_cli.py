@@ -1,0 +1,81 @@
+"""``splitwire cloud`` as an operator runs it: a real process, SIGTERM, exit codes."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cloud(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "splitwire", "cloud", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_serves_until_sigterm_then_exits_0(plan_dir: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    process = cloud("--listen", address, "--plan", str(plan_dir), "--grace-s", "2")
+    try:
+        deadline = time.monotonic() + 120
+        with grpc.insecure_channel(address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                assert time.monotonic() < deadline, "not SERVING after 120 s"
+                try:
+                    status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                except grpc.RpcError:
+                    time.sleep(0.2)
+                    continue
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert f"listening on {address}" in stderr
+    assert "received SIGTERM" in stderr and "stopped" in stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--plan", "/nonexistent/plan"], "--plan /nonexistent/plan: cannot read plan"),
+        (["--tls-cert", "cert.pem"], "--tls-cert and --tls-key go together"),
+        (["--max-batch", "0"], "--max-batch 0: expected at least 1"),
+        (["--listen", "localhost"], "expected HOST:PORT"),
+    ],
+)
+def test_bad_configuration_exits_2_naming_the_flag(
+    plan_dir: Path, args: list[str], message: str
+) -> None:
+    base = {"--listen": "127.0.0.1:0", "--plan": str(plan_dir)}
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        base[flag] = value
+    flat = [item for pair in base.items() for item in pair]
+    process = cloud(*flat)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2, stderr
+    assert message in stderr
+    assert "Traceback" not in stderr
