@@ -283,7 +283,7 @@ def _tail(args: argparse.Namespace) -> int:
     if not args.no_reference and load.max_batch != 1:
         log(f"run 2 (reference): {load.sessions} sessions, max batch 1")
         runs.append(run_load(dataclasses.replace(load, max_batch=1)))
-    overhead, echo = None, []
+    overhead, echo = None, list[float]()
     if args.overhead_frames > 0:
         log(f"service cost: 1 session, 1 frame in flight, {args.overhead_frames} frames")
         overhead, echo = service_overhead(load, frames=args.overhead_frames)

@@ -395,7 +395,7 @@ def _server(load: TailLoad) -> Any:
                 process.wait()
 
 
-def _wait_serving(address: str, process: subprocess.Popen[str], log: Any) -> None:
+def _wait_serving(address: str, process: subprocess.Popen[Any], log: Any) -> None:
     deadline = time.monotonic() + 180
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)

@@ -89,10 +89,10 @@ class TokenInterceptor(aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        method: str = handler_call_details.method
         if not method.startswith(PROTECTED_PREFIX):
             return await continuation(handler_call_details)
-        metadata = dict(handler_call_details.invocation_metadata or ())  # type: ignore[attr-defined]
+        metadata = dict(handler_call_details.invocation_metadata or ())
         value = metadata.get(AUTH_METADATA_KEY)
         if token_matches(value if isinstance(value, str) else None, self._tokens):
             return await continuation(handler_call_details)

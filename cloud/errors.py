@@ -28,11 +28,11 @@ class FrameRefused(CloudError):
     """One frame cannot be answered with a result.
 
     Attributes:
-        code: the wire ``ErrorCode`` (e.g. ``pb.INVALID_ARGUMENT``, ``pb.STALE``).
+        code: the wire ``ErrorCode`` value (e.g. ``pb.INVALID_ARGUMENT``, ``pb.STALE``).
         field: the header field or tensor at fault, when there is one.
     """
 
-    def __init__(self, code: pb.ErrorCode.ValueType, message: str, *, field: str = "") -> None:
+    def __init__(self, code: pb.ErrorCode, message: str, *, field: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.message = message

@@ -191,10 +191,13 @@ class CloudServer:
         """Serve until SIGTERM or SIGINT; returns the signal's number."""
         loop = asyncio.get_running_loop()
         received: asyncio.Future[int] = loop.create_future()
+
+        def on_signal(number: int) -> None:
+            if not received.done():
+                received.set_result(number)
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(
-                sig, lambda s=sig: received.done() or received.set_result(int(s))
-            )
+            loop.add_signal_handler(sig, on_signal, int(sig))
         try:
             number = await received
         finally:

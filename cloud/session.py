@@ -181,7 +181,7 @@ class SessionHandler:
         )
         return True
 
-    def _admission(self, hello: pb.Hello) -> tuple[pb.ErrorCode.ValueType, str] | None:
+    def _admission(self, hello: pb.Hello) -> tuple[pb.ErrorCode, str] | None:
         if hello.protocol_version != PROTOCOL_VERSION:
             return (
                 pb.UNSUPPORTED_VERSION,
@@ -295,7 +295,7 @@ class SessionHandler:
             self._metrics.in_flight.inc()
             tasks.create_task(self._process(frame, arrival_ns), name=f"{self._id} #{frame.seq}")
 
-    async def _answer_pending(self, code: pb.ErrorCode.ValueType, message: str) -> None:
+    async def _answer_pending(self, code: pb.ErrorCode, message: str) -> None:
         """Frames begun but never completed get an answer too."""
         for seq in self._assembler.pending():
             self._assembler.drop(seq)

@@ -97,7 +97,7 @@ class SessionFrameError:
     @property
     def code_name(self) -> str:
         """The wire error code's name, e.g. ``"STALE"``."""
-        return pb.ErrorCode.Name(self.code)  # type: ignore[arg-type]
+        return pb.ErrorCode.Name(self.code)
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class SessionClosed:
     @property
     def code_name(self) -> str:
         """The wire error code's name, e.g. ``"UNAVAILABLE"``."""
-        return pb.ErrorCode.Name(self.code)  # type: ignore[arg-type]
+        return pb.ErrorCode.Name(self.code)
 
 
 SessionEvent = SessionResult | SessionFrameError | SessionClosed
