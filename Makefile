@@ -31,13 +31,16 @@ system-deps:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq mosquitto; }
 
-# Until the runtime exists, the demo shows the codec on real activations and a real plan:
-# ResNet-18 for an edge 4x slower than this machine, on three links, with its Pareto plot.
+# Until the edge agent exists, the demo shows the codec on real activations, a real plan
+# (ResNet-18 for an edge 4x slower than this machine, on three links, with its Pareto plot, and
+# the layer3 split shipped too) and the tail service under load from 8 sessions.
 demo: $(STAMP)
 	$(VENV)/bin/splitwire bench codec --models resnet18 --specs fp32 fp16+zstd1 int8+zstd1 int4+zstd1
 	$(VENV)/bin/splitwire plan --model zoo:resnet18 --input-shape 1,3,224,224 --edge-slowdown 4 \
-		--link wifi --link lte --link 3g --calibration 2 --repeats 5 \
+		--link wifi --link lte --link 3g --calibration 2 --repeats 5 --ship c0050 \
 		--out out/demo/resnet18 --plot out/demo/resnet18.png
+	$(VENV)/bin/splitwire bench tail --plan out/demo/resnet18 --cut c0050 --sessions 8 \
+		--duration 15 --overhead-frames 100
 
 # `bin/pytest`, not `python -m pytest`: -m would put the repository root on sys.path, where
 # the role folders look like top-level packages (`protocol`, ...) that are not installed.
