@@ -39,7 +39,7 @@ from grpc import aio
 from splitwire.cloud.errors import FrameRefused, SessionEnded
 from splitwire.cloud.registry import Route, short_hash
 from splitwire.partitioner.errors import TensorSpecError
-from splitwire.partitioner.runtime import check_tensors
+from splitwire.partitioner.runtime import check_described
 from splitwire.protocol import (
     MAX_CHUNK_BYTES,
     PROTOCOL_VERSION,
@@ -304,58 +304,60 @@ class SessionHandler:
     # -- one frame --------------------------------------------------------------------------
 
     async def _process(self, frame: AssembledFrame, arrival_ns: int) -> None:
-        loop = asyncio.get_running_loop()
-        first = frame.first
-        assert isinstance(first, pb.FrameChunk)
         try:
-            route = self._route(
-                first.cut_id or self._hello.cut_id, first.codec or self._hello.codec
-            )
-            labels = (short_hash(route.model_hash), route.cut)
-            self._metrics.frames.labels(*labels).inc()
-            batcher = self._service.batcher
-            with batcher.expect(route):
-                if _decoded_bytes(frame) <= INLINE_CODEC_BYTES:
-                    inputs, decode_ns = _decode(frame, route)
-                else:
-                    inputs, decode_ns = await loop.run_in_executor(
-                        self._service.codec_pool, _decode, frame, route
-                    )
-                pending = batcher.submit(
-                    route,
-                    inputs,
-                    arrival_ns=arrival_ns,
-                    budget_ns=first.queue_budget_ms * 1_000_000,
-                )
-            result = await pending
-            timings = ResultTimings(result.queue_ns, decode_ns, result.compute_ns, 0)
-            if sum(t.nbytes for t in result.outputs) <= INLINE_CODEC_BYTES:
-                messages, encode_ns = _encode(frame, result.outputs, timings, result.batch_size)
-            else:
-                messages, encode_ns = await loop.run_in_executor(
-                    self._service.codec_pool,
-                    _encode,
-                    frame,
-                    result.outputs,
-                    timings,
-                    result.batch_size,
-                )
-            self._metrics.decode_time.observe(decode_ns / 1e9)
-            self._metrics.encode_time.observe(encode_ns / 1e9)
-            self._metrics.results.labels(*labels).inc()
-            self._metrics.bytes_out.inc(sum(len(m.result.payload) for m in messages))
-            await self._send(messages)
+            answer = await self._answer(frame, arrival_ns)
         except FrameRefused as exc:
-            await self._refuse(frame.seq, frame.capture_ts_ns, exc)
+            answer = [self._refusal(frame.seq, frame.capture_ts_ns, exc)]
         except Exception:
             logger.exception("session %s: frame %d failed", self._id, frame.seq)
-            await self._refuse(frame.seq, frame.capture_ts_ns, FrameRefused(
+            answer = [self._refusal(frame.seq, frame.capture_ts_ns, FrameRefused(
                 pb.INTERNAL, "the server failed on this frame (it logged why)"
-            ))  # fmt: skip
+            ))]  # fmt: skip
         finally:
+            # Out of flight *before* the answer is written: an edge that sends its next frame
+            # the moment it reads this answer must find the slot free.
             self._in_flight.discard(frame.seq)
             self._metrics.in_flight.dec()
             self._settled.set()
+        await self._send(answer)
+
+    async def _answer(self, frame: AssembledFrame, arrival_ns: int) -> list[pb.CloudMessage]:
+        """Decode, compute (batched), encode: the result messages of one frame.
+
+        Raises:
+            FrameRefused: the frame gets a FrameError instead.
+        """
+        loop = asyncio.get_running_loop()
+        first = frame.first
+        assert isinstance(first, pb.FrameChunk)
+        route = self._route(first.cut_id or self._hello.cut_id, first.codec or self._hello.codec)
+        labels = (short_hash(route.model_hash), route.cut)
+        self._metrics.frames.labels(*labels).inc()
+        batcher = self._service.batcher
+        with batcher.expect(route):
+            if _decoded_bytes(frame) <= INLINE_CODEC_BYTES:
+                inputs, decode_ns = _decode(frame, route)
+            else:
+                inputs, decode_ns = await loop.run_in_executor(
+                    self._service.codec_pool, _decode, frame, route
+                )
+            pending = batcher.submit(
+                route, inputs, arrival_ns=arrival_ns, budget_ns=first.queue_budget_ms * 1_000_000
+            )
+        result = await pending
+        timings = ResultTimings(result.queue_ns, decode_ns, result.compute_ns, 0)
+        if sum(t.nbytes for t in result.outputs) <= INLINE_CODEC_BYTES:
+            messages, encode_ns = _encode(frame, result.outputs, timings, result.batch_size)
+        else:
+            messages, encode_ns = await loop.run_in_executor(
+                self._service.codec_pool, _encode, frame, result.outputs, timings,
+                result.batch_size,
+            )  # fmt: skip
+        self._metrics.decode_time.observe(decode_ns / 1e9)
+        self._metrics.encode_time.observe(encode_ns / 1e9)
+        self._metrics.results.labels(*labels).inc()
+        self._metrics.bytes_out.inc(sum(len(m.result.payload) for m in messages))
+        return messages
 
     def _route(self, cut: str, codec: str) -> Route:
         key = (cut, codec)
@@ -367,9 +369,13 @@ class SessionHandler:
         return route
 
     async def _refuse(self, seq: int, capture_ts_ns: int, exc: FrameRefused) -> None:
+        await self._send([self._refusal(seq, capture_ts_ns, exc)])
+
+    def _refusal(self, seq: int, capture_ts_ns: int, exc: FrameRefused) -> pb.CloudMessage:
+        """The FrameError for ``seq``, counted and logged."""
         self._metrics.errors.labels(pb.ErrorCode.Name(exc.code)).inc()
         logger.debug("session %s: frame %d refused: %s", self._id, seq, exc.message)
-        await self._send([_frame_error(seq, capture_ts_ns, exc)])
+        return _frame_error(seq, capture_ts_ns, exc)
 
     # -- messages out -----------------------------------------------------------------------
 
@@ -392,13 +398,10 @@ def _decode(frame: AssembledFrame, route: Route) -> tuple[list[torch.Tensor], in
     thread, see INLINE_CODEC_BYTES)."""
     start = time.perf_counter_ns()
     try:
-        # Against the plan before decoding, on the validated headers alone (meta tensors hold
-        # no memory): a small zstd or JPEG payload whose header claims a large tensor must not
-        # be inflated only to be refused. Decoding yields exactly the headers' dtypes and shapes.
-        check_tensors(
-            [torch.empty(h.shape, dtype=DTYPES[h.dtype], device="meta") for h in frame.headers],
-            route.crossing,
-        )
+        # Against the plan before decoding, on the validated headers alone: a small zstd or
+        # JPEG payload whose header claims a large tensor must not be inflated only to be
+        # refused. Decoding yields exactly the headers' dtypes and shapes.
+        check_described([(h.shape, h.dtype) for h in frame.headers], route.crossing)
         tensors = decode_frame(frame)
     except CodecError as exc:
         code = pb.RESOURCE_EXHAUSTED if isinstance(exc, LimitError) else pb.INVALID_ARGUMENT

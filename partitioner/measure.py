@@ -43,7 +43,7 @@ from splitwire.protocol.wire import header_to_proto
 logger = logging.getLogger(__name__)
 
 # Results travel back as the tail service sends them; their size is measured with that codec.
-RESULT_CODEC = CodecSpec.parse(transport.RESULT_CODEC)
+RESULT_CODEC = transport.RESULT_CODEC
 # The all-in-cloud raw baseline sends the input as it is.
 RAW_CODEC = CodecSpec.parse("fp32")
 

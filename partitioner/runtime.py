@@ -172,6 +172,19 @@ def check_tensors(tensors: Sequence[torch.Tensor], specs: Sequence[TensorSpec]) 
         TensorSpecError: the first disagreement, naming the tensor (``tensors[i].shape``), what
             was expected and what came.
     """
+    described = [(tuple(t.shape), DTYPE_NAMES.get(t.dtype, str(t.dtype))) for t in tensors]
+    return check_described(described, specs)
+
+
+def check_described(
+    tensors: Sequence[tuple[tuple[int, ...], str]], specs: Sequence[TensorSpec]
+) -> int:
+    """:func:`check_tensors` on (shape, wire dtype name) pairs, e.g. from tensor headers, so a
+    frame can be refused before its payload is decoded.
+
+    Raises:
+        TensorSpecError: as :func:`check_tensors`.
+    """
     if len(tensors) != len(specs):
         raise TensorSpecError(
             f"{len(tensors)} tensors; the plan expects {len(specs)} "
@@ -179,9 +192,7 @@ def check_tensors(tensors: Sequence[torch.Tensor], specs: Sequence[TensorSpec]) 
             field="tensors",
         )
     batch: int | None = None
-    for i, (tensor, spec) in enumerate(zip(tensors, specs, strict=True)):
-        dtype = DTYPE_NAMES.get(tensor.dtype, str(tensor.dtype))
-        shape = tuple(tensor.shape)
+    for i, ((shape, dtype), spec) in enumerate(zip(tensors, specs, strict=True)):
         expected = ("N", *spec.shape[1:])
         if len(shape) != len(spec.shape) or shape[1:] != spec.shape[1:]:
             raise TensorSpecError(

@@ -7,6 +7,7 @@ written once. gRPC's own compression stays off: the codec compresses each tensor
 
 from __future__ import annotations
 
+from splitwire.protocol.codec_spec import CodecSpec
 from splitwire.protocol.framing import MAX_CHUNK_BYTES
 
 # Version 2: per-frame cut/codec and queue budgets, SessionEnd, jpeg part sizes, batch size.
@@ -17,8 +18,9 @@ PROTOCOL_VERSION = 2
 # headers and is gRPC's own default, so a stray 100 MB message is refused before parsing.
 MAX_MESSAGE_BYTES = max(4 << 20, 2 * MAX_CHUNK_BYTES)
 
-# The tail's outputs travel back losslessly (logits and masks are small; zstd level 1 is cheap).
-RESULT_CODEC = "fp32+zstd1"
+# The tail's outputs travel back exactly, as they are: logits do not compress, and each call of
+# the codec costs the server time per frame.
+RESULT_CODEC = CodecSpec(scheme="fp32")
 
 # Call metadata that carries the bearer token ("authorization: Bearer <token>").
 AUTH_METADATA_KEY = "authorization"
