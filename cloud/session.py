@@ -344,7 +344,13 @@ class SessionHandler:
             pending = batcher.submit(
                 route, inputs, arrival_ns=arrival_ns, budget_ns=first.queue_budget_ms * 1_000_000
             )
-        result = await pending
+        try:
+            result = await pending
+        finally:
+            # A refused frame raises out of here; its traceback holds this frame, which must
+            # not hold the future holding that exception (a cycle keeping the decoded tensors
+            # alive until a full garbage collection: hundreds of MB under load).
+            del pending
         timings = ResultTimings(result.queue_ns, decode_ns, result.compute_ns, 0)
         if sum(t.nbytes for t in result.outputs) <= INLINE_CODEC_BYTES:
             messages, encode_ns = _encode(frame, result.outputs, timings, result.batch_size)

@@ -4,10 +4,12 @@ in flight, queue budgets (STALE) and RESOURCE_EXHAUSTED at every limit."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 import urllib.request
 
 import pytest
+import torch
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -170,3 +172,32 @@ async def test_batching_merges_sessions_and_matches_unbatched_runs(
             # batched kernels (observed here: exactly equal or within 1e-6).
             assert x.shape == y.shape
             assert (x - y).abs().max().item() <= 1e-5 * max(1.0, y.abs().max().item())
+
+
+async def test_refused_frames_leave_no_tensor_to_the_cycle_collector(start_server, connect) -> None:
+    """A frame refused after decoding (here STALE) must be freed by reference counting: a
+    reference cycle through its exception kept decoded tensors alive until a full collection,
+    which under load let RSS swing by hundreds of MB."""
+    server = await start_server(max_batch=1)
+    busy = await connect(server, codec="fp32")
+    late = await connect(server, codec="fp32")
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for seq in range(1, 4):
+            await busy.send(seq, time.time_ns(), frame(seq))
+        await asyncio.sleep(0.005)
+        answers = await exchange(late, [frame(9), frame(10), frame(11)], queue_budget_ms=1)
+        assert any(
+            isinstance(a, SessionFrameError) and a.code_name == "STALE" for a in answers.values()
+        )
+        for _ in range(3):
+            await busy.receive()
+        gc.collect()
+        leaked = [o for o in gc.garbage if isinstance(o, torch.Tensor)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert not leaked, f"{len(leaked)} tensors were only reachable through reference cycles"
