@@ -1,12 +1,15 @@
-"""The floor under any gRPC service here: a bare ``grpc.aio`` echo of the same messages.
+"""The floor under any gRPC service here: a bare ``grpc.aio`` server that speaks the session
+protocol and does nothing else.
 
-The tail benchmark starts it as a child process (like the real server) and sends it the same
-frame chunks one at a time; each frame is answered with one small message, as the tail answers
-with its result, after spending ``--compute-ms`` in a worker thread on torch work (one thread,
-like the tail). The compute matters: after ~10 ms of it the event loop and gRPC's poller wake
-up cold, which costs ~0.5 ms more than an immediate echo on this kind of machine. Round trip
-minus that compute is what gRPC, loopback and waking up cost, which no service built on grpcio
-can avoid; the tail's own cost is what it adds on top.
+It answers a Hello with an Accept and every frame with one fixed, pre-encoded result (ten
+float32 logits, as a classifier's tail returns), after spending ``--compute-ms`` in a worker
+thread on torch work (one thread, like the tail). The tail benchmark starts it as a child
+process, like the real server, and drives it with the very same client code and frames, so the
+difference between the two is what the tail service itself costs: decoding and checking,
+batching, encoding, its tasks and locks.
+
+The compute matters: after ~10 ms of it the event loop and gRPC's poller wake up cold, which
+costs more than an immediate echo on this kind of machine.
 
     python -m splitwire.benchmarks.grpc_echo 127.0.0.1:50222 --compute-ms 9.5
 """
@@ -17,18 +20,25 @@ import argparse
 import asyncio
 import signal
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 from grpc import aio
 
-from splitwire.protocol import CLIENT_OPTIONS, SERVER_OPTIONS
+from splitwire.protocol import (
+    MAX_CHUNK_BYTES,
+    PROTOCOL_VERSION,
+    SERVER_OPTIONS,
+    ResultTimings,
+    encode,
+    result_chunks,
+)
 from splitwire.protocol import splitwire_pb2 as pb
 from splitwire.protocol import splitwire_pb2_grpc as pb_grpc
+from splitwire.protocol.transport import RESULT_CODEC
 
-# What the echo answers a frame with: about the size of a classifier's encoded result.
-REPLY_BYTES = 64
+# What the echo answers every frame with.
+_RESULT = encode(torch.zeros(1, 10), RESULT_CODEC, name="output0")
 
 
 def _work(ms: float, matrix: torch.Tensor) -> int:
@@ -50,14 +60,24 @@ class _Echo(pb_grpc.SplitSessionServicer):
             message = await context.read()
             if message is aio.EOF:
                 return
+            if message.WhichOneof("kind") == "hello":
+                hello = message.hello
+                accept = pb.Accept(
+                    protocol_version=PROTOCOL_VERSION,
+                    max_in_flight=hello.max_in_flight or 1,
+                    max_chunk_bytes=MAX_CHUNK_BYTES,
+                    cut_ids=[hello.cut_id],
+                )
+                await context.write(pb.CloudMessage(accept=accept))
+                continue
             chunk = message.chunk
             if chunk.chunk_index + 1 < chunk.chunk_count:
                 continue
             start = time.perf_counter_ns()
             if self._compute_ms > 0:
                 await loop.run_in_executor(None, _work, self._compute_ms, self._matrix)
-            reply = pb.ResultChunk(seq=chunk.seq, chunk_count=1, payload=bytes(REPLY_BYTES))
-            reply.compute_ns = time.perf_counter_ns() - start
+            timings = ResultTimings(compute_ns=time.perf_counter_ns() - start)
+            (reply,) = result_chunks(chunk.seq, chunk.capture_ts_ns, [_RESULT], timings=timings)
             await context.write(pb.CloudMessage(result=reply))
 
 
@@ -75,30 +95,6 @@ async def serve(address: str, *, compute_ms: float = 0.0) -> None:
     print("serving", flush=True)
     await stop.wait()
     await server.stop(0)
-
-
-async def round_trips_ms(
-    address: str, frames: Sequence[Sequence[pb.FrameChunk]], *, count: int
-) -> list[float]:
-    """Send ``count`` frames one at a time (cycling through ``frames``); for each, the round
-    trip minus the echo's compute, in ms.
-
-    Raises:
-        grpc.aio.AioRpcError: the echo is not there.
-    """
-    async with aio.insecure_channel(address, options=CLIENT_OPTIONS) as channel:
-        call = pb_grpc.SplitSessionStub(channel).Session()
-        out = []
-        for i in range(count):
-            chunks = frames[i % len(frames)]
-            start = time.perf_counter()
-            for chunk in chunks:
-                await call.write(pb.EdgeMessage(chunk=chunk))
-            answer = await call.read()
-            elapsed = time.perf_counter() - start
-            out.append(elapsed * 1000 - answer.result.compute_ns / 1e6)
-        await call.done_writing()
-        return out
 
 
 def main() -> None:

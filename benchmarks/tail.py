@@ -17,7 +17,8 @@ every answer, stops the server and reports:
 The same invocation repeats the run with ``--max-batch 1`` (the reference) and prints the
 batching gain, and measures the service's own cost per frame with one session and one frame
 in flight: round trip minus the tail's compute, as this process sees it, next to the round trip
-of a bare gRPC echo of the same frames (:mod:`splitwire.benchmarks.grpc_echo`), the floor.
+of the same client and frames against a bare gRPC server that only spends the same compute
+(:mod:`splitwire.benchmarks.grpc_echo`): the floor.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ import grpc
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from splitwire.benchmarks import grpc_echo
 from splitwire.errors import SplitwireError
 from splitwire.partitioner.calibration import synthetic_images
 from splitwire.partitioner.runtime import RunnablePlan, open_plan
@@ -196,22 +196,25 @@ def run_load(load: TailLoad, *, progress: bool = False) -> TailRun:
     return run
 
 
-def service_overhead(load: TailLoad, *, frames: int = 300) -> tuple[TailRun, list[float]]:
+def service_overhead(load: TailLoad, *, frames: int = 300) -> tuple[TailRun, TailRun]:
     """One session, one frame in flight, no batching: what the service adds to the tail.
 
     Returns:
-        The run (``overheads_ms``: round trip minus the tail's compute) and, measured right
-        after with the same frames, the round trips of a bare gRPC echo (the floor).
+        The run against the tail service (``overheads_ms``: round trip minus the tail's
+        compute) and, right after, the same client and frames against a bare gRPC server that
+        only spends the tail's median compute (:mod:`splitwire.benchmarks.grpc_echo`): the
+        floor.
     """
     single = dataclasses.replace(load, sessions=1, window=1, max_batch=1, duration_s=3600)
     plan = open_plan(load.plan_dir)
     templates = frame_templates(plan, load.cut, load.codec)
+    frame_bytes = sum(len(c.payload) for c in templates[0])
     with _server(single) as (address, pid):
-        run = TailRun(load=single, frame_bytes=sum(len(c.payload) for c in templates[0]))
+        run = TailRun(load=single, frame_bytes=frame_bytes)
         asyncio.run(_drive(single, address, pid, plan, templates, run, max_frames=frames))
-    compute_ms = median(run.compute_ms)
-    with _echo_server(compute_ms) as address:
-        echo = asyncio.run(grpc_echo.round_trips_ms(address, templates, count=frames))
+    with _echo_server(median(run.compute_ms)) as (address, pid):
+        echo = TailRun(load=single, frame_bytes=frame_bytes)
+        asyncio.run(_drive(single, address, pid, plan, templates, echo, max_frames=frames))
     return run, echo
 
 
@@ -225,7 +228,7 @@ def _echo_server(compute_ms: float) -> Any:
         assert process.stdout is not None
         if process.stdout.readline().strip() != "serving":
             raise SplitwireError(f"the gRPC echo on {address} did not start")
-        yield address
+        yield address, process.pid
     finally:
         process.send_signal(signal.SIGTERM)
         try:
