@@ -230,12 +230,7 @@ def _echo_server(compute_ms: float) -> Any:
             raise SplitwireError(f"the gRPC echo on {address} did not start")
         yield address, process.pid
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _terminate(process, timeout_s=10)
 
 
 async def _drive(
@@ -390,12 +385,17 @@ def _server(load: TailLoad) -> Any:
             _wait_serving(address, process, log)
             yield address, process.pid
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            _terminate(process, timeout_s=30)
+
+
+def _terminate(process: subprocess.Popen[Any], *, timeout_s: float) -> None:
+    """SIGTERM (the graceful path under test), then SIGKILL if it does not exit in time."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _wait_serving(address: str, process: subprocess.Popen[Any], log: Any) -> None:

@@ -8,8 +8,7 @@ See :mod:`splitwire.cloud.server` for the lifecycle, :mod:`splitwire.cloud.sessi
 each kind of bad input gets, :mod:`splitwire.cloud.batcher` for dynamic batching.
 """
 
-import importlib
-from typing import Any
+from splitwire.lazy import lazy_exports
 
 # Names are imported on first use (PEP 562): `splitwire --help` must not pay for torch or grpc.
 _LOCATIONS = {
@@ -25,14 +24,4 @@ _LOCATIONS = {
 }
 __all__ = sorted(_LOCATIONS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LOCATIONS:
-        raise AttributeError(f"module 'splitwire.cloud' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LOCATIONS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LOCATIONS])
+__getattr__, __dir__ = lazy_exports(__name__, _LOCATIONS, globals())

@@ -10,8 +10,7 @@ this package writes (``plan.yaml`` and the ``.pt2`` halves, see
 :mod:`splitwire.partitioner.plan_file`), through :func:`open_plan`.
 """
 
-import importlib
-from typing import Any
+from splitwire.lazy import lazy_exports
 
 # Names are imported on first use (PEP 562): `splitwire --help` must not pay for torch.
 _LOCATIONS = {
@@ -53,14 +52,4 @@ _LOCATIONS = {
 }
 __all__ = sorted(_LOCATIONS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LOCATIONS:
-        raise AttributeError(f"module 'splitwire.partitioner' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LOCATIONS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LOCATIONS])
+__getattr__, __dir__ = lazy_exports(__name__, _LOCATIONS, globals())
