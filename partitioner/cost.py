@@ -26,6 +26,7 @@ from typing import Any
 from splitwire.partitioner.cuts import CrossingTensor
 from splitwire.partitioner.link import LinkModel
 from splitwire.partitioner.pareto import Sense
+from splitwire.partitioner.plan_file import PlanOption
 
 # Objectives of the Pareto front, in the order candidates list them.
 OBJECTIVES: tuple[tuple[str, Sense], ...] = (
@@ -138,22 +139,66 @@ class Candidate:
         }
 
 
-def evaluate(measurement: Measurement, link: LinkModel) -> Candidate:
-    """Price ``measurement`` on ``link`` (see the module docstring for the formulas)."""
-    m = measurement
-    edge_ms = m.head_ms + m.encode_ms
-    if not m.sends:
-        return Candidate(m, str(link), edge_ms, 0.0, 0.0, edge_ms, 1000.0 / edge_ms)
-    cloud_ms = m.decode_ms + m.tail_ms
-    transfer_ms = 1000.0 * link.transfer_s(round(m.bytes_wire), m.result_bytes)
-    uplink_ms = 1000.0 / link.max_frames_per_s(round(m.bytes_wire))
+@dataclass(frozen=True)
+class Price:
+    """What a (cut, codec) costs on one link (see the module docstring for the formulas)."""
+
+    edge_ms: float
+    transfer_ms: float
+    cloud_ms: float
+    latency_ms: float
+    throughput_fps: float
+
+
+def price(
+    *, edge_ms: float, cloud_ms: float, bytes_up: float, bytes_down: float, link: LinkModel,
+    sends: bool = True,
+) -> Price:  # fmt: skip
+    """Price a (cut, codec) from its link-independent figures: what the planner does for every
+    candidate, and what a runtime does again for a plan's options under the link it measures.
+
+    Args:
+        edge_ms: head compute + encode; ``cloud_ms``: decode + tail compute.
+        bytes_up: encoded frame size; ``bytes_down``: encoded results.
+        link: the link to price on.
+        sends: False for all-on-edge (nothing crosses, the cloud does nothing).
+    """
+    if not sends:
+        return Price(edge_ms, 0.0, 0.0, edge_ms, 1000.0 / max(edge_ms, 1e-9))
+    transfer_ms = 1000.0 * link.transfer_s(round(bytes_up), round(bytes_down))
+    uplink_ms = 1000.0 / link.max_frames_per_s(round(bytes_up))
     bottleneck = max(edge_ms, uplink_ms, cloud_ms, 1e-9)
-    return Candidate(
-        measurement=m,
-        link=str(link),
+    return Price(
         edge_ms=edge_ms,
         transfer_ms=transfer_ms,
         cloud_ms=cloud_ms,
         latency_ms=edge_ms + transfer_ms + cloud_ms,
         throughput_fps=1000.0 / bottleneck,
     )
+
+
+def price_option(option: PlanOption, link: LinkModel) -> Price:
+    """Price a plan's shipped option on ``link`` (an edge re-pricing under a measured link)."""
+    return price(
+        edge_ms=option.edge_ms,
+        cloud_ms=option.cloud_ms,
+        bytes_up=option.bytes_up,
+        bytes_down=option.bytes_down,
+        link=link,
+        sends=option.codec != "none",
+    )
+
+
+def evaluate(measurement: Measurement, link: LinkModel) -> Candidate:
+    """Price ``measurement`` on ``link`` (see the module docstring for the formulas)."""
+    m = measurement
+    p = price(
+        edge_ms=m.head_ms + m.encode_ms,
+        cloud_ms=m.decode_ms + m.tail_ms,
+        bytes_up=m.bytes_wire,
+        bytes_down=m.result_bytes,
+        link=link,
+        sends=m.sends,
+    )
+    return Candidate(m, str(link), p.edge_ms, p.transfer_ms, p.cloud_ms, p.latency_ms,
+                     p.throughput_fps)  # fmt: skip

@@ -85,7 +85,7 @@ IMAGENET_GREY = Preprocess(mean=(0.449,), std=(0.226,))
 @dataclass(frozen=True)
 class PlanOption:
     """One shipped (cut, codec) and what it costs apart from the link, so a runtime can price
-    it again under the link it measures (see :func:`splitwire.partitioner.cost.price`).
+    it again under the link it measures (:func:`splitwire.partitioner.cost.price_option`).
 
     Attributes:
         edge_ms: head compute + encode on the edge (its profile). ``cloud_ms``: decode + tail.

@@ -294,7 +294,7 @@ def write_plan_directory(outcome: PlanOutcome, directory: Path) -> Plan:
         choice=chosen,
         links=tuple(choices),
         cuts=plan_cuts,
-        options=tuple(_option(m) for m in outcome.measurements if m.cut in plan_cuts),
+        options=tuple(plan_option(m) for m in outcome.measurements if m.cut in plan_cuts),
         preprocess=request.preprocess or default_preprocess(request.input_shape),
     )
     write_plan(plan, directory)
@@ -333,7 +333,7 @@ def default_preprocess(input_shape: Sequence[int]) -> Preprocess | None:
     return IMAGENET if input_shape[1] == 3 else IMAGENET_GREY
 
 
-def _option(m: Measurement) -> PlanOption:
+def plan_option(m: Measurement) -> PlanOption:
     """A shipped (cut, codec) with its link-independent figures."""
     sends = m.sends
     return PlanOption(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -135,3 +136,22 @@ def test_candidates_name_their_link_by_its_full_spec() -> None:
     assert list(by_link) == [str(link) for link in links]
     assert all(cuts == ["c1", "c5"] for cuts in by_link.values())
     assert [pick["link"] for pick in data["choice"]["links"]] == list(by_link)
+
+
+@pytest.mark.parametrize("link_text", ["bw=20mbit,rtt=40ms", "lte", "bw=2mbit,rtt=80ms,loss=1%"])
+def test_a_plan_option_is_priced_like_its_candidate(link_text: str) -> None:
+    """The edge re-prices a shipped (cut, codec) from plan.yaml's figures alone; it must get
+    what the planner computed for the same link."""
+    from splitwire.partitioner.cost import price_option
+    from splitwire.partitioner.planner import plan_option
+
+    link = parse_link(link_text)
+    split = measurement("c7", head_ms=30, encode_ms=2, tail_ms=5, decode_ms=1, bytes_wire=50_000)
+    split = replace(split, result_bytes=4_000)
+    local = measurement("c9", head_ms=80, baseline="all-on-edge", codec="none")
+    for m in (split, local):
+        c, p = evaluate(m, link), price_option(plan_option(m), link)
+        assert (p.latency_ms, p.throughput_fps) == pytest.approx((c.latency_ms, c.throughput_fps))
+        assert (p.edge_ms, p.transfer_ms, p.cloud_ms) == pytest.approx(
+            (c.edge_ms, c.transfer_ms, c.cloud_ms)
+        )
