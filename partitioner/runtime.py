@@ -59,6 +59,10 @@ class RunnablePlan:
         """Every shipped (cut, codec), with the figures to price it under a measured link."""
         return self.plan.options
 
+    def option(self, cut_id: str, codec: str) -> PlanOption:
+        """The shipped option ``(cut_id, codec)`` (PlanError if the plan does not ship it)."""
+        return self.plan.option(cut_id, codec)
+
     def head(self, cut_id: str) -> nn.Module:
         """The edge's half of ``cut_id``.
 

@@ -63,6 +63,11 @@ def test_what_crosses_each_plan_kind(plan_dir: Path) -> None:
         plan.crossing("c0001", "fp32")
 
 
+def test_options_are_found_by_cut_and_codec(plan_dir: Path) -> None:
+    with pytest.raises(PlanError, match="ships no option c0003 int8"):
+        open_plan(plan_dir).option("c0003", "int8+zstd1")
+
+
 def test_a_corrupt_half_is_a_plan_error_on_load(plan_dir: Path) -> None:
     with pytest.raises(PlanError, match=r"cannot load .*tail.pt2"):
         open_plan(plan_dir).tail("c0003")
