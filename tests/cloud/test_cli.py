@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -79,3 +80,25 @@ def test_bad_configuration_exits_2_naming_the_flag(
     assert process.returncode == 2, stderr
     assert message in stderr
     assert "Traceback" not in stderr
+
+
+def test_bench_tail_reports_every_figure(plan_dir: Path, split_cuts: tuple[str, str]) -> None:
+    """The load benchmark end to end, briefly: real server processes, JSON out."""
+    done = subprocess.run(
+        [sys.executable, "-m", "splitwire", "bench", "tail", "--plan", str(plan_dir),
+         "--cut", split_cuts[0], "--sessions", "3", "--duration", "3", "--max-batch", "4",
+         "--overhead-frames", "20", "--json"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    batched, single = report["runs"]
+    assert (batched["max_batch"], single["max_batch"]) == (4, 1)
+    for run in (batched, single):
+        assert run["results"] > 0 and run["lost"] == 0 and not run["session_failures"]
+        assert run["sent"] == run["results"] + sum(run["errors"].values())
+        assert run["p50_ms"] <= run["p95_ms"] <= run["p99_ms"]
+        assert run["rss_warm_mb"] > 0 and run["rss_end_mb"] > 0
+    assert set(single["batch_sizes"]) == {"1"}
+    assert report["batching_gain"] == pytest.approx(batched["fps"] / single["fps"], rel=0.01)
+    assert report["overhead"]["results"] == 20 and report["grpc_echo"]["results"] == 20
