@@ -113,6 +113,36 @@ def _hash_at(
     return model_hash(graph), f"graph and weights, captured at input shape {at}"
 
 
+def _preprocess(mean: str | None, std: str | None, shape: tuple[int, ...]) -> Any:
+    """The ``--input-mean``/``--input-std`` preprocessing, or None for the default.
+
+    Raises:
+        PlanError: only one of them given, a value that is not a number, or the wrong count.
+    """
+    from splitwire.partitioner.errors import PlanError
+    from splitwire.partitioner.plan_file import Preprocess
+
+    if mean is None and std is None:
+        return None
+    if mean is None or std is None:
+        raise PlanError("--input-mean and --input-std go together; give both or neither")
+    try:
+        means = tuple(float(v) for v in mean.split(","))
+        stds = tuple(float(v) for v in std.split(","))
+    except ValueError as exc:
+        raise PlanError(
+            f"--input-mean {mean!r} / --input-std {std!r}: expected comma-separated numbers, "
+            "e.g. 0.485,0.456,0.406"
+        ) from exc
+    channels = shape[1] if len(shape) == 4 else None
+    if channels not in (1, 3) or len(means) != channels:
+        raise PlanError(
+            f"--input-mean has {len(means)} values for input shape {list(shape)}; expected one "
+            "per channel of an (N, 1|3, H, W) image input"
+        )
+    return Preprocess(means, stds)
+
+
 def parse_shape(text: str) -> tuple[int, ...]:
     """Parse an input shape written as ``"1,3,224,224"`` (spaces allowed).
 
@@ -336,6 +366,15 @@ def _register_plan(subparsers: Any) -> None:
         "shape, --calibration and --jpeg-quality (DIR/measurements.json): no tail runs",
     )
     plan.add_argument(
+        "--input-mean",
+        metavar="M,M,M",
+        help="how camera pixels become the input: input = (pixels/255 - mean) / std, per "
+        "channel (default for image inputs: ImageNet's 0.485,0.456,0.406); give with --input-std",
+    )
+    plan.add_argument(
+        "--input-std", metavar="S,S,S", help="see --input-mean (ImageNet: 0.229,0.224,0.225)"
+    )
+    plan.add_argument(
         "--ship",
         action="append",
         default=[],
@@ -396,6 +435,7 @@ def _plan(args: argparse.Namespace) -> int:
         progress=not args.json,
         reuse_measurements=Path(args.reuse_measurements) if args.reuse_measurements else None,
         ship=tuple(args.ship),
+        preprocess=_preprocess(args.input_mean, args.input_std, shape),
     )
     outcome = plan_model(request)
     plan_path = Path(args.out) / "plan.yaml"

@@ -66,6 +66,7 @@ def planned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, A
         "plan", "--model", spec, "--input-shape", "1,3,32,32", "--edge-slowdown", "4",
         "--link", "wifi", "--link", "bw=2mbit,rtt=80ms,name=slow", "--codec", "auto",
         "--calibration", "2", "--repeats", "3", "--out", str(root / "out"),
+        "--input-mean", "0.5,0.5,0.5", "--input-std", "0.25,0.25,0.25",
         "--plot", str(root / "front.png"), "--json",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -114,6 +115,8 @@ def test_plan_directory_runs_exactly(planned: tuple[Path, dict[str, Any], str]) 
     root, data, spec = planned
     plan = load_plan(root / "out")
     assert plan.choice.cut == data["choice"]["cut"]
+    assert plan.preprocess is not None
+    assert (plan.preprocess.mean, plan.preprocess.std) == ((0.5,) * 3, (0.25,) * 3)
     assert (root / "front.png").stat().st_size > 10_000
     from splitwire.partitioner.models import load_model
 
@@ -138,6 +141,10 @@ def test_plan_directory_runs_exactly(planned: tuple[Path, dict[str, Any], str]) 
         (["--input-shape", "1,3,x"], "input shape '1,3,x'"),
         (["--input-shape", "1,7,32,32"], "does not run on an input of shape (1, 7, 32, 32)"),
         (["--accuracy-budget", "-1"], "accuracy budget -1.0 must be >= 0"),
+        (["--input-mean", "0.5,0.5,0.5"], "--input-mean and --input-std go together"),
+        (["--input-mean", "0.5,0.5", "--input-std", "1,1"], "2 values for input shape"),
+        (["--input-mean", "a,b,c", "--input-std", "1,1,1"], "expected comma-separated numbers"),
+        (["--ship", "nowhere"], "--ship nowhere: no such cut"),
     ],
 )
 def test_bad_input_exits_2(
