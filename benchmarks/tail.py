@@ -181,7 +181,7 @@ def frame_templates(
     return templates
 
 
-def run_load(load: TailLoad, *, progress: bool = False) -> TailRun:
+def run_load(load: TailLoad) -> TailRun:
     """Start a server for ``load``, drive it, stop it, and report (see the module docstring).
 
     Raises:
@@ -192,7 +192,7 @@ def run_load(load: TailLoad, *, progress: bool = False) -> TailRun:
     frame_bytes = sum(len(c.payload) for c in templates[0])
     with _server(load) as (address, pid):
         run = TailRun(load=load, frame_bytes=frame_bytes)
-        asyncio.run(_drive(load, address, pid, plan, templates, run, progress=progress))
+        asyncio.run(_drive(load, address, pid, plan, templates, run))
     return run
 
 
@@ -242,21 +242,19 @@ async def _drive(
     run: TailRun,
     *,
     max_frames: int | None = None,
-    progress: bool = False,
 ) -> None:
     channel = open_channel(address)
     start = time.perf_counter()
     warm = start + load.duration_s * WARMUP_FRACTION if max_frames is None else start
     stop = start + load.duration_s
-    budget = max_frames
     try:
         async with asyncio.TaskGroup() as tasks:
             for i in range(load.sessions):
                 tasks.create_task(
                     _session(i, load, channel, plan, templates, run, warm=warm, stop=stop,
-                             budget=budget)
+                             budget=max_frames)
                 )  # fmt: skip
-            tasks.create_task(_watch_rss(pid, run, warm=warm, stop=stop))
+            tasks.create_task(_watch_rss(pid, run, warm=warm))
     finally:
         await channel.close()
     run.measured_s = max(1e-9, min(time.perf_counter(), stop) - warm)
@@ -352,7 +350,7 @@ async def _session(
         session.cancel()
 
 
-async def _watch_rss(pid: int, run: TailRun, *, warm: float, stop: float) -> None:
+async def _watch_rss(pid: int, run: TailRun, *, warm: float) -> None:
     await asyncio.sleep(max(0.0, warm - time.perf_counter()))
     run.rss_warm_mb = _rss_mb(pid)
 

@@ -74,7 +74,6 @@ class TailRegistry:
         for directory in directories:
             try:
                 plan = open_plan(directory)
-                plan.load(side="tail")
             except PlanError as exc:
                 raise ConfigError(f"--plan {directory}: {exc}") from exc
             digest = plan.model_hash
@@ -86,7 +85,11 @@ class TailRegistry:
                         f"{known.directory} with cuts {sorted(known.plan.cuts)}; give one plan "
                         "per model"
                     )
-                continue
+                continue  # the same plan twice: its tails are loaded already
+            try:
+                plan.load(side="tail")
+            except PlanError as exc:
+                raise ConfigError(f"--plan {directory}: {exc}") from exc
             self._plans[digest] = plan
             logger.info(
                 "serving model %s (%s) from %s: cuts %s",

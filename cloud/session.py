@@ -275,10 +275,7 @@ class SessionHandler:
             try:
                 frame = self._assembler.add(chunk)
             except CodecError as exc:
-                code = pb.RESOURCE_EXHAUSTED if isinstance(exc, LimitError) else pb.INVALID_ARGUMENT
-                await self._refuse(chunk.seq, chunk.capture_ts_ns, FrameRefused(
-                    code, exc.message, field=exc.field
-                ))  # fmt: skip
+                await self._refuse(chunk.seq, chunk.capture_ts_ns, _codec_refusal(exc))
                 continue
             if frame is None:
                 continue
@@ -410,8 +407,7 @@ def _decode(frame: AssembledFrame, route: Route) -> tuple[list[torch.Tensor], in
         check_described([(h.shape, h.dtype) for h in frame.headers], route.crossing)
         tensors = decode_frame(frame)
     except CodecError as exc:
-        code = pb.RESOURCE_EXHAUSTED if isinstance(exc, LimitError) else pb.INVALID_ARGUMENT
-        raise FrameRefused(code, exc.message, field=exc.field) from exc
+        raise _codec_refusal(exc) from exc
     except TensorSpecError as exc:
         raise FrameRefused(pb.INVALID_ARGUMENT, str(exc), field=exc.field) from exc
     inputs = route.prepare(tensors)
@@ -436,6 +432,13 @@ def _encode(
     )
     chunks[0].batch_size = batch_size
     return [pb.CloudMessage(result=c) for c in chunks], encode_ns
+
+
+def _codec_refusal(exc: CodecError) -> FrameRefused:
+    """A wire-format error as the frame's answer: a bound reached is RESOURCE_EXHAUSTED,
+    anything else malformed is INVALID_ARGUMENT; the field at fault is kept."""
+    code = pb.RESOURCE_EXHAUSTED if isinstance(exc, LimitError) else pb.INVALID_ARGUMENT
+    return FrameRefused(code, exc.message, field=exc.field)
 
 
 def _decoded_bytes(frame: AssembledFrame) -> int:
