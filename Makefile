@@ -44,7 +44,7 @@ demo: $(STAMP)
 
 # `bin/pytest`, not `python -m pytest`: -m would put the repository root on sys.path, where
 # the role folders look like top-level packages (`protocol`, ...) that are not installed.
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(VENV)/bin/pytest -q
 
 lint: $(STAMP)

@@ -23,7 +23,12 @@ logger = logging.getLogger("splitwire")
 
 # Modules that contribute subcommands, each with ``register(subparsers)``. They import their
 # heavy dependencies (torch, grpc) inside the handlers, so ``--help`` stays fast.
-COMMAND_MODULES = ("splitwire.partitioner.cli", "splitwire.cloud.cli", "splitwire.benchmarks.cli")
+COMMAND_MODULES = (
+    "splitwire.partitioner.cli",
+    "splitwire.cloud.cli",
+    "splitwire.edge.cli",
+    "splitwire.benchmarks.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

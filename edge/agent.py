@@ -1,0 +1,892 @@
+"""The edge agent: paces a camera, runs the head, streams the activations to the tail and
+emits exactly one output line per frame, whatever the network does.
+
+    agent = EdgeAgent(EdgeConfig(plan=Path("plans/r18"), cloud="10.0.0.2:8500", fps=15))
+    summary = await agent.run()        # until --frames, the source's end, or request_stop()
+
+The pipeline (asyncio; the head and the codec run in one worker thread, as on a one-core
+device)::
+
+    source -> admit -> [pending] -> preprocess + head + encode -> [ready] -> send
+                                                      receive -> check -> emit (one line)
+
+The window bounds the frames in flight (computing, encoded, or sent and unanswered). One more
+frame, the newest, may wait for a place: a camera wants its latest frame, so a newer capture
+replaces it, and when the window is full of frames the edge has not sent yet (the network is
+slower than the head), the newest frame replaces the oldest of those. A replaced frame is
+emitted as ``dropped``. Every frame has a budget (``--budget-ms`` from capture): the cloud is
+told the rest of it as the frame's queue budget, and a frame unanswered when it runs out is
+emitted as ``dropped`` (``stale``, or ``disconnected`` while there is no session), so no frame
+waits forever and none vanishes.
+
+Sessions: a broken stream, a server restart or ``SessionEnd UNAVAILABLE`` starts a reconnect
+loop (exponential backoff with jitter, capped); frames that were in flight go back to the
+ready queue and are sent again on the new session if their budget allows. A result for a frame
+already emitted (a late duplicate) is ignored and counted. A reject that retrying cannot fix
+(``PLAN_MISMATCH``, ``UNAUTHENTICATED``, ...) ends the run with :class:`CloudRefused`.
+
+Under the ``auto`` policy the agent prices the plan's options on the link it measures
+(:mod:`~splitwire.edge.link_monitor`, :mod:`~splitwire.edge.policy`) and switches at a frame
+boundary; while the cloud is unreachable and the plan ships an all-on-edge option, frames are
+computed locally (``local``, reason ``disconnected``) instead of waiting; while running
+all-on-edge with a session open, one frame a second goes to the cloud so the link stays
+measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import torch
+
+from splitwire.edge.config import CloudRefused, EdgeConfig, EdgeConfigError
+from splitwire.edge.link_monitor import FrameTiming, LinkMonitor
+from splitwire.edge.policy import CutPolicy, CutSwitch, PolicySettings, option_label
+from splitwire.edge.records import FrameRecord, RecordWriter, RunStats
+from splitwire.edge.results import summarise_outputs
+from splitwire.edge.sources import FrameSource, open_source
+from splitwire.errors import SplitwireError
+from splitwire.partitioner.errors import PlanError
+from splitwire.partitioner.plan_file import PlanOption
+from splitwire.partitioner.runtime import RunnablePlan, check_tensors, open_plan
+from splitwire.protocol import PROTOCOL_VERSION, EncodedTensor, encode
+from splitwire.protocol import splitwire_pb2 as pb
+from splitwire.protocol.client import (
+    SessionClient,
+    SessionClosed,
+    SessionError,
+    SessionFrameError,
+    SessionRejected,
+    SessionResult,
+    open_channel,
+)
+
+logger = logging.getLogger("splitwire.edge")
+
+# Rejects that retrying cannot fix: the agent stops with CloudRefused.
+FATAL_REJECTS = frozenset(
+    {pb.PLAN_MISMATCH, pb.UNAUTHENTICATED, pb.UNSUPPORTED_VERSION, pb.INVALID_ARGUMENT}
+)
+# While running all-on-edge with a session open: how often a frame goes remote to keep the
+# link measured (without samples, the policy could never move back off the edge).
+PROBE_INTERVAL_S = 1.0
+# Frames of a new option the edge-speed estimate waits for (the first calls are slow).
+EDGE_SCALE_WARMUP = 3
+HELLO_TIMEOUT_S = 5.0
+
+
+@dataclass(eq=False)
+class _Frame:
+    seq: int
+    capture_ts_ns: int  # wall clock: echoed by the cloud, printed for correlation
+    captured_ns: int  # perf_counter: latencies
+    pixels: torch.Tensor | None
+    state: str = "pending"  # pending -> computing -> ready -> sent
+    option: PlanOption | None = None
+    encoded: list[EncodedTensor] = field(default_factory=list)
+    bytes_up: int = 0
+    head_ms: float | None = None
+    encode_ms: float | None = None
+    sent_ns: int = 0
+    epoch: int = 0
+    fallback: bool = False  # computed locally because the cloud was away
+    deadline: asyncio.TimerHandle | None = None
+
+
+@dataclass(frozen=True)
+class _Computed:
+    encoded: list[EncodedTensor]
+    outputs: tuple[torch.Tensor, ...]
+    head_ms: float
+    encode_ms: float
+
+
+class EdgeAgent:
+    """One edge agent run (see the module docstring).
+
+    Args:
+        config: the agent's settings.
+        plan: the plan, if already open (default: ``open_plan(config.plan)``).
+        source: the frame source (default: ``config.source`` opened at the plan's input size).
+        output: where frame lines go (None: nowhere).
+        monitor: the link estimator (tests substitute one to drive the adaptive policy).
+    """
+
+    def __init__(
+        self,
+        config: EdgeConfig,
+        *,
+        plan: RunnablePlan | None = None,
+        source: FrameSource | None = None,
+        output: IO[str] | None = None,
+        monitor: LinkMonitor | None = None,
+    ) -> None:
+        self.config = config
+        self.plan = plan or open_plan(config.plan)
+        self.edge_id = config.edge_id
+        self._source = source or self._open_source()
+        self._writer = RecordWriter(output)
+        self.monitor = monitor or LinkMonitor()
+        self.stats = RunStats()
+        self._local_option = next((o for o in self.plan.options if o.codec == "none"), None)
+        self.option = self._starting_option()
+        self.policy_mode = config.policy or ("auto" if len(self.plan.options) > 1 else "fixed")
+        self._policy = CutPolicy(
+            self.plan.options,
+            objective=self.plan.plan.objective,
+            accuracy_budget=self.plan.plan.accuracy_budget,
+            demand_fps=config.fps,
+            settings=PolicySettings(margin=config.margin, hold_s=config.hold_s),
+        )
+        if self._needs_cloud() and config.cloud is None:
+            raise EdgeConfigError(
+                f"option {option_label(self.option)} runs its tail in the cloud: give --cloud "
+                "HOST:PORT (only an all-on-edge plan runs without one)"
+            )
+        self._token = config.read_token()
+        self._frames: dict[int, _Frame] = {}
+        self._pending: deque[_Frame] = deque()
+        self._ready: deque[_Frame] = deque()
+        self._next_seq = 1
+        self._session: SessionClient | None = None
+        self._accept: pb.Accept | None = None
+        self._epoch = 0
+        self._stopping = False
+        self._closing = False
+        self._fatal: CloudRefused | None = None
+        self._wake_event: asyncio.Event | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="splitwire-head")
+        self._source_executor = ThreadPoolExecutor(1, thread_name_prefix="splitwire-source")
+        self._edge_scale = 1.0
+        self._scale_frames = 0
+        self._last_remote_s = -math.inf
+        self._started_s = time.monotonic()
+        self.switches: list[CutSwitch] = []
+        self.reconnects = 0
+        self.connected_since: float | None = None
+
+    # ---- setup -----------------------------------------------------------------------------
+
+    def _open_source(self) -> FrameSource:
+        frame = self.plan.camera_frame()
+        _, channels, height, width = frame.shape
+        return open_source(
+            self.config.source,
+            channels=channels,
+            height=height,
+            width=width,
+            seed=self.config.seed,
+            loop=self.config.loop,
+        )
+
+    def _starting_option(self) -> PlanOption:
+        if not self.plan.options:
+            raise EdgeConfigError(f"plan {self.plan.directory} ships no options to run")
+        c = self.config
+        if c.cut is not None or c.codec is not None:
+            cut = c.cut or self.plan.plan.choice.cut
+            codec = c.codec or next(o.codec for o in self.plan.options if o.cut == cut)
+            try:
+                return self.plan.option(cut, codec)
+            except PlanError as exc:
+                raise EdgeConfigError(f"--cut/--codec: {exc}") from exc
+        choice = self.plan.plan.choice
+        for option in self.plan.options:
+            chosen = (option.cut, option.codec) == (choice.cut, choice.codec)
+            if chosen and (option.codec == "none" or c.cloud is not None):
+                return option
+        if c.cloud is None and self._local_option is not None:
+            return self._local_option
+        return self.plan.options[0]
+
+    def _needs_cloud(self) -> bool:
+        return self.option.codec != "none"
+
+    def _prepare(self) -> None:
+        """Load every head the agent may run, and call each once (first calls are slow)."""
+        torch.set_num_threads(self.config.threads)
+        frame = torch.zeros(self.plan.camera_frame().shape, dtype=torch.uint8)
+        for option in self.plan.options:
+            if self.config.cloud is None and option.codec != "none":
+                continue
+            self._compute(option, frame)
+
+    # ---- the run ---------------------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        """Run until ``--frames`` frames, the end of the source, or :meth:`request_stop`; then
+        drain the frames in flight (within ``grace_s``) and return the run's summary.
+
+        Raises:
+            CloudRefused: the cloud refused the session for good (every frame was still
+                emitted, as ``dropped`` with the reject's code).
+        """
+        self._wake_event = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._prepare)
+        self._started_s = time.monotonic()
+        workers = [asyncio.create_task(self._compute_loop(), name="edge-compute")]
+        try:
+            if self.config.cloud is not None:
+                first = await self._first_session()
+                workers.append(asyncio.create_task(self._send_loop(), name="edge-send"))
+                workers.append(asyncio.create_task(self._session_loop(first), name="edge-session"))
+            await self._source_loop()
+            await self._drain()
+        finally:
+            self._closing = True
+            await self._close_session()
+            for task in workers:
+                task.cancel()
+            for task in workers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self._executor.shutdown(wait=True)
+            self._source_executor.shutdown(wait=False, cancel_futures=True)
+        summary = self.summary()
+        if self._fatal is not None:
+            raise self._fatal
+        return summary
+
+    def request_stop(self) -> None:
+        """Stop reading the source; :meth:`run` drains what is in flight and returns."""
+        if not self._stopping:
+            logger.info("stopping: no new frames; draining %d in flight", len(self._frames))
+        self._stopping = True
+        self._wake()
+
+    def summary(self) -> dict[str, Any]:
+        """The run's figures so far (the summary ``run`` returns)."""
+        return self.stats.summary(time.monotonic() - self._started_s) | {
+            "cut": self.option.cut,
+            "codec": self.option.codec,
+            "policy": self.policy_mode,
+            "switches": [s.as_json() for s in self.switches],
+            "reconnects": self.reconnects,
+        }
+
+    async def _source_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        frames = iter(self._source)
+        interval = 1.0 / self.config.fps if self.config.fps else None
+        next_at = time.monotonic()
+        count = 0
+        while not self._stopping and (self.config.frames is None or count < self.config.frames):
+            if interval is None:
+                await self._wait(lambda: self._has_room() or self._stopping)
+            else:
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    await self._sleep(delay, unless=lambda: self._stopping)
+                # A camera that fell behind does not catch up with a burst of old frames.
+                next_at = max(next_at + interval, time.monotonic())
+            if self._stopping:
+                break
+            pixels = await loop.run_in_executor(self._source_executor, next, frames, None)
+            if pixels is None:
+                logger.info("source %s ended after %d frames", self._source.description, count)
+                break
+            self._admit(pixels)
+            count += 1
+
+    async def _drain(self) -> None:
+        try:
+            async with asyncio.timeout(self.config.grace_s):
+                await self._wait(lambda: not self._frames)
+        except TimeoutError:
+            logger.warning(
+                "%d frames still unanswered after the %g s grace period",
+                len(self._frames),
+                self.config.grace_s,
+            )
+            for frame in list(self._frames.values()):
+                self._emit_dropped(frame, "shutdown")
+
+    # ---- admission, deadlines, emission ----------------------------------------------------
+
+    def _admit(self, pixels: torch.Tensor) -> None:
+        frame = _Frame(
+            seq=self._next_seq,
+            capture_ts_ns=time.time_ns(),
+            captured_ns=time.perf_counter_ns(),
+            pixels=pixels.unsqueeze(0) if pixels.dim() == 3 else pixels,
+        )
+        self._next_seq += 1
+        if self._fatal is not None:
+            self._emit_dropped(frame, f"error:{_code_name(self._fatal)}")
+            return
+        reason = "window_full" if self._session is not None or not self._needs_cloud() else (
+            "disconnected"
+        )  # fmt: skip
+        if self._pending:
+            self._emit_dropped(self._pending[0], reason)
+        elif self._started() >= self.config.window and self._ready:
+            self._emit_dropped(self._ready[0], reason)
+        self._frames[frame.seq] = frame
+        self._pending.append(frame)
+        assert self._wake_event is not None
+        frame.deadline = asyncio.get_running_loop().call_later(
+            self.config.budget_ms / 1000.0, self._expire, frame
+        )
+        self._wake()
+
+    def _started(self) -> int:
+        return len(self._frames) - len(self._pending)
+
+    def _has_room(self) -> bool:
+        return not self._pending and self._started() < self.config.window
+
+    def _expire(self, frame: _Frame) -> None:
+        if frame.seq in self._frames:
+            sent = frame.state == "sent" and frame.epoch == self._epoch
+            connected = self._session is not None or not self._needs_cloud()
+            self._emit_dropped(frame, "stale" if sent or connected else "disconnected")
+
+    def _emit_dropped(self, frame: _Frame, reason: str) -> None:
+        self._emit(frame, "dropped", reason)
+
+    def _emit(
+        self,
+        frame: _Frame,
+        source: str,
+        reason: str | None,
+        *,
+        outputs: tuple[torch.Tensor, ...] | None = None,
+        rtt_ms: float | None = None,
+        cloud_ms: float | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        if self._frames.pop(frame.seq, None) is not None:
+            for queue in (self._pending, self._ready):
+                with contextlib.suppress(ValueError):
+                    queue.remove(frame)
+            if frame.deadline is not None:
+                frame.deadline.cancel()
+        option = frame.option
+        record = FrameRecord(
+            seq=frame.seq,
+            capture_ts_ns=frame.capture_ts_ns,
+            emit_ts_ns=time.time_ns(),
+            latency_ms=(time.perf_counter_ns() - frame.captured_ns) / 1e6,
+            source=source,
+            reason=reason,
+            cut=option.cut if option else None,
+            codec=option.codec if option else None,
+            bytes_up=frame.bytes_up if frame.state == "sent" else 0,
+            rtt_ms=rtt_ms,
+            result=summarise_outputs(outputs) if outputs is not None else None,
+            head_ms=frame.head_ms,
+            encode_ms=frame.encode_ms,
+            cloud_ms=cloud_ms,
+            batch_size=batch_size,
+        )
+        frame.pixels, frame.encoded = None, []
+        self._writer.write(record)
+        self.stats.add(record)
+        self._wake()
+
+    # ---- edge compute ----------------------------------------------------------------------
+
+    async def _compute_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wait(lambda: bool(self._pending) and self._started() < self.config.window)
+            frame = self._pending.popleft()
+            self._consider_switch()
+            option, fallback = self._option_for_frame()
+            frame.state, frame.option, frame.fallback = "computing", option, fallback
+            pixels = frame.pixels
+            assert pixels is not None
+            try:
+                computed = await loop.run_in_executor(self._executor, self._compute, option, pixels)
+            except SplitwireError as exc:
+                logger.error("frame %d: %s", frame.seq, exc)
+                self._emit_dropped(frame, "error:EDGE")
+                continue
+            if frame.seq not in self._frames:
+                continue  # its budget ran out while the head ran
+            frame.head_ms, frame.encode_ms = computed.head_ms, computed.encode_ms
+            if option is self.option:
+                self._observe_edge_speed(option, computed)
+            if option.codec == "none":
+                reason = "disconnected" if fallback else "all-on-edge"
+                self._emit(frame, "local", reason, outputs=computed.outputs)
+                continue
+            frame.encoded = computed.encoded
+            frame.bytes_up = sum(e.header.payload_size for e in computed.encoded)
+            frame.state = "ready"
+            self._ready.append(frame)
+            self._wake()
+
+    def _option_for_frame(self) -> tuple[PlanOption, bool]:
+        """The option this frame runs, and whether it is the local fallback."""
+        option = self.option
+        if option.codec == "none":
+            probe = self._probe_option()
+            return (probe, False) if probe is not None else (option, False)
+        if self._session is None and self.policy_mode == "auto" and self._local_option:
+            return self._local_option, True
+        return option, False
+
+    def _probe_option(self) -> PlanOption | None:
+        if self._session is None or self.policy_mode != "auto":
+            return None
+        if time.monotonic() - self._last_remote_s < PROBE_INTERVAL_S:
+            return None
+        usable = [o for o in self.plan.options if o.codec != "none" and self._served(o)]
+        if not usable:
+            return None
+        self._last_remote_s = time.monotonic()  # one probe in flight at a time, at most
+        link = self.monitor.link()
+        if link is None:
+            return min(usable, key=lambda o: o.bytes_up)
+        prices = self._policy.prices(link, edge_scale=self._edge_scale)
+        return min(usable, key=lambda o: self._policy.score(prices[o]))
+
+    def _compute(self, option: PlanOption, pixels: torch.Tensor) -> _Computed:
+        """Preprocess, head and encode one frame (in the worker thread)."""
+        start = time.perf_counter_ns()
+        with torch.inference_mode():
+            if option.codec.startswith("jpeg"):
+                tensors: tuple[torch.Tensor, ...] = (pixels,)
+            else:
+                out = self.plan.head(option.cut)(self.plan.preprocess(pixels))
+                tensors = tuple(out) if isinstance(out, tuple | list) else (out,)
+        head_done = time.perf_counter_ns()
+        if option.codec == "none":
+            return _Computed([], tensors, (head_done - start) / 1e6, 0.0)
+        specs = self.plan.crossing(option.cut, option.codec)
+        encoded = [
+            encode(t, option.codec, name=s.name) for t, s in zip(tensors, specs, strict=True)
+        ]
+        return _Computed(
+            encoded, (), (head_done - start) / 1e6, (time.perf_counter_ns() - head_done) / 1e6
+        )
+
+    def _observe_edge_speed(self, option: PlanOption, computed: _Computed) -> None:
+        self._scale_frames += 1
+        if self._scale_frames <= EDGE_SCALE_WARMUP or option.edge_ms <= 0:
+            return
+        ratio = (computed.head_ms + computed.encode_ms) / option.edge_ms
+        self._edge_scale += 0.1 * (ratio - self._edge_scale)
+
+    # ---- the policy ------------------------------------------------------------------------
+
+    def _served(self, option: PlanOption) -> bool:
+        return option.codec == "none" or (
+            self._accept is not None and option.cut in self._accept.cut_ids
+        )
+
+    def _consider_switch(self) -> None:
+        if self.policy_mode != "auto" or self._session is None:
+            return
+        link = self.monitor.link()
+        if link is None:
+            return
+        switch = self._policy.consider(
+            self.option,
+            link,
+            now_s=time.monotonic(),
+            edge_scale=self._edge_scale,
+            usable=self._served,
+        )
+        if switch is not None:
+            self._switch(switch)
+
+    def _switch(self, switch: CutSwitch) -> None:
+        logger.info(
+            "switching %s -> %s: %s",
+            option_label(switch.old),
+            option_label(switch.new),
+            switch.reason,
+        )
+        self.switches.append(switch)
+        self.option = switch.new
+        self._scale_frames = 0
+
+    def set_option(self, option: PlanOption, *, reason: str, policy: str = "fixed") -> None:
+        """Run ``option`` from the next frame on, under ``policy`` (what a desired plan does)."""
+        self.policy_mode = policy
+        if option != self.option:
+            self._switch(CutSwitch(time.monotonic(), self.option, option, reason))
+
+    # ---- the cloud session -----------------------------------------------------------------
+
+    def _hello(self) -> pb.Hello:
+        option = self.option
+        if option.codec == "none":
+            option = next(o for o in self.plan.options if o.codec != "none")
+        return pb.Hello(
+            protocol_version=PROTOCOL_VERSION,
+            edge_id=self.edge_id,
+            model_hash=self.plan.model_hash,
+            cut_id=option.cut,
+            codec=option.codec,
+            max_in_flight=self.config.window,
+        )
+
+    async def _open_session(self) -> tuple[SessionClient, Any, pb.Accept]:
+        """Open a channel and a session on it.
+
+        Raises:
+            CloudRefused: a reject retrying cannot fix.
+            SessionError: anything else (unreachable, overloaded, shutting down).
+        """
+        assert self.config.cloud is not None
+        tls = self.config.tls
+        channel = open_channel(
+            self.config.cloud,
+            tls_ca=tls.ca if tls else None,
+            tls_cert=tls.cert if tls else None,
+            tls_key=tls.key if tls else None,
+        )
+        session = SessionClient(channel, token=self._token)
+        try:
+            accept = await session.open(self._hello(), timeout_s=HELLO_TIMEOUT_S)
+        except SessionRejected as exc:
+            session.cancel()
+            await channel.close()
+            if exc.code in FATAL_REJECTS:
+                raise CloudRefused(f"{self.config.cloud} refused the session: {exc}") from exc
+            raise
+        except SessionError as exc:
+            session.cancel()
+            await channel.close()
+            if exc.status is not None and exc.status.name in (
+                "UNAUTHENTICATED",
+                "PERMISSION_DENIED",
+            ):
+                raise CloudRefused(f"{self.config.cloud} refused the session: {exc}") from exc
+            raise
+        return session, channel, accept
+
+    async def _first_session(self) -> tuple[SessionClient, Any, pb.Accept] | None:
+        """One attempt before the source starts, so the first frames do not race the connect;
+        a refusal stops the agent here, before any frame."""
+        try:
+            return await self._open_session()
+        except SessionError as exc:
+            logger.warning("cloud %s not reachable yet (%s); retrying", self.config.cloud, exc)
+            return None
+
+    async def _session_loop(self, first: tuple[SessionClient, Any, pb.Accept] | None) -> None:
+        attempt = 0
+        outage_started: float | None = None if first else time.monotonic()
+        while not self._closing:
+            if first is not None:
+                opened, first = first, None
+            else:
+                try:
+                    opened = await self._open_session()
+                except CloudRefused as exc:
+                    self._refused(exc)
+                    return
+                except SessionError as exc:
+                    delay = _backoff(attempt, self.config)
+                    attempt += 1
+                    if attempt == 1:
+                        logger.warning("cannot open a session with %s: %s", self.config.cloud, exc)
+                    else:
+                        logger.debug("reconnect attempt %d failed: %s", attempt, exc)
+                    await self._sleep(delay)
+                    continue
+            session, channel, accept = opened
+            if outage_started is not None:
+                self.reconnects += 1
+                logger.info(
+                    "session %s with %s (%s) after %.1f s without one",
+                    accept.session_id,
+                    self.config.cloud,
+                    accept.server_id,
+                    time.monotonic() - outage_started,
+                )
+            else:
+                logger.info("session %s with %s (%s)", accept.session_id, self.config.cloud,
+                            accept.server_id)  # fmt: skip
+            attempt = 0
+            epoch = self._install(session, accept)
+            retry_after_s = await self._receive(session, epoch)
+            self._lose(epoch, "the stream ended")
+            await channel.close()
+            outage_started = time.monotonic()
+            if retry_after_s and not self._closing:
+                await self._sleep(retry_after_s)
+
+    def _install(self, session: SessionClient, accept: pb.Accept) -> int:
+        self._epoch += 1
+        self._session, self._accept = session, accept
+        self.connected_since = time.monotonic()
+        if not self._served(self.option):
+            logger.warning(
+                "the server does not serve cut %s (it serves %s)",
+                self.option.cut,
+                ", ".join(accept.cut_ids),
+            )
+        self._wake()
+        return self._epoch
+
+    def _lose(self, epoch: int, why: str) -> None:
+        """The session of ``epoch`` is over: what was in flight goes back to be sent again."""
+        if epoch != self._epoch or self._session is None:
+            return
+        session, self._session = self._session, None
+        self.connected_since = None
+        session.cancel()
+        again = sorted(
+            (f for f in self._frames.values() if f.state == "sent" and f.epoch == epoch),
+            key=lambda f: f.seq,
+        )
+        for frame in reversed(again):
+            frame.state = "ready"
+            self._ready.appendleft(frame)
+        if not self._closing:
+            logger.warning(
+                "session lost (%s); %d frames in flight will be sent again within their budget",
+                why,
+                len(again),
+            )
+        self._wake()
+
+    async def _receive(self, session: SessionClient, epoch: int) -> float:
+        """Read the session's answers until it ends; returns the server's retry hint (s)."""
+        while True:
+            try:
+                event = await session.receive()
+            except SessionError as exc:
+                self._lose(epoch, str(exc))
+                return 0.0
+            if event is None:
+                return 0.0
+            if isinstance(event, SessionResult):
+                self._on_result(event, epoch)
+            elif isinstance(event, SessionFrameError):
+                self._on_frame_error(event, epoch)
+            elif isinstance(event, SessionClosed):
+                self._lose(epoch, f"server ended it: {event.code_name}: {event.reason}")
+                return event.retry_after_ms / 1000.0
+
+    def _answerable(self, seq: int, capture_ts_ns: int, epoch: int) -> _Frame | None:
+        frame = self._frames.get(seq)
+        if frame is None or frame.state != "sent" or frame.epoch != epoch:
+            self.stats.duplicates_ignored += 1
+            logger.debug("ignoring a late or duplicate answer for frame %d", seq)
+            return None
+        if frame.capture_ts_ns != capture_ts_ns:
+            self.stats.duplicates_ignored += 1
+            logger.warning("answer for frame %d echoes another capture time; ignored", seq)
+            return None
+        return frame
+
+    def _on_result(self, result: SessionResult, epoch: int) -> None:
+        frame = self._answerable(result.seq, result.capture_ts_ns, epoch)
+        if frame is None:
+            return
+        assert frame.option is not None
+        try:
+            check_tensors(result.outputs, self.plan.outputs(frame.option.cut))
+        except SplitwireError as exc:
+            logger.error("frame %d: the result does not match the plan: %s", frame.seq, exc)
+            self._emit_dropped(frame, "error:BAD_RESULT")
+            return
+        t = result.timings
+        cloud_ns = t.queue_ns + t.decode_ns + t.compute_ns + t.encode_ns
+        timing = FrameTiming(frame.sent_ns, result.received_ns, cloud_ns, frame.bytes_up,
+                             result.wire_bytes)  # fmt: skip
+        self.monitor.observe(timing)
+        self._last_remote_s = time.monotonic()
+        self._emit(
+            frame,
+            "remote",
+            None,
+            outputs=result.outputs,
+            rtt_ms=timing.network_s * 1000.0,
+            cloud_ms=cloud_ns / 1e6,
+            batch_size=result.batch_size,
+        )
+
+    def _on_frame_error(self, error: SessionFrameError, epoch: int) -> None:
+        frame = self._answerable(error.seq, error.capture_ts_ns, epoch)
+        if frame is None:
+            return
+        if error.code_name != "STALE":
+            logger.warning("frame %d refused: %s: %s", frame.seq, error.code_name, error.message)
+        self._emit_dropped(
+            frame, "stale" if error.code_name == "STALE" else f"error:{error.code_name}"
+        )
+
+    def _refused(self, exc: CloudRefused) -> None:
+        logger.error("%s", exc)
+        self._fatal = exc
+        for frame in list(self._frames.values()):
+            self._emit_dropped(frame, f"error:{_code_name(exc)}")
+        self.request_stop()
+
+    async def _send_loop(self) -> None:
+        while True:
+            await self._wait(self._can_send)
+            frame = self._ready.popleft()
+            session, epoch = self._session, self._epoch
+            assert session is not None and frame.option is not None
+            remaining_ms = (
+                self.config.budget_ms - (time.perf_counter_ns() - frame.captured_ns) / 1e6
+            )
+            frame.state, frame.epoch = "sent", epoch
+            frame.sent_ns = time.perf_counter_ns()
+            try:
+                await session.send(
+                    frame.seq,
+                    frame.capture_ts_ns,
+                    frame.encoded,
+                    cut_id=frame.option.cut,
+                    codec=frame.option.codec,
+                    queue_budget_ms=max(1, int(remaining_ms)),
+                )
+            except SessionError as exc:
+                self._lose(epoch, str(exc))
+
+    def _can_send(self) -> bool:
+        if not self._ready or self._session is None:
+            return False
+        limit = (self._accept.max_in_flight if self._accept else 0) or self.config.window
+        in_flight = sum(
+            1 for f in self._frames.values() if f.state == "sent" and f.epoch == self._epoch
+        )
+        return in_flight < limit
+
+    async def _close_session(self) -> None:
+        session = self._session
+        if session is None:
+            return
+        await session.close()
+        session.cancel()
+
+    # ---- the control plane's view ----------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Fields of the retained ``online`` status."""
+        return {
+            "model_hash": self.plan.model_hash,
+            "model": self.plan.plan.model_spec,
+            "cut": self.option.cut,
+            "codec": self.option.codec,
+            "policy": self.policy_mode,
+            "cloud": self.config.cloud,
+            "options": [{"cut": o.cut, "codec": o.codec} for o in self.plan.options],
+        }
+
+    def telemetry(self) -> dict[str, Any]:
+        """A snapshot of the link, the frames and the plan (published every few seconds)."""
+        link = self.monitor.link()
+        uplink = self.monitor.uplink_bps
+        elapsed = max(time.monotonic() - self._started_s, 1e-9)
+        rtt = self.monitor.smoothed_rtt_s
+        latencies = self.stats.latencies_ms
+        return {
+            "connected": self._session is not None,
+            "cut": self.option.cut,
+            "codec": self.option.codec,
+            "policy": self.policy_mode,
+            "rtt_ms": round(rtt * 1000.0, 3) if rtt is not None else None,
+            "result_delay_ms": round(latencies[-1], 3) if latencies else None,
+            "uplink_bps": round(uplink) if uplink is not None else None,
+            "link": str(link) if link is not None else None,
+            "fps": round((self.stats.frames - self.stats.by_source["dropped"]) / elapsed, 3),
+            "frames": self.stats.frames,
+            "by_source": dict(self.stats.by_source),
+            "drops": dict(self.stats.by_reason),
+            "bytes_up": self.stats.bytes_up,
+            "in_flight": len(self._frames),
+            "reconnects": self.reconnects,
+            "edge_scale": round(self._edge_scale, 3),
+            "last_switch": self.switches[-1].as_json() if self.switches else None,
+            "switches": len(self.switches),
+        }
+
+    def apply_desired(self, desired: Mapping[str, Any]) -> dict[str, Any]:
+        """Apply a desired plan ``{"cut", "codec"}`` or ``{"policy": "auto"|"fixed"}``;
+        returns the ``plan/reported`` answer (applied, or refused with the reason)."""
+
+        def refused(reason: str) -> dict[str, Any]:
+            logger.warning("desired plan %s refused: %s", dict(desired), reason)
+            return {"applied": False, "reason": reason, **self._current()}
+
+        keys = set(desired)
+        if keys == {"policy"}:
+            policy = desired["policy"]
+            if policy not in ("auto", "fixed"):
+                return refused(f"policy {policy!r}: expected 'auto' or 'fixed'")
+            self.policy_mode = policy
+            logger.info("policy set to %s over the control plane", policy)
+            return {"applied": True, **self._current()}
+        if keys - {"cut", "codec", "policy"} or "cut" not in keys or "codec" not in keys:
+            return refused(
+                'expected {"cut": ID, "codec": SPEC} (one of the plan\'s shipped pairs) or '
+                f'{{"policy": "auto"|"fixed"}}; got keys {sorted(keys)}'
+            )
+        cut, codec = desired["cut"], desired["codec"]
+        if not isinstance(cut, str) or not isinstance(codec, str):
+            return refused("cut and codec must be strings")
+        try:
+            option = self.plan.option(cut, codec)
+        except PlanError as exc:
+            return refused(str(exc))
+        if option.codec != "none" and self.config.cloud is None:
+            return refused(f"{option_label(option)} needs the cloud and this agent has no --cloud")
+        if self._accept is not None and not self._served(option):
+            return refused(
+                f"the connected server does not serve cut {cut} (it serves "
+                f"{', '.join(self._accept.cut_ids)})"
+            )
+        policy = desired.get("policy", "fixed")
+        if policy not in ("auto", "fixed"):
+            return refused(f"policy {policy!r}: expected 'auto' or 'fixed'")
+        self.set_option(option, reason="desired plan from the control plane", policy=policy)
+        return {"applied": True, **self._current()}
+
+    def _current(self) -> dict[str, Any]:
+        return {"cut": self.option.cut, "codec": self.option.codec, "policy": self.policy_mode}
+
+    # ---- waiting ---------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        """Wake every waiter to look at the state again."""
+        if self._wake_event is not None:
+            self._wake_event.set()
+            self._wake_event = asyncio.Event()
+
+    async def _wait(self, ready: Callable[[], bool]) -> None:
+        while not ready():
+            assert self._wake_event is not None
+            await self._wake_event.wait()
+
+    async def _sleep(self, seconds: float, *, unless: Callable[[], bool] | None = None) -> None:
+        """Sleep, but wake early once ``unless()`` holds (default: the agent is closing)."""
+        done = unless or (lambda: self._closing)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wait(done)
+
+
+def _backoff(attempt: int, config: EdgeConfig) -> float:
+    """Exponential backoff with jitter: between half and all of initial * 2^attempt, capped."""
+    ceiling = min(config.reconnect_max_s, config.reconnect_initial_s * 2.0**attempt)
+    return ceiling * random.uniform(0.5, 1.0)
+
+
+def _code_name(exc: CloudRefused) -> str:
+    cause = exc.__cause__
+    if isinstance(cause, SessionRejected):
+        return pb.ErrorCode.Name(cause.code)
+    if isinstance(cause, SessionError) and cause.status is not None:
+        return cause.status.name
+    return "REFUSED"

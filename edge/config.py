@@ -1,0 +1,111 @@
+"""The edge agent's settings, and the errors it stops with."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from splitwire.errors import SplitwireError
+
+DEFAULT_WINDOW = 4
+DEFAULT_BUDGET_MS = 2000.0
+DEFAULT_GRACE_S = 5.0
+
+
+class EdgeConfigError(SplitwireError):
+    """The agent cannot start with this configuration (the message names the setting)."""
+
+
+class CloudRefused(SplitwireError):
+    """The cloud refused the session for a reason retrying cannot fix (wrong plan, wrong
+    token, unsupported protocol): the agent stops rather than retry forever."""
+
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """TLS to the tail: the CA that signed its certificate; a client certificate and key for
+    mutual TLS."""
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert is None) != (self.key is None):
+            raise EdgeConfigError("--tls-cert and --tls-key go together; give both or neither")
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """Everything ``splitwire edge`` is told (see its ``--help`` for each field's meaning).
+
+    ``cut``/``codec`` pick the starting option (default: the plan's choice); ``frames`` None
+    runs until stopped; ``fps`` None reads the source as fast as the pipeline takes frames.
+    """
+
+    plan: Path
+    source: str = "synthetic"
+    cloud: str | None = None
+    frames: int | None = None
+    fps: float | None = None
+    window: int = DEFAULT_WINDOW
+    budget_ms: float = DEFAULT_BUDGET_MS
+    policy: str | None = None
+    cut: str | None = None
+    codec: str | None = None
+    edge_id: str = field(default_factory=socket.gethostname)
+    token_file: Path | None = None
+    tls: ClientTls | None = None
+    threads: int = 1
+    loop: bool = False
+    seed: int = 0
+    grace_s: float = DEFAULT_GRACE_S
+    reconnect_initial_s: float = 0.1
+    reconnect_max_s: float = 5.0
+    hold_s: float = 3.0
+    margin: float = 0.15
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.window >= 1, f"--window {self.window}: expected at least 1 frame in flight"),
+            (self.budget_ms > 0, f"--budget-ms {self.budget_ms}: expected a positive budget"),
+            (self.frames is None or self.frames >= 1, f"--frames {self.frames}: expected >= 1"),
+            (self.fps is None or self.fps > 0, f"--fps {self.fps}: expected > 0"),
+            (self.threads >= 1, f"--threads {self.threads}: expected >= 1"),
+            (self.grace_s >= 0, f"--grace-s {self.grace_s}: expected >= 0"),
+            (
+                self.policy in (None, "auto", "fixed"),
+                f"--policy {self.policy}: expected auto or fixed",
+            ),
+            (
+                0 < self.reconnect_initial_s <= self.reconnect_max_s,
+                "reconnect backoff: expected 0 < initial <= cap",
+            ),
+            (bool(self.edge_id) and "/" not in self.edge_id and "+" not in self.edge_id
+             and "#" not in self.edge_id,
+             f"--edge-id {self.edge_id!r}: expected a non-empty name without '/', '+' or '#' "
+             "(it becomes an MQTT topic level)"),
+        ]  # fmt: skip
+        for ok, message in checks:
+            if not ok:
+                raise EdgeConfigError(message)
+
+    def read_token(self) -> str | None:
+        """The bearer token from ``token_file`` (its first non-empty line), if one is set.
+
+        Raises:
+            EdgeConfigError: the file cannot be read or holds no token.
+        """
+        if self.token_file is None:
+            return None
+        try:
+            lines = self.token_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise EdgeConfigError(f"--token-file {self.token_file}: cannot read: {exc}") from exc
+        for line in lines:
+            if line.strip() and not line.lstrip().startswith("#"):
+                return line.strip()
+        raise EdgeConfigError(f"--token-file {self.token_file}: expected a token, found none")

@@ -1,0 +1,415 @@
+"""The edge agent's MQTT control plane: presence, telemetry and the desired plan.
+
+One :class:`ControlPlane` per edge keeps a connection to an MQTT broker, under
+``{topic_root}/{edge_id}/``::
+
+    status          retained  {"state": "online", "edge_id": ..., **agent.status()}
+                              {"state": "offline", "edge_id": ..., "reason": "stopped"}  (stop())
+                              {"state": "offline", "edge_id": ..., "reason": "lost"}  (last will)
+    telemetry       qos 0     agent.telemetry() plus "ts_ns", every telemetry_s
+    plan/desired    ← cloud   a JSON object handed to agent.apply_desired
+    plan/reported   retained  the agent's answer, with the request echoed as "desired"
+
+The control plane is advisory: the broker may be absent, restarting or refusing the edge's
+credentials, and the data path never waits on it. :meth:`ControlPlane.run` therefore never raises
+for broker trouble; it logs one warning per outage and reconnects with capped, fully jittered
+exponential backoff. On each (re)connection it publishes the status again and renews the
+subscription, so the broker's retained desired plan arrives again and is re-applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiomqtt
+
+from splitwire.errors import SplitwireError
+
+__all__ = [
+    "ControlConfigError",
+    "ControlPlane",
+    "ControlledAgent",
+    "MqttConfig",
+    "edge_topic",
+    "read_password_file",
+]
+
+logger = logging.getLogger("splitwire.edge.control")
+
+# Long enough to echo a mistyped plan back to whoever sent it, short enough that a huge garbage
+# payload is not reflected whole onto a retained topic.
+_ECHO_LIMIT = 1024
+_OFFLINE_PUBLISH_S = 0.5
+
+
+class ControlConfigError(SplitwireError):
+    """The control plane's configuration is unusable (bad value, unreadable password or CA)."""
+
+
+class ControlledAgent(Protocol):
+    """What the control plane needs from the edge agent.
+
+    The methods are called on the event loop, so they must return quickly; none may block on
+    the network.
+    """
+
+    edge_id: str
+
+    def status(self) -> dict[str, Any]:
+        """Fields merged into the retained online status (``state`` and ``edge_id`` win)."""
+        ...
+
+    def telemetry(self) -> dict[str, Any]:
+        """A JSON-able snapshot, published every ``telemetry_s``."""
+        ...
+
+    def apply_desired(self, desired: Mapping[str, Any]) -> dict[str, Any]:
+        """Apply a parsed plan/desired object; return the plan/reported payload.
+
+        Bad content is answered with ``{"applied": False, "reason": ...}``, never raised.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """How to reach the broker and how the edge behaves on it.
+
+    ``password`` is left out of ``repr`` so that logging a config never leaks it. ``tls_ca``
+    switches the connection to TLS, verifying the broker's certificate (and host name) with
+    that CA file. Reconnection waits a random time in ``[0, min(reconnect_max_s,
+    reconnect_initial_s * 2**attempt)]`` ("full jitter"), so a fleet of edges does not hammer
+    a broker that just came back in lockstep.
+    """
+
+    host: str
+    port: int = 1883
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls_ca: Path | None = None
+    telemetry_s: float = 5.0
+    topic_root: str = "splitwire/v1/edges"
+    reconnect_initial_s: float = 0.2
+    reconnect_max_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise ControlConfigError("MQTT host is empty")
+        if not 0 < self.port < 65536:
+            raise ControlConfigError(f"MQTT port {self.port} is not in 1..65535")
+        if not self.telemetry_s > 0:
+            raise ControlConfigError(f"telemetry period {self.telemetry_s}s must be > 0")
+        if not 0 < self.reconnect_initial_s <= self.reconnect_max_s:
+            raise ControlConfigError(
+                f"reconnect backoff needs 0 < initial ({self.reconnect_initial_s}s) "
+                f"<= max ({self.reconnect_max_s}s)"
+            )
+        _check_topic_part("topic root", self.topic_root)
+        if self.password is not None and self.username is None:
+            raise ControlConfigError("an MQTT password needs a username")
+
+
+def edge_topic(root: str, edge_id: str, leaf: str) -> str:
+    """The topic ``leaf`` (``status``, ``plan/desired``, ...) of one edge: ``root/edge_id/leaf``."""
+    return f"{root}/{edge_id}/{leaf}"
+
+
+def read_password_file(path: Path) -> str:
+    """The MQTT password stored in ``path``, without its trailing newline.
+
+    Passwords live in files (not on the command line, where ``ps`` shows them). Raises
+    :class:`ControlConfigError` when the file is unreadable or holds an empty password.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ControlConfigError(f"cannot read the MQTT password file {path}: {exc}") from None
+    # Only one newline goes: editors add it, but other whitespace may be part of the password.
+    if text.endswith("\r\n"):
+        text = text[:-2]
+    elif text.endswith("\n"):
+        text = text[:-1]
+    if not text:
+        raise ControlConfigError(f"the MQTT password file {path} is empty")
+    return text
+
+
+def _check_topic_part(what: str, value: str) -> None:
+    if not value or any(c in value for c in "+#\0") or value.startswith("/") or "//" in value:
+        raise ControlConfigError(f"{what} {value!r} is not a valid MQTT topic part")
+
+
+def _dumps(payload: Any) -> bytes:
+    # default=str: an agent slipping in a Path or an enum must not silence its telemetry.
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+def _tls_context(ca: Path) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=str(ca))
+    except (OSError, ssl.SSLError) as exc:
+        raise ControlConfigError(f"cannot load the MQTT CA file {ca}: {exc}") from None
+
+
+class ControlPlane:
+    """Keeps one edge present on the broker and applies the plans sent to it.
+
+    ``connects`` counts successful connections, ``failures`` connection attempts that failed
+    and ``drops`` established connections that were lost; they are meant for tests and
+    telemetry.
+    """
+
+    def __init__(self, config: MqttConfig, agent: ControlledAgent) -> None:
+        # One topic level: an id with "/" would put its topics inside another edge's tree.
+        if "/" in agent.edge_id:
+            raise ControlConfigError(f"edge id {agent.edge_id!r} must not contain '/'")
+        _check_topic_part("edge id", agent.edge_id)
+        self.config = config
+        self.agent = agent
+        self.edge_id = agent.edge_id
+        self.status_topic = edge_topic(config.topic_root, self.edge_id, "status")
+        self.telemetry_topic = edge_topic(config.topic_root, self.edge_id, "telemetry")
+        self.desired_topic = edge_topic(config.topic_root, self.edge_id, "plan/desired")
+        self.reported_topic = edge_topic(config.topic_root, self.edge_id, "plan/reported")
+        # Built once: a missing CA file is a configuration error, not a broker outage to retry.
+        self._tls = _tls_context(config.tls_ca) if config.tls_ca is not None else None
+        self.connects = 0
+        self.failures = 0
+        self.drops = 0
+        self._connected = False
+        self._attempt = 0
+        self._outage_since: float | None = None
+        self._stop = asyncio.Event()
+        self._done = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._random = random.Random()
+
+    @property
+    def connected(self) -> bool:
+        """Whether a broker connection is up right now."""
+        return self._connected
+
+    async def run(self) -> None:
+        """Stay connected to the broker until :meth:`stop`; never raises for broker trouble.
+
+        Each connection publishes the retained online status, subscribes to plan/desired
+        (qos 1) and then publishes telemetry and answers desired plans until the connection
+        breaks, after which it reconnects with backoff.
+        """
+        if self._task is not None:
+            raise RuntimeError("ControlPlane.run() is already running or has run")
+        self._task = asyncio.current_task()
+        try:
+            while not self._stop.is_set():
+                await self._session()
+                if self._stop.is_set():
+                    break
+                await self._backoff()
+        finally:
+            self._connected = False
+            self._done.set()
+
+    async def stop(self, *, timeout_s: float = 2.0) -> None:
+        """Publish the retained offline status if connected, disconnect cleanly, end :meth:`run`.
+
+        Bounded by ``timeout_s``: past it, :meth:`run` is cancelled (a connection attempt to
+        an unresponsive broker is not waited out).
+        """
+        self._stop.set()
+        task = self._task
+        if task is None or task.done() or task is asyncio.current_task():
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._done.wait()), timeout=timeout_s)
+        except TimeoutError:
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+
+    def _client(self) -> aiomqtt.Client:
+        offline = {"state": "offline", "edge_id": self.edge_id, "reason": "lost"}
+        return aiomqtt.Client(
+            self.config.host,
+            self.config.port,
+            username=self.config.username,
+            password=self.config.password,
+            identifier=f"splitwire-edge-{self.edge_id}",
+            will=aiomqtt.Will(self.status_topic, _dumps(offline), qos=1, retain=True),
+            clean_session=True,
+            tls_context=self._tls,
+        )
+
+    async def _session(self) -> None:
+        """One connection, from connecting to its end; broker errors are noted, not raised."""
+        client = self._client()
+        entered = False
+        try:
+            async with client:
+                entered = True
+                self._on_connected()
+                try:
+                    await self._serve(client)
+                except asyncio.CancelledError:
+                    # Cancelled rather than stopped: the clean DISCONNECT that follows
+                    # suppresses the will, so the edge must say it is offline itself.
+                    await self._publish_offline(client, "stopped")
+                    raise
+                finally:
+                    self._connected = False
+        except aiomqtt.MqttError as exc:
+            self._on_broker_error(exc, connecting=not entered)
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        if self._stop.is_set():  # stopped while connecting: never claim to be online
+            await self._publish_offline(client, "stopped")
+            return
+        await client.publish(self.status_topic, _dumps(self._online()), qos=1, retain=True)
+        await client.subscribe(self.desired_topic, qos=1)
+        stop = asyncio.ensure_future(self._stop.wait())
+        workers = {
+            asyncio.ensure_future(self._telemetry_loop(client)),
+            asyncio.ensure_future(self._desired_loop(client)),
+        }
+        try:
+            done, _ = await asyncio.wait({stop, *workers}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (stop, *workers):
+                task.cancel()
+            await asyncio.gather(stop, *workers, return_exceptions=True)
+        for task in done & workers:
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                raise exc
+        if self._stop.is_set():
+            await self._publish_offline(client, "stopped")
+
+    def _on_connected(self) -> None:
+        self.connects += 1
+        self._connected = True
+        self._attempt = 0
+        if self._outage_since is not None:
+            logger.info(
+                "MQTT broker %s:%d reachable again after %.1fs (%d failed attempts)",
+                self.config.host,
+                self.config.port,
+                time.monotonic() - self._outage_since,
+                self.failures,
+            )
+            self._outage_since = None
+        else:
+            logger.info("connected to MQTT broker %s:%d", self.config.host, self.config.port)
+
+    def _on_broker_error(self, exc: aiomqtt.MqttError, *, connecting: bool) -> None:
+        if connecting:
+            self.failures += 1
+        else:
+            self.drops += 1
+        if self._stop.is_set():
+            return
+        if self._outage_since is None:
+            # One warning per outage: a broker down for an hour must not flood the edge's log.
+            self._outage_since = time.monotonic()
+            what = "cannot connect to" if connecting else "lost the connection to"
+            logger.warning(
+                "%s MQTT broker %s:%d (%s); retrying in the background "
+                "(backoff up to %.1fs), the data path goes on",
+                what,
+                self.config.host,
+                self.config.port,
+                exc,
+                self.config.reconnect_max_s,
+            )
+        else:
+            logger.debug("MQTT broker still unavailable: %s", exc)
+
+    async def _backoff(self) -> None:
+        cap = min(self.config.reconnect_max_s, self.config.reconnect_initial_s * 2.0**self._attempt)
+        self._attempt = min(self._attempt + 1, 64)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=self._random.uniform(0.0, cap))
+
+    def _online(self) -> dict[str, Any]:
+        try:
+            extra = dict(self.agent.status())
+        except Exception:
+            logger.exception("agent.status() failed; publishing the bare online status")
+            extra = {}
+        extra.pop("state", None)
+        extra.pop("edge_id", None)
+        return {"state": "online", "edge_id": self.edge_id, **extra}
+
+    async def _publish_offline(self, client: aiomqtt.Client, reason: str) -> None:
+        payload = {"state": "offline", "edge_id": self.edge_id, "reason": reason}
+        try:
+            await client.publish(
+                self.status_topic, _dumps(payload), qos=1, retain=True, timeout=_OFFLINE_PUBLISH_S
+            )
+        except aiomqtt.MqttError as exc:
+            logger.debug("could not publish the offline status: %s", exc)
+
+    async def _telemetry_loop(self, client: aiomqtt.Client) -> None:
+        period = self.config.telemetry_s
+        # Deadlines on the monotonic clock, so the period does not drift by the publish time.
+        next_at = time.monotonic()
+        while True:
+            try:
+                snapshot = dict(self.agent.telemetry())
+            except Exception:
+                logger.exception("agent.telemetry() failed; this sample is skipped")
+            else:
+                snapshot["ts_ns"] = time.time_ns()
+                await client.publish(self.telemetry_topic, _dumps(snapshot), qos=0, retain=False)
+            next_at += period
+            now = time.monotonic()
+            if next_at < now:  # a stalled loop skips the missed samples instead of bursting
+                next_at = now + period
+            await asyncio.sleep(next_at - now)
+
+    async def _desired_loop(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            if not message.topic.matches(self.desired_topic):
+                continue
+            payload = message.payload
+            # An empty retained payload is how a topic is cleared: there is no plan to apply.
+            if payload is None or payload in (b"", ""):
+                continue
+            reported = self._answer(payload)
+            await client.publish(self.reported_topic, _dumps(reported), qos=1, retain=True)
+
+    def _answer(self, payload: bytes | bytearray | str | int | float) -> dict[str, Any]:
+        desired: Any
+        if isinstance(payload, bytes | bytearray):
+            text = bytes(payload).decode("utf-8", errors="replace")
+        else:
+            text = str(payload)
+        try:
+            desired = json.loads(text)
+        except ValueError as exc:
+            return {
+                "applied": False,
+                "reason": f"plan/desired is not a JSON object: {exc}",
+                "desired": text[:_ECHO_LIMIT],
+            }
+        if not isinstance(desired, dict):
+            return {
+                "applied": False,
+                "reason": f"plan/desired is not a JSON object: got {type(desired).__name__}",
+                "desired": desired if len(text) <= _ECHO_LIMIT else text[:_ECHO_LIMIT],
+            }
+        try:
+            answer = self.agent.apply_desired(desired)
+        except Exception as exc:
+            # The agent promises not to raise; if it does anyway, the cloud still hears why.
+            logger.exception("agent.apply_desired() raised")
+            answer = {"applied": False, "reason": f"the edge agent failed: {exc!r}"}
+        reported = dict(answer) if isinstance(answer, Mapping) else {"applied": False}
+        reported["desired"] = desired
+        return reported

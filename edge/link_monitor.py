@@ -1,0 +1,142 @@
+"""What the link is doing, measured on the edge's clock only.
+
+Each answered frame gives, all on the edge's ``perf_counter``:
+
+* its **network round trip**: result arrival − send start − the durations the cloud reports
+  (queue, decode, compute, encode). No clock of the cloud is ever read, only its durations.
+* its **uplink bound**: ``bytes_up / round trip``. The frame's bytes crossed within its round
+  trip, so the uplink is at least this fast (exact when the RTT is small next to the bytes).
+* when the uplink was busy the whole time (the frame was already being sent when the previous
+  frames reached the cloud), a **delivery rate** over the last few frames: bytes sent between
+  their arrivals at the cloud / the time between those arrivals. Arrival at the cloud is
+  estimated as result arrival − the cloud's durations, which keeps batching in the tail (two
+  results leaving at once) from looking like a fast link.
+
+The uplink estimate is the maximum of these samples over a sliding time window, as BBR does
+(each sample is a lower bound; the maximum tracks the link, and old samples age out when the
+link slows down). The base RTT is the smallest round trip once the estimated serialisation of
+the frame's bytes is taken off; the mean extra over it is reported as jitter. The downlink is
+assumed to be as fast as the uplink: results of classifiers are a few kB, so this matters
+little, and it errs on the slow side for asymmetric links.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from splitwire.partitioner.link import LinkModel
+
+# Frames spanned by one delivery-rate sample: more smooths bursty arrivals, fewer reacts faster.
+DELIVERY_SPAN = 4
+
+
+@dataclass(frozen=True)
+class FrameTiming:
+    """One answered frame, on the edge's clock (nanoseconds of ``time.perf_counter_ns``).
+
+    ``cloud_ns`` is the sum of the durations the cloud reported for the frame.
+    """
+
+    sent_ns: int
+    received_ns: int
+    cloud_ns: int
+    bytes_up: int
+    bytes_down: int
+
+    @property
+    def network_s(self) -> float:
+        """The frame's network round trip (never negative)."""
+        return max(self.received_ns - self.sent_ns - self.cloud_ns, 0) / 1e9
+
+    @property
+    def arrival_ns(self) -> int:
+        """When the frame reached the cloud, roughly: the result's arrival less the cloud's time."""
+        return self.received_ns - self.cloud_ns
+
+
+@dataclass
+class _Sample:
+    at_s: float
+    uplink_bps: float
+    network_s: float
+    bytes_up: int
+    bytes_down: int
+
+
+class LinkMonitor:
+    """Turns answered frames into a :class:`LinkModel` (see the module docstring).
+
+    Args:
+        window_s: how long samples count; the estimate forgets a faster past after this.
+        min_samples: answered frames needed before :meth:`link` gives an estimate.
+        smoothing: weight of a new round trip in the smoothed RTT that telemetry reports.
+    """
+
+    def __init__(self, *, window_s: float = 5.0, min_samples: int = 3, smoothing: float = 0.2):
+        self.window_s = window_s
+        self.min_samples = min_samples
+        self.smoothing = smoothing
+        self._samples: deque[_Sample] = deque()
+        self._recent: deque[FrameTiming] = deque(maxlen=DELIVERY_SPAN + 1)
+        self.smoothed_rtt_s: float | None = None
+
+    def observe(self, timing: FrameTiming, *, now_s: float | None = None) -> None:
+        """Record one answered frame."""
+        now = time.monotonic() if now_s is None else now_s
+        network = timing.network_s
+        bound = timing.bytes_up * 8.0 / network if network > 0 else math.inf
+        rate = max(bound, self._delivery_rate(timing))
+        self._recent.append(timing)
+        self._samples.append(_Sample(now, rate, network, timing.bytes_up, timing.bytes_down))
+        self._expire(now)
+        if self.smoothed_rtt_s is None:
+            self.smoothed_rtt_s = network
+        else:
+            self.smoothed_rtt_s += self.smoothing * (network - self.smoothed_rtt_s)
+
+    def _delivery_rate(self, timing: FrameTiming) -> float:
+        if len(self._recent) < DELIVERY_SPAN:
+            return 0.0
+        span = list(self._recent)[-DELIVERY_SPAN:] + [timing]
+        start = span[0].arrival_ns
+        # Only while the uplink never idled: each frame was on its way before the one ahead of
+        # it arrived. Otherwise the spacing measures the edge's pace, not the link.
+        if any(later.sent_ns > earlier.arrival_ns for earlier, later in zip(span, span[1:])):
+            return 0.0
+        elapsed = (timing.arrival_ns - start) / 1e9
+        if elapsed <= 0:
+            return 0.0
+        return sum(t.bytes_up for t in span[1:]) * 8.0 / elapsed
+
+    def _expire(self, now_s: float) -> None:
+        while self._samples and now_s - self._samples[0].at_s > self.window_s:
+            self._samples.popleft()
+
+    @property
+    def uplink_bps(self) -> float | None:
+        """The uplink estimate (bits/s), or None before any finite sample."""
+        finite = [s.uplink_bps for s in self._samples if math.isfinite(s.uplink_bps)]
+        return max(finite) if finite else None
+
+    def link(self, *, now_s: float | None = None) -> LinkModel | None:
+        """The measured link as the cost model takes it, or None with too few samples."""
+        self._expire(time.monotonic() if now_s is None else now_s)
+        if len(self._samples) < self.min_samples:
+            return None
+        uplink = self.uplink_bps
+        if uplink is None:
+            # Round trips too short to time (a loopback): call it 10 Gbit/s rather than infinity,
+            # which LinkModel (rightly) refuses.
+            uplink = 10e9
+        residuals = [
+            max(s.network_s - (s.bytes_up + s.bytes_down) * 8.0 / uplink, 0.0)
+            for s in self._samples
+        ]
+        base = min(residuals)
+        jitter = (sum(residuals) / len(residuals) - base) / 2.0
+        return LinkModel(
+            name="measured", uplink_bps=uplink, downlink_bps=uplink, rtt_s=base, jitter_s=jitter
+        )

@@ -1,0 +1,129 @@
+"""What the agent says about each frame (one JSON line, exactly once per ``seq``) and about a
+whole run (the summary).
+
+``source`` is where the frame's output came from: ``remote`` (the tail's result), ``local``
+(computed on the edge: an all-on-edge option, or the fallback while the cloud is away),
+``fused`` (local and stale remote features, with the delay corrector), ``dropped`` (no
+output). ``reason`` says why a frame is not ``remote``: ``disconnected``, ``stale`` (its
+budget ran out), ``window_full`` (a newer frame took its place), ``error:CODE`` (the cloud
+refused it), ``all-on-edge`` (the plan runs it locally), ``shutdown`` (still unanswered when
+the grace period ended).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, field
+from typing import IO, Any
+
+SOURCES = ("remote", "local", "fused", "dropped")
+# Latencies kept for the summary's percentiles: a daemon runs for days, memory must not grow.
+LATENCY_SAMPLES = 100_000
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """One frame's output line.
+
+    Times: ``capture_ts_ns``/``emit_ts_ns`` are wall-clock (for correlating with other logs);
+    ``latency_ms`` is measured on the monotonic clock; ``rtt_ms`` is the frame's network round
+    trip (arrival − send − the cloud's reported durations), all on the edge's clock.
+    """
+
+    seq: int
+    capture_ts_ns: int
+    emit_ts_ns: int
+    latency_ms: float
+    source: str
+    reason: str | None
+    cut: str | None
+    codec: str | None
+    bytes_up: int
+    rtt_ms: float | None
+    result: dict[str, Any] | None
+    head_ms: float | None = None
+    encode_ms: float | None = None
+    cloud_ms: float | None = None
+    batch_size: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The record as printed, times rounded to microseconds."""
+        record = asdict(self)
+        for key in ("latency_ms", "rtt_ms", "head_ms", "encode_ms", "cloud_ms"):
+            if record[key] is not None:
+                record[key] = round(record[key], 3)
+        return record
+
+
+class RecordWriter:
+    """Writes records as JSON lines to ``stream`` (or nowhere) and flushes each, so a reader
+    following the file sees every frame as it is emitted."""
+
+    def __init__(self, stream: IO[str] | None) -> None:
+        self._stream = stream
+
+    def write(self, record: FrameRecord) -> None:
+        """Write one line."""
+        if self._stream is not None:
+            self._stream.write(json.dumps(record.as_json(), separators=(",", ":")) + "\n")
+            self._stream.flush()
+
+
+@dataclass
+class RunStats:
+    """Counts and latencies over a run, for telemetry and the closing summary."""
+
+    by_source: Counter[str] = field(default_factory=Counter)
+    by_reason: Counter[str] = field(default_factory=Counter)
+    bytes_up: int = 0
+    remote_frames: int = 0
+    duplicates_ignored: int = 0
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
+    rtts_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
+
+    def add(self, record: FrameRecord) -> None:
+        """Count one emitted frame."""
+        self.by_source[record.source] += 1
+        if record.reason is not None:
+            self.by_reason[record.reason] += 1
+        if record.source != "dropped":
+            self.latencies_ms.append(record.latency_ms)
+        if record.source == "remote":
+            self.remote_frames += 1
+            self.bytes_up += record.bytes_up
+        if record.rtt_ms is not None:
+            self.rtts_ms.append(record.rtt_ms)
+
+    @property
+    def frames(self) -> int:
+        """Frames emitted so far (every source)."""
+        return sum(self.by_source.values())
+
+    def summary(self, duration_s: float) -> dict[str, Any]:
+        """The run's figures: frames by source and reason, latency percentiles of frames that
+        got an output, output rate, mean bytes per remote frame."""
+        answered = self.frames - self.by_source["dropped"]
+        return {
+            "frames": self.frames,
+            "by_source": {s: self.by_source[s] for s in SOURCES},
+            "by_reason": dict(sorted(self.by_reason.items())),
+            "latency_p50_ms": _percentile(self.latencies_ms, 50),
+            "latency_p95_ms": _percentile(self.latencies_ms, 95),
+            "rtt_p50_ms": _percentile(self.rtts_ms, 50),
+            "fps": round(answered / duration_s, 3) if duration_s > 0 else None,
+            "bytes_per_frame": (
+                round(self.bytes_up / self.remote_frames, 1) if self.remote_frames else None
+            ),
+            "duplicates_ignored": self.duplicates_ignored,
+            "duration_s": round(duration_s, 3),
+        }
+
+
+def _percentile(values: deque[float], q: int) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return round(values[0], 3)
+    return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1], 3)

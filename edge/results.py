@@ -1,0 +1,67 @@
+"""What an output line says about a frame's model outputs: a few numbers a reader can use,
+never the whole tensor.
+
+=====================================  ==============================================
+outputs                                ``result``
+=====================================  ==============================================
+one ``(N, K)`` float tensor, K >= 2    classifier: ``top5`` class indices and
+                                       softmax probabilities (of image 0)
+one ``(N, K, H, W)`` float, K >= 2     segmentation: ``class_fraction``, the share of
+                                       pixels whose arg-max is each class
+anything else                          ``shapes`` and a CRC-32 ``checksum`` of the bytes
+=====================================  ==============================================
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+TOP_K = 5
+
+
+def summarise_outputs(outputs: Sequence[torch.Tensor]) -> dict[str, Any]:
+    """The ``result`` field of a frame's output line (see the module table)."""
+    if len(outputs) == 1 and outputs[0].is_floating_point():
+        out = outputs[0]
+        if out.dim() == 2 and out.shape[1] >= 2:
+            return _classification(out[0])
+        if out.dim() == 4 and out.shape[1] >= 2:
+            return _segmentation(out[0])
+    return {
+        "kind": "tensors",
+        "shapes": [list(t.shape) for t in outputs],
+        "checksum": _checksum(outputs),
+    }
+
+
+def _classification(logits: torch.Tensor) -> dict[str, Any]:
+    probabilities = torch.softmax(logits.float(), dim=0)
+    top = torch.topk(probabilities, min(TOP_K, probabilities.numel()))
+    return {
+        "kind": "classification",
+        "top5": [int(i) for i in top.indices],
+        "probabilities": [round(float(p), 6) for p in top.values],
+    }
+
+
+def _segmentation(logits: torch.Tensor) -> dict[str, Any]:
+    classes = logits.shape[0]
+    counts = torch.bincount(logits.argmax(dim=0).flatten(), minlength=classes)
+    total = max(int(counts.sum()), 1)
+    return {
+        "kind": "segmentation",
+        "class_fraction": [round(int(c) / total, 6) for c in counts],
+    }
+
+
+def _checksum(outputs: Sequence[torch.Tensor]) -> int:
+    crc = 0
+    for t in outputs:
+        crc = zlib.crc32(
+            t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes(), crc
+        )
+    return crc
