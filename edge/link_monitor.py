@@ -22,6 +22,7 @@ little, and it errs on the slow side for asymmetric links.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections import deque
@@ -100,11 +101,11 @@ class LinkMonitor:
     def _delivery_rate(self, timing: FrameTiming) -> float:
         if len(self._recent) < DELIVERY_SPAN:
             return 0.0
-        span = list(self._recent)[-DELIVERY_SPAN:] + [timing]
+        span = [*list(self._recent)[-DELIVERY_SPAN:], timing]
         start = span[0].arrival_ns
         # Only while the uplink never idled: each frame was on its way before the one ahead of
         # it arrived. Otherwise the spacing measures the edge's pace, not the link.
-        if any(later.sent_ns > earlier.arrival_ns for earlier, later in zip(span, span[1:])):
+        if any(later.sent_ns > earlier.arrival_ns for earlier, later in itertools.pairwise(span)):
             return 0.0
         elapsed = (timing.arrival_ns - start) / 1e9
         if elapsed <= 0:

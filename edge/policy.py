@@ -93,7 +93,7 @@ class CutPolicy:
         }
 
     def score(self, p: Price) -> tuple[bool, float]:
-        """Lower is better: options too slow for the demanded rate first lose, then the objective."""
+        """Lower is better: options too slow for the demanded rate lose, then the objective."""
         slow = self.demand_fps is not None and p.throughput_fps < self.demand_fps
         if self.objective == "throughput":
             return slow, -p.throughput_fps
