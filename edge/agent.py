@@ -82,6 +82,10 @@ FATAL_REJECTS = frozenset(
 PROBE_INTERVAL_S = 1.0
 # Frames of a new option the edge-speed estimate waits for (the first calls are slow).
 EDGE_SCALE_WARMUP = 3
+# Heads planned faster than this say little about the edge's speed (fixed costs dominate:
+# preprocessing, the codec's per-call cost), and the scale stays within these bounds.
+EDGE_SCALE_MIN_PLANNED_MS = 5.0
+EDGE_SCALE_BOUNDS = (0.2, 5.0)
 HELLO_TIMEOUT_S = 5.0
 
 
@@ -475,9 +479,10 @@ class EdgeAgent:
 
     def _observe_edge_speed(self, option: PlanOption, computed: _Computed) -> None:
         self._scale_frames += 1
-        if self._scale_frames <= EDGE_SCALE_WARMUP or option.edge_ms <= 0:
+        if self._scale_frames <= EDGE_SCALE_WARMUP or option.edge_ms < EDGE_SCALE_MIN_PLANNED_MS:
             return
-        ratio = (computed.head_ms + computed.encode_ms) / option.edge_ms
+        low, high = EDGE_SCALE_BOUNDS
+        ratio = min(max((computed.head_ms + computed.encode_ms) / option.edge_ms, low), high)
         self._edge_scale += 0.1 * (ratio - self._edge_scale)
 
     # ---- the policy ------------------------------------------------------------------------

@@ -15,7 +15,8 @@ Each answered frame gives, all on the edge's ``perf_counter``:
 The uplink estimate is the maximum of these samples over a sliding time window, as BBR does
 (each sample is a lower bound; the maximum tracks the link, and old samples age out when the
 link slows down). The base RTT is the smallest round trip once the estimated serialisation of
-the frame's bytes is taken off; the mean extra over it is reported as jitter. The downlink is
+the frame's bytes is taken off; the mean extra over it, among frames that had the uplink to
+themselves, is reported as jitter. The downlink is
 assumed to be as fast as the uplink: results of classifiers are a few kB, so this matters
 little, and it errs on the slow side for asymmetric links.
 """
@@ -65,6 +66,7 @@ class _Sample:
     network_s: float
     bytes_up: int
     bytes_down: int
+    queued: bool  # sent while an earlier frame was still on its way: its trip includes a wait
 
 
 class LinkMonitor:
@@ -90,8 +92,11 @@ class LinkMonitor:
         network = timing.network_s
         bound = timing.bytes_up * 8.0 / network if network > 0 else math.inf
         rate = max(bound, self._delivery_rate(timing))
+        queued = bool(self._recent) and timing.sent_ns < self._recent[-1].arrival_ns
         self._recent.append(timing)
-        self._samples.append(_Sample(now, rate, network, timing.bytes_up, timing.bytes_down))
+        self._samples.append(
+            _Sample(now, rate, network, timing.bytes_up, timing.bytes_down, queued)
+        )
         self._expire(now)
         if self.smoothed_rtt_s is None:
             self.smoothed_rtt_s = network
@@ -133,11 +138,14 @@ class LinkMonitor:
             # which LinkModel (rightly) refuses.
             uplink = 10e9
         residuals = [
-            max(s.network_s - (s.bytes_up + s.bytes_down) * 8.0 / uplink, 0.0)
+            (max(s.network_s - (s.bytes_up + s.bytes_down) * 8.0 / uplink, 0.0), s.queued)
             for s in self._samples
         ]
-        base = min(residuals)
-        jitter = (sum(residuals) / len(residuals) - base) / 2.0
+        base = min(r for r, _ in residuals)
+        # Jitter from frames that had the uplink to themselves: a frame queued behind our own
+        # earlier frames waited because of the window, which the cost model prices apart.
+        alone = [r for r, queued in residuals if not queued]
+        jitter = (sum(alone) / len(alone) - base) / 2.0 if alone else 0.0
         return LinkModel(
             name="measured", uplink_bps=uplink, downlink_bps=uplink, rtt_s=base, jitter_s=jitter
         )

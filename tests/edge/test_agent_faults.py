@@ -1,0 +1,218 @@
+"""The agent when things go wrong or change: the link changes under the adaptive policy, a
+server that answers twice or wrongly, a tail killed with SIGKILL and started again."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from grpc import aio
+
+from splitwire.edge.link_monitor import LinkMonitor
+from splitwire.partitioner.link import LinkModel
+from splitwire.partitioner.runtime import RunnablePlan
+from splitwire.protocol import PROTOCOL_VERSION, encode
+from splitwire.protocol import splitwire_pb2 as pb
+from splitwire.protocol import splitwire_pb2_grpc as pb_grpc
+from splitwire.protocol.framing import ResultTimings, result_chunks
+
+from .agent_runs import assert_each_frame_once, lines, make_agent, run_agent
+
+
+class SteeredMonitor(LinkMonitor):
+    """The seam of the adaptive tests: the link the agent believes it measures is whatever the
+    test sets (frames are still observed, so everything else runs as usual)."""
+
+    def __init__(self, link: LinkModel) -> None:
+        super().__init__()
+        self.steered = link
+
+    def link(self, *, now_s: float | None = None) -> LinkModel | None:
+        return self.steered
+
+
+FAST = LinkModel("fast", 10e9, 10e9, 0.0001)
+DEAD = LinkModel("dead", 50e3, 50e3, 0.500)
+
+
+async def test_adaptive_policy_follows_the_link(
+    start_server, plan_dir: Path, plan: RunnablePlan
+) -> None:
+    """On a fast link the agent stays on a split; when the link dies it moves to the edge
+    (after the hold), and back when it recovers; every frame is answered exactly once."""
+    server = await start_server()
+    last = max(plan.plan.cuts)
+    split = next(o for o in plan.options if o.cut == "c0000" and o.codec == "fp32")
+    monitor = SteeredMonitor(FAST)
+    agent, out = make_agent(
+        plan_dir, cloud=server.address, frames=200, fps=50, cut=split.cut, codec=split.codec,
+        policy="auto", hold_s=0.3, monitor=monitor,
+    )  # fmt: skip
+    run = asyncio.create_task(agent.run())
+    async with asyncio.timeout(30):
+        while agent.stats.frames < 30:
+            await asyncio.sleep(0.01)
+        # Fast and planned for the edge's speed: nothing is better by the margin.
+        before = [(s.old, s.new) for s in agent.switches]
+        monitor.steered = DEAD
+        while agent.option.codec != "none":
+            await asyncio.sleep(0.01)
+        dead_at = agent.stats.frames
+        while agent.stats.frames < dead_at + 40:
+            await asyncio.sleep(0.01)
+        monitor.steered = FAST
+        summary = await run
+    records = lines(out)
+    assert_each_frame_once(records, 200)
+    moves = [(s["from"]["codec"] == "none", s["to"]["cut"]) for s in summary["switches"]]
+    assert moves[len(before)] == (False, last), summary["switches"]
+    assert "dead" in summary["switches"][len(before)]["reason"]
+    assert any(s["from"]["codec"] == "none" for s in summary["switches"][len(before) :])
+    local = [r for r in records if r["source"] == "local"]
+    assert local and all(r["reason"] == "all-on-edge" for r in local)
+    # No frame is lost to a switch; a camera faster than the edge's whole model gives way.
+    assert {r["reason"] for r in records if r["source"] == "dropped"} <= {"window_full"}
+    assert records[-1]["source"] == "remote" or any(
+        r["source"] == "remote" for r in records if r["seq"] > dead_at + 40
+    )
+
+
+async def test_without_a_session_the_edge_answers_locally(plan_dir: Path, plan) -> None:
+    """The auto policy with an all-on-edge option: a cloud that never answers costs nothing
+    but a log line; every frame is computed on the edge."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    summary, records = await run_agent(
+        plan_dir, cloud=f"127.0.0.1:{port}", frames=10, cut="c0000", codec="fp32", policy="auto"
+    )
+    assert_each_frame_once(records, 10)
+    assert {(r["source"], r["reason"]) for r in records} == {("local", "disconnected")}
+
+
+class OddServer(pb_grpc.SplitSessionServicer):
+    """A misbehaving tail: answers each frame twice, or with outputs of the wrong shape."""
+
+    def __init__(self, plan: RunnablePlan, *, mode: str) -> None:
+        self.plan, self.mode = plan, mode
+
+    async def Session(self, requests: Any, context: Any) -> AsyncIterator[pb.CloudMessage]:  # noqa: N802 - gRPC's name
+        hello = None
+        async for message in requests:
+            if message.WhichOneof("kind") == "hello":
+                hello = message.hello
+                yield pb.CloudMessage(accept=pb.Accept(
+                    protocol_version=PROTOCOL_VERSION, session_id="odd", server_id="odd",
+                    max_in_flight=8, max_chunk_bytes=1 << 20, max_frame_bytes=1 << 26,
+                    cut_ids=sorted(self.plan.plan.cuts),
+                ))  # fmt: skip
+                continue
+            chunk = message.chunk
+            if chunk.chunk_index != chunk.chunk_count - 1:
+                continue
+            assert hello is not None
+            shape = (1, 10) if self.mode == "twice" else (1, 7)
+            outputs = [encode(torch.zeros(shape), "fp32")]
+            timings = ResultTimings(0, 0, 1000, 0)
+            for _ in range(2 if self.mode == "twice" else 1):
+                for part in result_chunks(chunk.seq, chunk.capture_ts_ns, outputs, timings=timings):
+                    yield pb.CloudMessage(result=part)
+
+
+async def _odd_server(plan: RunnablePlan, mode: str) -> tuple[aio.Server, str]:
+    server = aio.server()
+    pb_grpc.add_SplitSessionServicer_to_server(OddServer(plan, mode=mode), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+async def test_a_late_duplicate_result_is_ignored(plan_dir: Path, plan, split_cuts) -> None:
+    server, address = await _odd_server(plan, "twice")
+    try:
+        summary, records = await run_agent(
+            plan_dir, cloud=address, frames=8, cut=split_cuts[0], codec="fp32", policy="fixed"
+        )
+    finally:
+        await server.stop(0)
+    assert_each_frame_once(records, 8)
+    assert {r["source"] for r in records} == {"remote"}
+    assert summary["duplicates_ignored"] == 8
+
+
+async def test_a_result_of_the_wrong_shape_is_an_error(plan_dir: Path, plan, split_cuts) -> None:
+    server, address = await _odd_server(plan, "wrong-shape")
+    try:
+        _, records = await run_agent(
+            plan_dir, cloud=address, frames=4, cut=split_cuts[0], codec="fp32", policy="fixed"
+        )
+    finally:
+        await server.stop(0)
+    assert_each_frame_once(records, 4)
+    assert {(r["source"], r["reason"]) for r in records} == {("dropped", "error:BAD_RESULT")}
+
+
+def _start_tail(plan_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    """``splitwire cloud`` in its own process, ready when this returns."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "splitwire", "-q", "cloud", "--listen", f"127.0.0.1:{port}",
+         "--plan", str(plan_dir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the tail exited: {process.stderr.read().decode()}")  # type: ignore[union-attr]
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return process
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError("the tail did not listen within 60 s")
+
+
+@pytest.mark.slow
+async def test_tail_killed_and_restarted(plan_dir: Path, split_cuts) -> None:
+    """SIGKILL of the tail process mid-stream: the agent survives and reconnects to the new
+    one, every frame appears exactly once, and frames after the restart are remote again."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tail = await asyncio.to_thread(_start_tail, plan_dir, port)
+    try:
+        agent, out = make_agent(
+            plan_dir, cloud=f"127.0.0.1:{port}", frames=450, fps=30, budget_ms=1000,
+            cut=split_cuts[0], codec="int8+zstd1", policy="fixed",
+        )  # fmt: skip
+        run = asyncio.create_task(agent.run())
+        async with asyncio.timeout(60):
+            while agent.stats.by_source["remote"] < 30:
+                await asyncio.sleep(0.02)
+            tail.send_signal(signal.SIGKILL)
+            tail.wait()
+            killed_at = agent.stats.frames
+            tail = await asyncio.to_thread(_start_tail, plan_dir, port)
+            restarted_at = agent.stats.frames
+            summary = await run
+    finally:
+        tail.kill()
+        tail.wait()
+    records = lines(out)
+    assert_each_frame_once(records, 450)
+    assert summary["reconnects"] >= 1
+    lost = [r for r in records if r["source"] == "dropped"]
+    assert lost and {r["reason"] for r in lost} <= {"disconnected", "stale"}
+    assert all(r["seq"] > killed_at - 10 for r in lost)  # nothing before the kill was lost
+    after = [r for r in records if r["seq"] > restarted_at + 45]
+    assert after and all(r["source"] == "remote" for r in after)
