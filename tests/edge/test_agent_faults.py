@@ -93,7 +93,7 @@ async def test_without_a_session_the_edge_answers_locally(plan_dir: Path, plan) 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once the socket closes
-    summary, records = await run_agent(
+    _summary, records = await run_agent(
         plan_dir, cloud=f"127.0.0.1:{port}", frames=10, cut="c0000", codec="fp32", policy="auto"
     )
     assert_each_frame_once(records, 10)
@@ -106,7 +106,7 @@ class OddServer(pb_grpc.SplitSessionServicer):
     def __init__(self, plan: RunnablePlan, *, mode: str) -> None:
         self.plan, self.mode = plan, mode
 
-    async def Session(self, requests: Any, context: Any) -> AsyncIterator[pb.CloudMessage]:  # noqa: N802 - gRPC's name
+    async def Session(self, requests: Any, context: Any) -> AsyncIterator[pb.CloudMessage]:
         hello = None
         async for message in requests:
             if message.WhichOneof("kind") == "hello":
