@@ -31,16 +31,14 @@ system-deps:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq mosquitto; }
 
-# Until the edge agent exists, the demo shows the codec on real activations, a real plan
-# (ResNet-18 for an edge 4x slower than this machine, on three links, with its Pareto plot, and
-# the layer3 split shipped too) and the tail service under load from 8 sessions.
+# The end-to-end demo: plan ResNet-18 for an edge 4x slower than this machine on three links
+# (with its Pareto plot, the layer3 split shipped too), then a tail and an edge agent on
+# loopback stream 300 frames through that split; the agent prints its summary.
 demo: $(STAMP)
-	$(VENV)/bin/splitwire bench codec --models resnet18 --specs fp32 fp16+zstd1 int8+zstd1 int4+zstd1
 	$(VENV)/bin/splitwire plan --model zoo:resnet18 --input-shape 1,3,224,224 --edge-slowdown 4 \
 		--link wifi --link lte --link 3g --calibration 2 --repeats 5 --ship c0050 \
 		--out out/demo/resnet18 --plot out/demo/resnet18.png
-	$(VENV)/bin/splitwire bench tail --plan out/demo/resnet18 --cut c0050 --sessions 8 \
-		--duration 15 --overhead-frames 100
+	SPLITWIRE=$(VENV)/bin/splitwire deploy/demo.sh out/demo/resnet18 300 20 c0050 int8+zstd1
 
 # `bin/pytest`, not `python -m pytest`: -m would put the repository root on sys.path, where
 # the role folders look like top-level packages (`protocol`, ...) that are not installed.
@@ -63,6 +61,7 @@ proto: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/splitwire bench codec
+	$(VENV)/bin/splitwire bench pipeline
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -26,13 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -42,8 +38,8 @@ from typing import Any
 
 import grpc
 import torch
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from splitwire.benchmarks.processes import free_port, tail_process, terminate
 from splitwire.errors import SplitwireError
 from splitwire.partitioner.calibration import synthetic_images
 from splitwire.partitioner.runtime import RunnablePlan, open_plan
@@ -220,7 +216,7 @@ def service_overhead(load: TailLoad, *, frames: int = 300) -> tuple[TailRun, Tai
 
 @contextlib.contextmanager
 def _echo_server(compute_ms: float) -> Any:
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     command = [sys.executable, "-m", "splitwire.benchmarks.grpc_echo", address,
                "--compute-ms", f"{compute_ms:.3f}"]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -230,7 +226,7 @@ def _echo_server(compute_ms: float) -> Any:
             raise SplitwireError(f"the gRPC echo on {address} did not start")
         yield address, process.pid
     finally:
-        _terminate(process, timeout_s=10)
+        terminate(process, timeout_s=10)
 
 
 async def _drive(
@@ -367,58 +363,13 @@ def _rss_mb(pid: int) -> float:
 
 @contextlib.contextmanager
 def _server(load: TailLoad) -> Any:
-    """A ``splitwire cloud`` child process on a free loopback port; yields (address, pid)."""
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    command = [
-        sys.executable, "-m", "splitwire", "cloud", "--listen", address,
-        "--plan", str(load.plan_dir), "--max-batch", str(load.max_batch),
-        "--threads", str(load.threads), "--max-sessions", str(max(256, load.sessions)),
+    """The tail for ``load`` in a child process; yields (address, pid)."""
+    args = [
+        "--max-batch", str(load.max_batch), "--max-sessions", str(max(256, load.sessions)),
         "--max-in-flight", str(max(8, load.window)), "--grace-s", "5", *load.server_args,
     ]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS=str(load.threads))
-    with tempfile.TemporaryFile(mode="w+") as log:
-        process = subprocess.Popen(command, stderr=log, stdout=log, env=env)
-        try:
-            _wait_serving(address, process, log)
-            yield address, process.pid
-        finally:
-            _terminate(process, timeout_s=30)
-
-
-def _terminate(process: subprocess.Popen[Any], *, timeout_s: float) -> None:
-    """SIGTERM (the graceful path under test), then SIGKILL if it does not exit in time."""
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def _wait_serving(address: str, process: subprocess.Popen[Any], log: Any) -> None:
-    deadline = time.monotonic() + 180
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                log.seek(0)
-                raise SplitwireError(
-                    f"splitwire cloud exited with {process.returncode}:\n{log.read()[-3000:]}"
-                )
-            with contextlib.suppress(grpc.RpcError):
-                answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            time.sleep(0.2)
-    raise SplitwireError(f"splitwire cloud on {address} not SERVING after 180 s")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    with tail_process(load.plan_dir, threads=load.threads, args=args) as served:
+        yield served
 
 
 def summary(runs: Sequence[TailRun]) -> str:

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# A tail and an edge agent on loopback, the way they run on two machines: `make demo` calls this
+# after planning. Usage: deploy/demo.sh PLAN_DIR [FRAMES] [FPS] [CUT CODEC]
+# Without CUT and CODEC the agent starts on the plan's choice under the adaptive policy.
+set -euo pipefail
+plan=${1:?usage: deploy/demo.sh PLAN_DIR [FRAMES] [FPS] [CUT CODEC]}
+frames=${2:-300}
+fps=${3:-20}
+start=()
+if [ $# -ge 5 ]; then start=(--cut "$4" --codec "$5" --policy fixed); fi
+bin=${SPLITWIRE:-.venv/bin/splitwire}
+py=$(dirname "$bin")/python
+port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+address=127.0.0.1:$port
+
+"$bin" cloud --listen "$address" --plan "$plan" --threads 1 &
+tail_pid=$!
+trap 'kill -TERM $tail_pid 2>/dev/null || true; wait $tail_pid 2>/dev/null || true' EXIT
+
+# Wait until the tail's health check says SERVING (it loads every shipped tail first).
+"$py" - "$address" <<'PY'
+import sys, time
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+deadline = time.monotonic() + 120
+with grpc.insecure_channel(sys.argv[1]) as channel:
+    stub = health_pb2_grpc.HealthStub(channel)
+    while time.monotonic() < deadline:
+        try:
+            if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                sys.exit(0)
+        except grpc.RpcError:
+            pass
+        time.sleep(0.2)
+sys.exit("the tail did not become SERVING within 120 s")
+PY
+
+echo "== edge agent: $frames frames at $fps fps from the synthetic camera, tail at $address" >&2
+"$bin" edge --cloud "$address" --plan "$plan" --source synthetic --fps "$fps" \
+    --frames "$frames" "${start[@]}" --output "$plan.frames.jsonl" --json --log-every 5
+echo "== one line per frame in $plan.frames.jsonl" >&2
