@@ -94,10 +94,10 @@ class _Frame:
     seq: int
     capture_ts_ns: int  # wall clock: echoed by the cloud, printed for correlation
     captured_ns: int  # perf_counter: latencies
-    pixels: torch.Tensor | None
+    pixels: torch.Tensor | None = field(repr=False)
     state: str = "pending"  # pending -> computing -> ready -> sent
     option: PlanOption | None = None
-    encoded: list[EncodedTensor] = field(default_factory=list)
+    encoded: list[EncodedTensor] = field(default_factory=list, repr=False)
     bytes_up: int = 0
     head_ms: float | None = None
     encode_ms: float | None = None
@@ -372,7 +372,9 @@ class EdgeAgent:
     ) -> None:
         if self._frames.pop(frame.seq, None) is not None:
             for queue in (self._pending, self._ready):
-                with contextlib.suppress(ValueError):
+                # Test first: a failed remove() would format the frame (tensors and all) into
+                # its error message, milliseconds per frame.
+                if frame in queue:
                     queue.remove(frame)
             if frame.deadline is not None:
                 frame.deadline.cancel()
