@@ -195,8 +195,8 @@ def run(
         reference = run_torch_rpc(plan_dir, cut, frames=frames, window=window, warmup=warmup)
         rpc_p50 = _percentile(reference.latencies_ms, 50)
         records.append({
-            "model": model, "cut": cut, "codec": "fp32 (pickled tensors)", "run": f"window-{window}",
-            "backend": "torch-rpc", "window": window, "frames": reference.frames,
+            "model": model, "cut": cut, "codec": "fp32 (tensors)", "backend": "torch-rpc",
+            "run": f"window-{window}", "window": window, "frames": reference.frames,
             "measured_fps": round(reference.throughput_fps, 3),
             "measured_p50_ms": round(rpc_p50, 3),
             "measured_p95_ms": round(_percentile(reference.latencies_ms, 95), 3),
