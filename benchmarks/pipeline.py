@@ -170,7 +170,7 @@ def run(
     from splitwire.benchmarks.torch_rpc import run_torch_rpc
 
     plan_dir, cut = ensure_plan(model, after)
-    common = {"cut": cut, "codec": codec, "frames": frames, "warmup": warmup}
+    common: dict[str, Any] = {"cut": cut, "codec": codec, "frames": frames, "warmup": warmup}
     with tail_process(plan_dir, threads=1) as (address, _):
         logger.info("agent, window 1, %s %s %s", model, cut, codec)
         alone = run_agent(plan_dir, address, window=1, label="window-1", **common)
