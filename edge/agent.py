@@ -168,6 +168,7 @@ class EdgeAgent:
         self._stopping = False
         self._closing = False
         self._fatal: CloudRefused | None = None
+        self._failed: BaseException | None = None  # a pipeline task died (see _worker_done)
         self._wake_event: asyncio.Event | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="splitwire-head")
         self._source_executor = ThreadPoolExecutor(1, thread_name_prefix="splitwire-source")
@@ -245,6 +246,8 @@ class EdgeAgent:
                 first = await self._first_session()
                 workers.append(asyncio.create_task(self._send_loop(), name="edge-send"))
                 workers.append(asyncio.create_task(self._session_loop(first), name="edge-session"))
+            for task in workers:
+                task.add_done_callback(self._worker_done)
             await self._source_loop()
             await self._drain()
         finally:
@@ -252,9 +255,9 @@ class EdgeAgent:
             await self._close_session()
             for task in workers:
                 task.cancel()
-            for task in workers:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # A worker's own failure is already on its way up (through _wait); here it must
+            # not cut the clean-up short.
+            await asyncio.gather(*workers, return_exceptions=True)
             self._executor.shutdown(wait=True)
             self._source_executor.shutdown(wait=False, cancel_futures=True)
         summary = self.summary()
@@ -871,8 +874,17 @@ class EdgeAgent:
             self._wake_event.set()
             self._wake_event = asyncio.Event()
 
+    def _worker_done(self, task: asyncio.Task[None]) -> None:
+        # A pipeline task that raises (a bug, or the output closed under us) must end the run,
+        # not leave every other loop waiting forever for it.
+        if not task.cancelled() and task.exception() is not None and self._failed is None:
+            self._failed = task.exception()
+            self._wake()
+
     async def _wait(self, ready: Callable[[], bool]) -> None:
         while not ready():
+            if self._failed is not None:
+                raise self._failed
             assert self._wake_event is not None
             await self._wake_event.wait()
 
