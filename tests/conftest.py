@@ -19,6 +19,8 @@ from splitwire.partitioner.link import parse_link
 from splitwire.partitioner.planner import PlanRequest, plan_model, write_plan_directory
 from splitwire.partitioner.runtime import RunnablePlan, open_plan
 
+from .pki import Pki, issue_pki
+
 MODEL = "zoo:resnet18?num_classes=10"
 INPUT = (1, 3, 64, 64)
 
@@ -87,3 +89,9 @@ async def start_server(plan_dir: Path) -> AsyncIterator[ServerFactory]:
     yield start
     for server in servers:
         await server.stop()
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    """Certificates for TLS tests (see :mod:`tests.pki`)."""
+    return issue_pki(tmp_path / "pki")

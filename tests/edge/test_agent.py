@@ -15,7 +15,7 @@ from splitwire.cloud import TlsConfig
 from splitwire.edge.config import ClientTls, CloudRefused, EdgeConfigError
 from splitwire.partitioner.runtime import RunnablePlan
 
-from ..cloud.test_security import Pki, pki  # noqa: F401 - the fixture
+from ..pki import Pki
 from .agent_runs import assert_each_frame_once, lines, make_agent, reference, run_agent
 
 
@@ -147,7 +147,7 @@ async def test_plan_mismatch_is_refused(start_server, plan_dir: Path, tmp_path: 
             await agent.run()
 
 
-async def test_tls_and_mutual_tls(start_server, plan_dir: Path, pki: Pki, split_cuts) -> None:  # noqa: F811
+async def test_tls_and_mutual_tls(start_server, plan_dir: Path, pki: Pki, split_cuts) -> None:
     options = {"frames": 3, "cut": split_cuts[0], "codec": "fp32", "policy": "fixed"}
     server = await start_server(tls=TlsConfig(pki.server_cert, pki.server_key))
     _, records = await run_agent(plan_dir, cloud=server.address, tls=ClientTls(pki.ca), **options)
