@@ -151,6 +151,7 @@ class EdgeAgent:
             accuracy_budget=self.plan.plan.accuracy_budget,
             demand_fps=config.fps,
             settings=PolicySettings(margin=config.margin, hold_s=config.hold_s),
+            window=config.window,
         )
         if self._needs_cloud() and config.cloud is None:
             raise EdgeConfigError(

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from splitwire.partitioner.cost import Price, price_option
+from splitwire.partitioner.cost import DEFAULT_WINDOW, Price, price_option
 from splitwire.partitioner.link import LinkModel
 from splitwire.partitioner.plan_file import PlanOption
 
@@ -67,6 +67,9 @@ class CutPolicy:
         accuracy_budget: the plan's budget on ``accuracy_cost``.
         demand_fps: the frame rate the source asks for, if paced: options that cannot keep up
             rank after every option that can.
+        settings: the hysteresis.
+        window: the agent's frames in flight at most (``--window``), which bounds each
+            option's throughput (see :mod:`splitwire.partitioner.cost`).
     """
 
     def __init__(
@@ -77,19 +80,23 @@ class CutPolicy:
         accuracy_budget: float,
         demand_fps: float | None = None,
         settings: PolicySettings | None = None,
+        window: int = DEFAULT_WINDOW,
     ) -> None:
         self.options = tuple(options)
         self.objective = objective
         self.accuracy_budget = accuracy_budget
         self.demand_fps = demand_fps
         self.settings = settings or PolicySettings()
+        self.window = window
         self._candidate: PlanOption | None = None
         self._since_s = 0.0
 
     def prices(self, link: LinkModel, *, edge_scale: float = 1.0) -> dict[PlanOption, Price]:
-        """Every option priced on ``link``, edge times multiplied by ``edge_scale``."""
+        """Every option priced on ``link``, edge times multiplied by ``edge_scale``, with
+        :attr:`window` frames in flight at most."""
         return {
-            o: price_option(replace(o, edge_ms=o.edge_ms * edge_scale), link) for o in self.options
+            o: price_option(replace(o, edge_ms=o.edge_ms * edge_scale), link, window=self.window)
+            for o in self.options
         }
 
     def score(self, p: Price) -> tuple[bool, float]:

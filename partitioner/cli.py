@@ -346,10 +346,12 @@ def _register_plan(subparsers: Any) -> None:
     )
     plan.add_argument(
         "--accuracy-budget",
-        type=float,
-        default=0.01,
-        metavar="E",
-        help="largest relative output error a pick may cost (default 0.01)",
+        metavar="METRIC=V",
+        help="what a pick may cost in accuracy, against the uncompressed model: kl=1e-3 (mean "
+        "KL divergence), top1=0.99 / top5=0.999 (agreement), pixel=0.99 / miou=0.98 "
+        "(segmentation), rel=0.01 or a bare number (relative output error). Default: kl=1e-3 "
+        "for trained classifiers, pixel=0.99 for trained segmentation, rel=0.01 for random "
+        "weights (where no task metric means anything)",
     )
     plan.add_argument("--jpeg-quality", type=int, default=90, metavar="Q", help="JPEG baseline")
     plan.add_argument(

@@ -6,16 +6,32 @@ activations, accuracy from running the tail on decoded activations). :func:`eval
 it on a :class:`~splitwire.partitioner.link.LinkModel` with closed-form arithmetic, which is what
 makes sweeping many links cheap::
 
-    edge_ms       = head compute + encode                    (edge profile)
-    transfer_ms   = link.transfer_s(bytes_wire, result_bytes) (RTT, both directions, loss, jitter)
-    cloud_ms      = decode + tail compute                    (cloud profile)
-    latency_ms    = edge_ms + transfer_ms + cloud_ms
-    throughput    = 1 / max(edge_ms, uplink_ms, cloud_ms)    (pipelined: frames overlap)
+    edge_ms        = head compute + encode                     (edge profile)
+    transfer_ms    = link.transfer_s(bytes_up, bytes_down)     (RTT, both directions, loss, jitter)
+    cloud_ms       = decode + tail compute                     (cloud profile)
+    latency_ms     = edge_ms + transfer_ms + cloud_ms
+    uplink_ms      = bytes_up · 8 / effective uplink           (serialising one frame)
+    downlink_ms    = bytes_down · 8 / effective downlink       (serialising one frame's results)
+    throughput_fps = min(1000 / max(edge_ms, uplink_ms, downlink_ms, cloud_ms),
+                         window · 1000 / latency_ms)
 
-Worked example: a cut whose head takes 30 ms and encodes in 2 ms, sending 50 kB over 20 Mbit/s
-with 40 ms RTT (uplink 20 ms), a 5 ms tail: latency = 32 + (40 + 20 + …) + 5 ≈ 97 ms, while the
-pipelined throughput is 1 / max(32, 20, 5) ms ≈ 31 frames/s, because while frame t is on the
-wire the edge already computes frame t+1.
+Frames are pipelined: while frame t is on the wire the edge already computes frame t+1, so the
+slowest stage bounds the rate. But the edge agent keeps at most ``window`` frames in flight (from
+the start of the head to the answer), and each is in flight for ``latency_ms``; by Little's law at
+most ``window / latency`` frames per second complete. ``window`` defaults to
+:data:`DEFAULT_WINDOW`, the edge agent's default ``--window``; ``math.inf`` gives unbounded
+pipelining (the stage bound alone). All-on-edge sends nothing: its throughput is
+``1000 / edge_ms`` whatever the window (the edge computes one frame at a time).
+:attr:`Price.bottleneck` names the bound that limits: ``edge``, ``uplink``, ``downlink``,
+``cloud`` or ``window``.
+
+Worked example: a cut whose head takes 30 ms and encodes in 2 ms (edge 32 ms), sending 50 kB
+and receiving 4 kB over a lossless 20 Mbit/s link with 40 ms RTT (uplink 20 ms, downlink 1.6 ms),
+with a 5 ms decode + tail: latency = 32 + (40 + 20 + 1.6) + 5 = 98.6 ms. The stages allow
+1000 / max(32, 20, 1.6, 5) = 31.25 frames/s; a window of 4 allows 4000 / 98.6 = 40.6 frames/s,
+so the edge limits: 31.25 frames/s. With a window of 1 (no pipelining) it is 1000 / 98.6 =
+10.1 frames/s, and with a 200 ms RTT (latency 258.6 ms) a window of 4 allows only
+4000 / 258.6 = 15.5 frames/s: the window limits, not the edge.
 """
 
 from __future__ import annotations
@@ -23,6 +39,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from splitwire.partitioner.accuracy import TaskMetrics
 from splitwire.partitioner.cuts import CrossingTensor
 from splitwire.partitioner.link import LinkModel
 from splitwire.partitioner.pareto import Sense
@@ -41,6 +58,12 @@ ALL_ON_EDGE = "all-on-edge"
 ALL_IN_CLOUD_RAW = "all-in-cloud-raw"
 ALL_IN_CLOUD_JPEG = "all-in-cloud-jpeg"
 
+# Frames in flight the edge agent allows by default (``splitwire edge --window``; kept equal to
+# ``splitwire.edge.config.DEFAULT_WINDOW``, which a test checks): plans are priced for it.
+DEFAULT_WINDOW = 4
+# What can limit a pipelined stream (see :attr:`Price.bottleneck`).
+BOTTLENECKS = ("edge", "uplink", "downlink", "cloud", "window")
+
 
 @dataclass(frozen=True)
 class Measurement:
@@ -57,9 +80,11 @@ class Measurement:
         result_bytes: the encoded model outputs the cloud sends back.
         head_ms / tail_ms: compute on each side, from that side's profile.
         encode_ms / decode_ms: the codec's time on the edge / the cloud.
-        accuracy_cost: relative error of the model output caused by the codec (0 = exact).
+        accuracy_cost: what the codec costs in the plan's accuracy metric, lower is better
+            (:class:`~splitwire.partitioner.accuracy.AccuracyBudget.cost`; 0 = exact).
         top1_agreement: for classifiers, the fraction of calibration inputs whose top-1 class
             is unchanged by the codec.
+        metrics: every task metric measured (relative error, KL, top-1/5, pixel agreement).
     """
 
     cut: str
@@ -77,6 +102,7 @@ class Measurement:
     decode_ms: float
     accuracy_cost: float
     top1_agreement: float | None
+    metrics: TaskMetrics | None = None
 
     @property
     def sends(self) -> bool:
@@ -90,6 +116,7 @@ class Candidate:
 
     ``link`` is the link's full spec, ``str(LinkModel)`` (the text plan.yaml records): a name
     alone could be shared, e.g. every ``bw=...,rtt=...`` link is named ``custom``.
+    ``bottleneck`` names what limits ``throughput_fps`` (see :attr:`Price.bottleneck`).
     """
 
     measurement: Measurement
@@ -100,6 +127,7 @@ class Candidate:
     latency_ms: float
     throughput_fps: float
     pareto: bool = False
+    bottleneck: str = ""
 
     def objective(self, name: str) -> float:
         """The value of one objective of :data:`OBJECTIVES`."""
@@ -133,26 +161,33 @@ class Candidate:
             "cloud_ms": round(self.cloud_ms, 4),
             "latency_ms": round(self.latency_ms, 4),
             "throughput_fps": round(self.throughput_fps, 4),
+            "bottleneck": self.bottleneck,
             "accuracy_cost": m.accuracy_cost,
             "top1_agreement": m.top1_agreement,
+            "metrics": asdict(m.metrics) if m.metrics is not None else None,
             "pareto": self.pareto,
         }
 
 
 @dataclass(frozen=True)
 class Price:
-    """What a (cut, codec) costs on one link (see the module docstring for the formulas)."""
+    """What a (cut, codec) costs on one link (see the module docstring for the formulas).
+
+    ``bottleneck`` is what limits ``throughput_fps``, one of :data:`BOTTLENECKS`: a pipeline
+    stage (``edge``, ``uplink``, ``downlink``, ``cloud``) or the in-flight ``window``.
+    """
 
     edge_ms: float
     transfer_ms: float
     cloud_ms: float
     latency_ms: float
     throughput_fps: float
+    bottleneck: str
 
 
 def price(
     *, edge_ms: float, cloud_ms: float, bytes_up: float, bytes_down: float, link: LinkModel,
-    sends: bool = True,
+    sends: bool = True, window: float = DEFAULT_WINDOW,
 ) -> Price:  # fmt: skip
     """Price a (cut, codec) from its link-independent figures: what the planner does for every
     candidate, and what a runtime does again for a plan's options under the link it measures.
@@ -161,24 +196,38 @@ def price(
         edge_ms: head compute + encode; ``cloud_ms``: decode + tail compute.
         bytes_up: encoded frame size; ``bytes_down``: encoded results.
         link: the link to price on.
-        sends: False for all-on-edge (nothing crosses, the cloud does nothing).
+        sends: False for all-on-edge (nothing crosses, the cloud does nothing, no window bound).
+        window: frames in flight at most (the edge agent's ``--window``, default
+            :data:`DEFAULT_WINDOW`); ``math.inf`` for unbounded pipelining.
+
+    Raises:
+        ValueError: for a window below 1 (or not a number).
     """
+    if isinstance(window, bool) or not isinstance(window, int | float) or not window >= 1:
+        raise ValueError(f"window={window!r}: expected at least 1 frame in flight")
     if not sends:
-        return Price(edge_ms, 0.0, 0.0, edge_ms, 1000.0 / max(edge_ms, 1e-9))
-    transfer_ms = 1000.0 * link.transfer_s(round(bytes_up), round(bytes_down))
-    uplink_ms = 1000.0 / link.max_frames_per_s(round(bytes_up))
-    bottleneck = max(edge_ms, uplink_ms, cloud_ms, 1e-9)
-    return Price(
-        edge_ms=edge_ms,
-        transfer_ms=transfer_ms,
-        cloud_ms=cloud_ms,
-        latency_ms=edge_ms + transfer_ms + cloud_ms,
-        throughput_fps=1000.0 / bottleneck,
-    )
+        return Price(edge_ms, 0.0, 0.0, edge_ms, 1000.0 / max(edge_ms, 1e-9), "edge")
+    up, down = round(bytes_up), round(bytes_down)
+    transfer_ms = 1000.0 * link.transfer_s(up, down)
+    latency_ms = edge_ms + transfer_ms + cloud_ms
+    stages = {
+        "edge": edge_ms,
+        "uplink": 1000.0 / link.max_frames_per_s(up),
+        "downlink": 1000.0 / link.max_results_per_s(down),
+        "cloud": cloud_ms,
+    }
+    stage = max(stages, key=lambda name: stages[name])  # the first of equals, in that order
+    throughput_fps = 1000.0 / max(stages[stage], 1e-9)
+    bottleneck = stage
+    window_fps = window * 1000.0 / max(latency_ms, 1e-9)  # Little's law
+    if window_fps < throughput_fps:
+        throughput_fps, bottleneck = window_fps, "window"
+    return Price(edge_ms, transfer_ms, cloud_ms, latency_ms, throughput_fps, bottleneck)
 
 
-def price_option(option: PlanOption, link: LinkModel) -> Price:
-    """Price a plan's shipped option on ``link`` (an edge re-pricing under a measured link)."""
+def price_option(option: PlanOption, link: LinkModel, *, window: float = DEFAULT_WINDOW) -> Price:
+    """Price a plan's shipped option on ``link`` (an edge re-pricing under a measured link)
+    with at most ``window`` frames in flight."""
     return price(
         edge_ms=option.edge_ms,
         cloud_ms=option.cloud_ms,
@@ -186,11 +235,15 @@ def price_option(option: PlanOption, link: LinkModel) -> Price:
         bytes_down=option.bytes_down,
         link=link,
         sends=option.codec != "none",
+        window=window,
     )
 
 
-def evaluate(measurement: Measurement, link: LinkModel) -> Candidate:
-    """Price ``measurement`` on ``link`` (see the module docstring for the formulas)."""
+def evaluate(
+    measurement: Measurement, link: LinkModel, *, window: float = DEFAULT_WINDOW
+) -> Candidate:
+    """Price ``measurement`` on ``link`` with at most ``window`` frames in flight (see the module
+    docstring for the formulas)."""
     m = measurement
     p = price(
         edge_ms=m.head_ms + m.encode_ms,
@@ -199,6 +252,9 @@ def evaluate(measurement: Measurement, link: LinkModel) -> Candidate:
         bytes_down=m.result_bytes,
         link=link,
         sends=m.sends,
+        window=window,
     )
-    return Candidate(m, str(link), p.edge_ms, p.transfer_ms, p.cloud_ms, p.latency_ms,
-                     p.throughput_fps)  # fmt: skip
+    return Candidate(
+        m, str(link), p.edge_ms, p.transfer_ms, p.cloud_ms, p.latency_ms, p.throughput_fps,
+        bottleneck=p.bottleneck,
+    )  # fmt: skip

@@ -247,6 +247,18 @@ class LinkModel:
         nbytes = _check_bytes(up_bytes)
         return math.inf if nbytes == 0 else self.effective_uplink_bps / 8.0 / nbytes
 
+    def max_results_per_s(self, down_bytes: float) -> float:
+        """Downlink-limited throughput of a pipelined stream: effective downlink / result size.
+
+        Args:
+            down_bytes: bytes answered per frame; 0 gives ``inf``.
+
+        Raises:
+            ValueError: for a negative or non-finite byte count.
+        """
+        nbytes = _check_bytes(down_bytes)
+        return math.inf if nbytes == 0 else self.effective_downlink_bps / 8.0 / nbytes
+
     def __str__(self) -> str:
         """The canonical spec; ``parse_link(str(link)) == link``."""
         if self.uplink_bps == self.downlink_bps:

@@ -3,10 +3,9 @@
 For each cut the crossing tensors of every calibration input are taken from one recorded run of
 the whole graph (the head computes exactly these values), encoded one frame at a time with the
 codec as the edge would, decoded, and fed to the cut's tail as one batch. The tail's outputs are
-compared with the model's own::
-
-    accuracy_cost  = ||tail(decode(encode(crossing))) - model(x)|| / ||model(x)||  (all inputs)
-    top1_agreement = mean over inputs of [argmax of both outputs agree]            (classifiers)
+compared with the model's own in task terms (:mod:`splitwire.partitioner.accuracy`: relative
+error, and KL divergence and top-1/top-5 agreement for classifiers, pixel agreement and mIoU for
+segmentation); ``accuracy_cost`` is the budget's metric as a cost.
 
 A codec whose scheme is lossless for every dtype (``fp32``) costs exactly 0 without running the
 tail: the split equivalence tests show ``tail(*head(x)) == model(x)`` bit for bit.
@@ -25,6 +24,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import fx
 
+from splitwire.partitioner.accuracy import AccuracyBudget, TaskMetrics, task_metrics
 from splitwire.partitioner.baselines import jpeg_applicable, jpeg_roundtrip
 from splitwire.partitioner.capture import CapturedGraph
 from splitwire.partitioner.cost import (
@@ -81,36 +81,37 @@ def measure_cut(
     *,
     edge: Profile,
     cloud: Profile,
-    classifier: bool,
+    task: str | None,
+    budget: AccuracyBudget,
     all_nodes: Sequence[str],
 ) -> list[Measurement]:
     """Measure ``cut`` with each codec (see the module docstring).
 
     Args:
         all_nodes: the graph's compute nodes in order (``compute_nodes(graph)``).
-        classifier: whether the output is class scores (then ``top1_agreement`` is measured).
+        task: ``classification``, ``segmentation`` or None: which task metrics apply.
+        budget: the metric ``accuracy_cost`` is stated in.
     """
     if cut.index == len(all_nodes):  # all on the edge: nothing crosses, nothing is lost
         nothing_sent = unpriced(
             cut, codec="none", baseline=ALL_ON_EDGE, bytes_wire=0.0, result_bytes=0,
-            accuracy_cost=0.0, top1_agreement=1.0 if classifier else None,
+            metrics=TaskMetrics.exact(task), budget=budget,
         )  # fmt: skip
         return [reprice(nothing_sent, cut, edge=edge, cloud=cloud, all_nodes=all_nodes)]
     crossing = [_crossing_value(reference, t.node) for t in cut.crossing]
     tail = split(graph, cut).tail
     frames = [[t[i : i + 1] for t in crossing] for i in range(len(reference.inputs))]
-    effects = _codec_effects(tail, crossing, codecs, reference, classifier=classifier)
+    effects = _codec_effects(tail, crossing, codecs, reference, task=task)
     out = []
     for codec in codecs:
-        accuracy, top1 = effects[codec]
         measured = unpriced(
             cut,
             codec=str(codec),
             baseline=ALL_IN_CLOUD_RAW if cut.index == 0 and codec == RAW_CODEC else None,
             bytes_wire=_mean_wire_bytes(frames, codec),
             result_bytes=reference.result_bytes,
-            accuracy_cost=accuracy,
-            top1_agreement=top1,
+            metrics=effects[codec],
+            budget=budget,
         )
         out.append(reprice(measured, cut, edge=edge, cloud=cloud, all_nodes=all_nodes))
     return out
@@ -123,10 +124,11 @@ def unpriced(
     baseline: str | None,
     bytes_wire: float,
     result_bytes: int,
-    accuracy_cost: float,
-    top1_agreement: float | None,
+    metrics: TaskMetrics,
+    budget: AccuracyBudget,
 ) -> Measurement:
-    """A measurement of ``cut`` whose compute times are not filled in yet (see :func:`reprice`)."""
+    """A measurement of ``cut`` whose compute times are not filled in yet (see :func:`reprice`);
+    its ``accuracy_cost`` is ``metrics`` in the ``budget``'s metric."""
     return Measurement(
         cut=cut.id,
         cut_name=cut.name,
@@ -141,8 +143,9 @@ def unpriced(
         tail_ms=0.0,
         encode_ms=0.0,
         decode_ms=0.0,
-        accuracy_cost=accuracy_cost,
-        top1_agreement=top1_agreement,
+        accuracy_cost=budget.cost(metrics),
+        top1_agreement=metrics.top1,
+        metrics=metrics,
     )
 
 
@@ -192,7 +195,8 @@ def measure_jpeg(
     quality: int,
     edge: Profile,
     cloud: Profile,
-    classifier: bool,
+    task: str | None,
+    budget: AccuracyBudget,
     all_nodes: Sequence[str],
 ) -> Measurement | None:
     """The all-in-cloud JPEG baseline, or None when the input is not an image."""
@@ -201,15 +205,14 @@ def measure_jpeg(
     result = jpeg_roundtrip(reference.inputs, quality=quality)
     with torch.no_grad():
         outputs = tuple(torch.utils._pytree.tree_leaves(graph.module(result.decoded)))
-    accuracy, top1 = compare_outputs(reference.outputs, outputs, classifier=classifier)
     measured = unpriced(
         cut0,
         codec=f"jpeg{quality}",
         baseline=ALL_IN_CLOUD_JPEG,
         bytes_wire=result.mean_bytes,
         result_bytes=reference.result_bytes,
-        accuracy_cost=accuracy,
-        top1_agreement=top1,
+        metrics=task_metrics(reference.outputs, outputs, task=task),
+        budget=budget,
     )
     return reprice(
         measured, cut0, edge=edge, cloud=cloud, all_nodes=all_nodes,
@@ -223,17 +226,15 @@ def _codec_effects(
     codecs: Sequence[CodecSpec],
     reference: Reference,
     *,
-    classifier: bool,
-) -> dict[CodecSpec, tuple[float, float | None]]:
-    """Accuracy cost and top-1 agreement of each codec at one cut.
+    task: str | None,
+) -> dict[CodecSpec, TaskMetrics]:
+    """The task metrics of each codec at one cut.
 
     Lossless codecs cost 0 without a run. The lossy ones share one tail call: their decoded
     batches are stacked along the batch dimension (the tail's batch is dynamic), which keeps
     the tail busy with one large batch instead of several small ones.
     """
-    effects: dict[CodecSpec, tuple[float, float | None]] = {
-        codec: (0.0, 1.0 if classifier else None) for codec in codecs if codec.lossless
-    }
+    effects = {codec: TaskMetrics.exact(task) for codec in codecs if codec.lossless}
     lossy = [codec for codec in codecs if not codec.lossless]
     if not lossy:
         return effects
@@ -243,23 +244,8 @@ def _codec_effects(
     count = len(reference.inputs)
     for i, codec in enumerate(lossy):
         mine = [o[i * count : (i + 1) * count] for o in outputs]
-        effects[codec] = compare_outputs(reference.outputs, mine, classifier=classifier)
+        effects[codec] = task_metrics(reference.outputs, mine, task=task)
     return effects
-
-
-def compare_outputs(
-    reference: Sequence[torch.Tensor], outputs: Sequence[torch.Tensor], *, classifier: bool
-) -> tuple[float, float | None]:
-    """Relative L2 error over all outputs, and top-1 agreement of the first output if a
-    classifier."""
-    num = sum(
-        float((o.float() - r.float()).pow(2).sum()) for o, r in zip(outputs, reference, strict=True)
-    )
-    den = sum(float(r.float().pow(2).sum()) for r in reference) or 1.0
-    top1 = None
-    if classifier:
-        top1 = float((outputs[0].argmax(dim=-1) == reference[0].argmax(dim=-1)).float().mean())
-    return (num / den) ** 0.5, top1
 
 
 def _compute_ms(profile: Profile, nodes: Iterable[str]) -> float:

@@ -4,7 +4,7 @@
     splitwire plan ... --reuse-measurements plans/a --out plans/b   # no tail runs
 
 Measuring every (cut, codec) runs the real tail on decoded activations, which is the slow part of
-planning. What it yields — bytes on the wire, result bytes, accuracy cost, top-1 agreement, the
+planning. What it yields — bytes on the wire, result bytes, every task metric, the
 JPEG baseline's own encode/decode time on the planning machine — is stored next to the plan and
 keyed by what it depends on: the model's hash, the input shape, the calibration count and the
 JPEG quality. A reused measurement is priced again with the current profiles
@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from splitwire.partitioner.accuracy import AccuracyBudget, TaskMetrics
 from splitwire.partitioner.cost import ALL_IN_CLOUD_JPEG, Measurement
 from splitwire.partitioner.cuts import Cut
 from splitwire.partitioner.errors import PlanError
 from splitwire.partitioner.measure import unpriced
 
 CACHE_FILE = "measurements.json"
-CACHE_SCHEMA = 1
+# 2: task metrics instead of one accuracy cost and top-1 agreement.
+CACHE_SCHEMA = 2
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,7 @@ def save_measurements(
                 "baseline": m.baseline,
                 "bytes_wire": m.bytes_wire,
                 "result_bytes": m.result_bytes,
-                "accuracy_cost": m.accuracy_cost,
-                "top1_agreement": m.top1_agreement,
+                "metrics": asdict(m.metrics) if m.metrics is not None else None,
             }
         )
         if m.baseline == ALL_IN_CLOUD_JPEG:  # undo the profiles' emulated slowdowns
@@ -93,7 +94,12 @@ def save_measurements(
 
 
 def load_measurements(
-    path: Path, key: CacheKey, cuts: Mapping[str, Cut], codecs: Sequence[str]
+    path: Path,
+    key: CacheKey,
+    cuts: Mapping[str, Cut],
+    codecs: Sequence[str],
+    *,
+    budget: AccuracyBudget,
 ) -> CachedMeasurements:
     """Read measurements for ``key``, covering every cut and every codec asked for.
 
@@ -101,6 +107,7 @@ def load_measurements(
         path: ``measurements.json`` or the plan directory holding it.
         cuts: this graph's cuts by id.
         codecs: the codecs this plan considers (the cache may hold more).
+        budget: the metric accuracy costs are stated in (the cache keeps every metric).
 
     Raises:
         PlanError: no such file, another schema, a key field differs (named), or a cut/codec
@@ -113,6 +120,11 @@ def load_measurements(
         raise PlanError(f"cannot read measurements {file}: {exc.strerror}") from exc
     except json.JSONDecodeError as exc:
         raise PlanError(f"{file} is not valid JSON: {exc}") from exc
+    if isinstance(document, dict) and document.get("schema") == 1:
+        raise PlanError(
+            f"{file} was measured before task metrics (schema 1: one accuracy figure); "
+            "measure again (drop --reuse-measurements)"
+        )
     if not isinstance(document, dict) or document.get("schema") != CACHE_SCHEMA:
         raise PlanError(f"{file}: not a schema-{CACHE_SCHEMA} measurements file")
     stored = document.get("key")
@@ -132,7 +144,7 @@ def load_measurements(
             cut = cuts[entry["cut"]]
             if entry["codec"] not in wanted and entry["baseline"] is None:
                 continue
-            out.append(_measurement(entry, cut))
+            out.append(_measurement(entry, cut, budget))
         except (KeyError, TypeError, ValueError) as exc:
             raise PlanError(f"{file}: malformed entry {entry!r} ({exc})") from exc
         seen.add((entry["cut"], entry["codec"]))
@@ -151,14 +163,16 @@ def load_measurements(
     return CachedMeasurements(tuple(out), (float(jpeg[0]), float(jpeg[1])) if jpeg else None)
 
 
-def _measurement(entry: Mapping[str, Any], cut: Cut) -> Measurement:
-    top1 = entry["top1_agreement"]
+def _measurement(entry: Mapping[str, Any], cut: Cut, budget: AccuracyBudget) -> Measurement:
+    metrics = TaskMetrics(
+        **{k: None if v is None else float(v) for k, v in entry["metrics"].items()}
+    )
     return unpriced(
         cut,
         codec=str(entry["codec"]),
         baseline=entry["baseline"],
         bytes_wire=float(entry["bytes_wire"]),
         result_bytes=int(entry["result_bytes"]),
-        accuracy_cost=float(entry["accuracy_cost"]),
-        top1_agreement=None if top1 is None else float(top1),
+        metrics=metrics,
+        budget=budget,
     )

@@ -128,6 +128,9 @@ class Plan:
     cuts: Mapping[str, PlanCut]
     options: tuple[PlanOption, ...] = ()
     preprocess: Preprocess | None = None
+    # The metric accuracy_budget and every option's accuracy_cost are stated in (as a cost:
+    # 1 - agreement for top1/top5/pixel/miou); "rel" in plans from before task metrics.
+    accuracy_metric: str = "rel"
     schema: int = PLAN_SCHEMA
 
     def cut(self, cut_id: str) -> PlanCut:
@@ -240,6 +243,7 @@ def load_plan(path: Path) -> Plan:
         input_shape=tuple(model.integers("input_shape")),
         objective=reader.section("objective").text("name"),
         accuracy_budget=reader.section("objective").number("accuracy_budget"),
+        accuracy_metric=reader.section("objective").optional_text("accuracy_metric") or "rel",
         choice=choice,
         links=links,
         cuts=cuts,
@@ -289,7 +293,11 @@ def _to_dict(plan: Plan) -> dict[str, Any]:
     return {
         "schema": plan.schema,
         "model": model,
-        "objective": {"name": plan.objective, "accuracy_budget": plan.accuracy_budget},
+        "objective": {
+            "name": plan.objective,
+            "accuracy_budget": plan.accuracy_budget,
+            "accuracy_metric": plan.accuracy_metric,
+        },
         "choice": choice(plan.choice),
         "links": [choice(c) for c in plan.links],
         "cuts": {

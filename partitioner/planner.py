@@ -13,6 +13,7 @@ calibration inputs (:mod:`splitwire.partitioner.measure`); ``decide`` on every l
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from splitwire.partitioner.accuracy import AccuracyBudget, default_budget, parse_budget
 from splitwire.partitioner.calibration import synthetic_images
 from splitwire.partitioner.capture import CapturedGraph, capture
 from splitwire.partitioner.cost import Measurement
@@ -42,6 +44,7 @@ from splitwire.partitioner.measure import (
 )
 from splitwire.partitioner.measurement_cache import CacheKey, load_measurements, save_measurements
 from splitwire.partitioner.models import load_model, model_hash
+from splitwire.partitioner.models.spec import parse_spec
 from splitwire.partitioner.plan_file import (
     IMAGENET,
     IMAGENET_GREY,
@@ -76,7 +79,9 @@ class PlanRequest:
     links: tuple[LinkModel | LinkTrace, ...]
     codecs: tuple[CodecSpec, ...] = AUTO_CODECS
     objective: Objective = "latency"
-    accuracy_budget: float = 0.01
+    # A budget in a task metric (kl=1e-3, top1=0.99) or a bare relative error; None: the
+    # model's default (task metrics for trained weights, 1 % relative error for random ones).
+    accuracy_budget: AccuracyBudget | float | str | None = None
     jpeg_quality: int = 90
     calibration: int = 4
     edge_profile: Profile | None = None
@@ -103,13 +108,23 @@ class PlanRequest:
             )
         if self.edge_slowdown is not None and self.edge_slowdown <= 0:
             raise PartitionerError(f"edge slowdown {self.edge_slowdown} must be > 0")
-        if self.accuracy_budget < 0:
-            raise PartitionerError(f"accuracy budget {self.accuracy_budget} must be >= 0")
+        if self.accuracy_budget is not None and not isinstance(
+            self.accuracy_budget, AccuracyBudget
+        ):
+            object.__setattr__(self, "accuracy_budget", parse_budget(self.accuracy_budget))
         if not 1 <= self.jpeg_quality <= 95:
             raise PartitionerError(f"JPEG quality {self.jpeg_quality} out of range; expected 1..95")
         for name in ("calibration", "threads", "repeats"):
             if getattr(self, name) < 1:
                 raise PartitionerError(f"{name} = {getattr(self, name)}; expected at least 1")
+
+    @property
+    def budget(self) -> AccuracyBudget:
+        """The accuracy budget: as given, else as :func:`plan_model` resolved it from the
+        model, else (a request not planned yet) the relative-error default."""
+        if isinstance(self.accuracy_budget, AccuracyBudget):
+            return self.accuracy_budget
+        return default_budget(None, trained=False)
 
     def link_states(self) -> list[LinkModel]:
         """Every link to plan for: traces contribute each of their states."""
@@ -136,6 +151,11 @@ class PlanOutcome:
     cloud: Profile
     seconds: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def trained(self) -> bool:
+        """Whether the model's weights come from a file rather than a random initialisation."""
+        return _trained(self.request.model_spec)
+
 
 def plan_model(request: PlanRequest) -> PlanOutcome:
     """Capture, profile, measure and decide (see the module docstring).
@@ -150,13 +170,16 @@ def plan_model(request: PlanRequest) -> PlanOutcome:
         digest = model_hash(graph)  # the graph and its weights: what the halves will run
         cuts = tuple(enumerate_cuts(graph))
         nodes = compute_nodes(graph)
+    if request.accuracy_budget is None:
+        budget = default_budget(loaded.task, trained=_trained(loaded.spec))
+        request = dataclasses.replace(request, accuracy_budget=budget)
     with _timed(seconds, "profile"):
         edge, cloud = _profiles(request, graph, digest, nodes)
-    classifier = loaded.task == "classification"
+    task = loaded.task
     # Nothing is timed while measuring bytes and accuracy: use every core.
     with _timed(seconds, "measure"), torch_threads(os.cpu_count() or 1):
         if request.reuse_measurements is None:
-            reference, measurements = _measure(request, graph, cuts, nodes, edge, cloud, classifier)
+            reference, measurements = _measure(request, graph, cuts, nodes, edge, cloud, task)
         else:
             # Outputs only (their shapes go into the plan): one forward pass, nothing kept.
             reference = record_reference(graph, calibration_inputs(request.input_shape, 1), ())
@@ -165,6 +188,7 @@ def plan_model(request: PlanRequest) -> PlanOutcome:
                 cache_key(request, digest),
                 {cut.id: cut for cut in cuts},
                 [str(c) for c in request.codecs],
+                budget=request.budget,
             )
             by_id = {cut.id: cut for cut in cuts}
             measurements = [
@@ -197,7 +221,7 @@ def _measure(
     nodes: Sequence[str],
     edge: Profile,
     cloud: Profile,
-    classifier: bool,
+    task: str | None,
 ) -> tuple[Reference, list[Measurement]]:
     """Measure every (cut, codec) and the JPEG baseline on calibration inputs."""
     inputs = calibration_inputs(request.input_shape, request.calibration)
@@ -218,7 +242,8 @@ def _measure(
             reference,
             edge=edge,
             cloud=cloud,
-            classifier=classifier,
+            task=task,
+            budget=request.budget,
             all_nodes=nodes,
         )
     jpeg = measure_jpeg(
@@ -228,7 +253,8 @@ def _measure(
         quality=request.jpeg_quality,
         edge=edge,
         cloud=cloud,
-        classifier=classifier,
+        task=task,
+        budget=request.budget,
         all_nodes=nodes,
     )
     if jpeg is not None:
@@ -245,16 +271,26 @@ def decide(
             measurements,
             link,
             objective=request.objective,
-            accuracy_budget=request.accuracy_budget,
+            accuracy_budget=request.budget.max_cost,
         )
         for link in request.link_states()
     )
     if len(decisions) == 1:
         return decisions, decisions[0].pick.measurement, None
     choice, ratio = robust_pick(
-        decisions, objective=request.objective, accuracy_budget=request.accuracy_budget
+        decisions, objective=request.objective, accuracy_budget=request.budget.max_cost
     )
     return decisions, choice, ratio
+
+
+def _trained(spec: str) -> bool:
+    """Whether the spec's weights come from somewhere (a state dict, an exported program)
+    rather than the fixed-seed random initialisation."""
+    try:
+        parsed = parse_spec(spec)
+    except PartitionerError:  # not a spec this process can read: nothing says it is trained
+        return False
+    return parsed.weights is not None or parsed.kind == "pt2"
 
 
 def cache_key(request: PlanRequest, model_hash: str) -> CacheKey:
@@ -290,7 +326,8 @@ def write_plan_directory(outcome: PlanOutcome, directory: Path) -> Plan:
         model_hash=outcome.model_hash,
         input_shape=request.input_shape,
         objective=request.objective,
-        accuracy_budget=request.accuracy_budget,
+        accuracy_budget=request.budget.max_cost,
+        accuracy_metric=request.budget.metric,
         choice=chosen,
         links=tuple(choices),
         cuts=plan_cuts,

@@ -9,10 +9,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from splitwire.partitioner.accuracy import AGREEMENTS, AccuracyBudget
 from splitwire.partitioner.cost import Candidate
 from splitwire.partitioner.decisions import LinkDecision
 from splitwire.partitioner.errors import PartitionerError
 from splitwire.partitioner.planner import PlanOutcome
+
+ACCURACY_MEANING = {
+    "rel": "relative output error against the uncompressed model",
+    "kl": "mean KL divergence (nats) of the class distribution from the uncompressed model's",
+    "top1": "cost = 1 - share of inputs whose top-1 class is unchanged",
+    "top5": "cost = 1 - share of inputs whose top-1 class stays in the top 5",
+    "pixel": "cost = 1 - share of pixels whose class is unchanged",
+    "miou": "cost = 1 - mIoU against the uncompressed model's segmentation",
+}
 
 
 def outcome_json(outcome: PlanOutcome, plan_path: Path | None) -> dict[str, Any]:
@@ -29,6 +39,8 @@ def outcome_json(outcome: PlanOutcome, plan_path: Path | None) -> dict[str, Any]
             "links": [_pick_json(d) for d in outcome.decisions],
         },
         "model_hash": outcome.model_hash,
+        "accuracy_budget": outcome.request.budget.text,
+        "trained_weights": outcome.trained,
         "seconds": {k: round(v, 3) for k, v in outcome.seconds.items()},
         "plan": str(plan_path) if plan_path else None,
     }
@@ -54,6 +66,16 @@ def print_tables(outcome: PlanOutcome, out: TextIO, *, show_all: bool = False) -
     """One table per link, then the choice. Without ``show_all`` only the front, the baselines
     and the pick are listed."""
     request = outcome.request
+    print(
+        f"accuracy budget {request.budget.text}: "
+        + ACCURACY_MEANING.get(request.budget.metric, "")
+        + (
+            ""
+            if outcome.trained
+            else "; the weights are random, so this is output distortion, not a task metric"
+        ),
+        file=out,
+    )
     for decision in outcome.decisions:
         rows = [
             c
@@ -67,8 +89,8 @@ def print_tables(outcome: PlanOutcome, out: TextIO, *, show_all: bool = False) -
             f"candidates, {front} on the Pareto front",
             file=out,
         )
-        _table(rows, decision.pick, out)
-        print(_verdict(decision, request.objective, request.accuracy_budget), file=out)
+        _table(rows, decision.pick, out, metric=request.budget.metric)
+        print(_verdict(decision, request.objective, request.budget), file=out)
     choice = outcome.choice
     print(f"\nplan: cut {choice.cut} ({choice.cut_name}) with {choice.codec}", end="", file=out)
     if outcome.robust_ratio is not None:
@@ -81,10 +103,11 @@ def print_tables(outcome: PlanOutcome, out: TextIO, *, show_all: bool = False) -
     print(file=out)
 
 
-def _table(rows: Sequence[Candidate], pick: Candidate, out: TextIO) -> None:
+def _table(rows: Sequence[Candidate], pick: Candidate, out: TextIO, *, metric: str) -> None:
+    header = f"{metric} cost" if metric in AGREEMENTS else metric
     print(
         f"  {'':3} {'cut':<6} {'name':<22} {'codec':<11} {'bytes':>9} {'edge ms':>8} "
-        f"{'xfer ms':>8} {'cloud ms':>8} {'lat ms':>8} {'fps':>7} {'acc.cost':>9}",
+        f"{'xfer ms':>8} {'cloud ms':>8} {'lat ms':>8} {'fps':>7} {header:>9}",
         file=out,
     )
     for c in rows:
@@ -101,14 +124,14 @@ def _table(rows: Sequence[Candidate], pick: Candidate, out: TextIO) -> None:
         )
 
 
-def _verdict(decision: LinkDecision, objective: str, budget: float) -> str:
+def _verdict(decision: LinkDecision, objective: str, budget: AccuracyBudget) -> str:
     pick = decision.pick
     baselines = [c for c in decision.candidates if c.measurement.baseline]
-    within = [c for c in baselines if c.measurement.accuracy_cost <= budget]
-    beyond = [c for c in baselines if c.measurement.accuracy_cost > budget]
+    within = [c for c in baselines if c.measurement.accuracy_cost <= budget.max_cost]
+    beyond = [c for c in baselines if c.measurement.accuracy_cost > budget.max_cost]
     notes = "".join(
         f"; {c.measurement.baseline} ({c.latency_ms:.1f} ms) costs "
-        f"{c.measurement.accuracy_cost:.1e} accuracy, over the {budget} budget"
+        f"{c.measurement.accuracy_cost:.1e} in {budget.metric}, over the {budget.text} budget"
         for c in beyond
         if c.latency_ms < pick.latency_ms
     )

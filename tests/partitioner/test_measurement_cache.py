@@ -7,32 +7,35 @@ from pathlib import Path
 
 import pytest
 
+from splitwire.partitioner.accuracy import AccuracyBudget
 from splitwire.partitioner.errors import PlanError
 from splitwire.partitioner.measurement_cache import CacheKey, load_measurements
 
 KEY = CacheKey("h" * 64, (1, 3, 8, 8), 2, 90)
+BUDGET = AccuracyBudget("rel", 0.01)
 
 
 @pytest.mark.parametrize(
     ("document", "message"),
     [
-        ({"schema": 2}, "not a schema-1 measurements file"),
-        ({"schema": 1, "key": [], "entries": []}, "expected a 'key' mapping"),
-        ({"schema": 1, "key": KEY.as_json(), "entries": {}}, "an 'entries' list"),
-        ({"schema": 1, "key": KEY.as_json() | {"calibration": 4}, "entries": []},
+        ({"schema": 3}, "not a schema-2 measurements file"),
+        ({"schema": 1, "key": KEY.as_json(), "entries": []}, "measured before task metrics"),
+        ({"schema": 2, "key": [], "entries": []}, "expected a 'key' mapping"),
+        ({"schema": 2, "key": KEY.as_json(), "entries": {}}, "an 'entries' list"),
+        ({"schema": 2, "key": KEY.as_json() | {"calibration": 4}, "entries": []},
          "measured for calibration = 4, this plan has 2"),
-        ({"schema": 1, "key": KEY.as_json(), "entries": [5]}, "malformed entry 5"),
+        ({"schema": 2, "key": KEY.as_json(), "entries": [5]}, "malformed entry 5"),
     ],
 )  # fmt: skip
 def test_refused(tmp_path: Path, document: object, message: str) -> None:
     (tmp_path / "measurements.json").write_text(json.dumps(document))
     with pytest.raises(PlanError, match=message):
-        load_measurements(tmp_path, KEY, {}, ["fp32"])
+        load_measurements(tmp_path, KEY, {}, ["fp32"], budget=BUDGET)
 
 
 def test_missing_and_not_json(tmp_path: Path) -> None:
     with pytest.raises(PlanError, match="cannot read measurements"):
-        load_measurements(tmp_path, KEY, {}, ["fp32"])
+        load_measurements(tmp_path, KEY, {}, ["fp32"], budget=BUDGET)
     (tmp_path / "measurements.json").write_text("{")
     with pytest.raises(PlanError, match="not valid JSON"):
-        load_measurements(tmp_path, KEY, {}, ["fp32"])
+        load_measurements(tmp_path, KEY, {}, ["fp32"], budget=BUDGET)
