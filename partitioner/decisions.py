@@ -19,7 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from splitwire.partitioner.cost import OBJECTIVES, Candidate, Measurement, evaluate
+from splitwire.partitioner.cost import (
+    DEFAULT_WINDOW,
+    OBJECTIVES,
+    Candidate,
+    Measurement,
+    evaluate,
+)
 from splitwire.partitioner.errors import PartitionerError
 from splitwire.partitioner.link import LinkModel
 from splitwire.partitioner.pareto import pareto_front
@@ -50,14 +56,16 @@ def decide_link(
     *,
     objective: Objective,
     accuracy_budget: float,
+    window: float = DEFAULT_WINDOW,
 ) -> LinkDecision:
-    """Price every measurement on ``link``, mark the exact 5-objective front, and pick.
+    """Price every measurement on ``link`` with ``window`` frames in flight, mark the exact
+    5-objective front, and pick.
 
     Raises:
         PartitionerError: no candidate meets the accuracy budget (lossless codecs always do, so
             this means the codec list had none; add ``fp32``).
     """
-    priced = [evaluate(m, link) for m in measurements]
+    priced = [evaluate(m, link, window=window) for m in measurements]
     points = [[c.objective(name) for name, _ in OBJECTIVES] for c in priced]
     front = set(pareto_front(points, [sense for _, sense in OBJECTIVES]))
     candidates = tuple(c.with_pareto(i in front) for i, c in enumerate(priced))

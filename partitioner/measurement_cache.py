@@ -4,15 +4,17 @@
     splitwire plan ... --reuse-measurements plans/a --out plans/b   # no tail runs
 
 Measuring every (cut, codec) runs the real tail on decoded activations, which is the slow part of
-planning. What it yields — bytes on the wire, result bytes, every task metric, the
-JPEG baseline's own encode/decode time on the planning machine — is stored next to the plan and
-keyed by what it depends on: the model's hash, the input shape, the calibration count and the
-JPEG quality. A reused measurement is priced again with the current profiles
+planning. What it yields — bytes on the wire, result bytes, every task metric, the JPEG
+baseline's own encode/decode time on the planning machine — is stored next to the plan and keyed
+by what it depends on: the model's hash, the input shape, the calibration count, the JPEG
+quality, the splitwire and torch versions, and every cut's crossing tensors. A reused
+measurement is priced again with the current profiles
 (:func:`splitwire.partitioner.measure.reprice`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -38,6 +40,10 @@ class CacheKey:
     input_shape: tuple[int, ...]
     calibration: int
     jpeg_quality: int
+    # The code that measured (a codec or a metric may change between versions) and what each
+    # cut sends (a change in cut enumeration must not reuse figures of other tensors).
+    versions: str = ""
+    crossings: str = ""
 
     def as_json(self) -> dict[str, Any]:
         """The key as JSON fields."""
@@ -46,7 +52,17 @@ class CacheKey:
             "input_shape": list(self.input_shape),
             "calibration": self.calibration,
             "jpeg_quality": self.jpeg_quality,
+            "versions": self.versions,
+            "crossings": self.crossings,
         }
+
+
+def crossings_digest(cuts: Sequence[Cut]) -> str:
+    """A short hash of every cut's id and crossing tensors (node, shape, dtype)."""
+    text = ";".join(
+        f"{c.id}:" + ",".join(f"{t.node}{list(t.shape)}{t.dtype}" for t in c.crossing) for c in cuts
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -164,9 +180,11 @@ def load_measurements(
 
 
 def _measurement(entry: Mapping[str, Any], cut: Cut, budget: AccuracyBudget) -> Measurement:
-    metrics = TaskMetrics(
-        **{k: None if v is None else float(v) for k, v in entry["metrics"].items()}
-    )
+    values = {k: None if v is None else float(v) for k, v in entry["metrics"].items()}
+    rel = values.pop("rel")
+    if rel is None:
+        raise ValueError("metrics without 'rel'")
+    metrics = TaskMetrics(rel=rel, **values)
     return unpriced(
         cut,
         codec=str(entry["codec"]),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +131,9 @@ class Plan:
     # The metric accuracy_budget and every option's accuracy_cost are stated in (as a cost:
     # 1 - agreement for top1/top5/pixel/miou); "rel" in plans from before task metrics.
     accuracy_metric: str = "rel"
+    # Where the figures come from: splitwire and torch versions, both devices (description,
+    # threads, emulated slowdown), the calibration data, the window priced with. Informative.
+    provenance: Mapping[str, Any] = field(default_factory=dict)
     schema: int = PLAN_SCHEMA
 
     def cut(self, cut_id: str) -> PlanCut:
@@ -244,6 +247,7 @@ def load_plan(path: Path) -> Plan:
         objective=reader.section("objective").text("name"),
         accuracy_budget=reader.section("objective").number("accuracy_budget"),
         accuracy_metric=reader.section("objective").optional_text("accuracy_metric") or "rel",
+        provenance=reader.mapping("provenance") if "provenance" in reader.data else {},
         choice=choice,
         links=links,
         cuts=cuts,
@@ -298,6 +302,7 @@ def _to_dict(plan: Plan) -> dict[str, Any]:
             "accuracy_budget": plan.accuracy_budget,
             "accuracy_metric": plan.accuracy_metric,
         },
+        "provenance": dict(plan.provenance),
         "choice": choice(plan.choice),
         "links": [choice(c) for c in plan.links],
         "cuts": {

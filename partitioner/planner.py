@@ -21,14 +21,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from splitwire import __version__
 from splitwire.partitioner.accuracy import AccuracyBudget, default_budget, parse_budget
 from splitwire.partitioner.calibration import synthetic_images
 from splitwire.partitioner.capture import CapturedGraph, capture
-from splitwire.partitioner.cost import Measurement
+from splitwire.partitioner.cost import DEFAULT_WINDOW, Measurement
 from splitwire.partitioner.cuts import Cut, compute_nodes, enumerate_cuts
 from splitwire.partitioner.decisions import LinkDecision, Objective, decide_link, robust_pick
 from splitwire.partitioner.device import torch_threads
@@ -42,9 +44,13 @@ from splitwire.partitioner.measure import (
     record_reference,
     reprice,
 )
-from splitwire.partitioner.measurement_cache import CacheKey, load_measurements, save_measurements
+from splitwire.partitioner.measurement_cache import (
+    CacheKey,
+    crossings_digest,
+    load_measurements,
+    save_measurements,
+)
 from splitwire.partitioner.models import load_model, model_hash
-from splitwire.partitioner.models.spec import parse_spec
 from splitwire.partitioner.plan_file import (
     IMAGENET,
     IMAGENET_GREY,
@@ -95,6 +101,8 @@ class PlanRequest:
     preprocess: Preprocess | None = None
     # Cuts (ids or names, or "all") shipped besides the picks.
     ship: tuple[str, ...] = ()
+    # Frames the edge keeps in flight: bounds the pipelined throughput (see cost.py).
+    window: int = DEFAULT_WINDOW
 
     def __post_init__(self) -> None:
         if not self.links:
@@ -114,7 +122,7 @@ class PlanRequest:
             object.__setattr__(self, "accuracy_budget", parse_budget(self.accuracy_budget))
         if not 1 <= self.jpeg_quality <= 95:
             raise PartitionerError(f"JPEG quality {self.jpeg_quality} out of range; expected 1..95")
-        for name in ("calibration", "threads", "repeats"):
+        for name in ("calibration", "threads", "repeats", "window"):
             if getattr(self, name) < 1:
                 raise PartitionerError(f"{name} = {getattr(self, name)}; expected at least 1")
 
@@ -150,11 +158,10 @@ class PlanOutcome:
     edge: Profile
     cloud: Profile
     seconds: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def trained(self) -> bool:
-        """Whether the model's weights come from a file rather than a random initialisation."""
-        return _trained(self.request.model_spec)
+    # Whether the weights came from a file (not the seeded random initialisation), and how
+    # the weights want camera frames normalised, when the model says (``@pretrained``).
+    trained: bool = False
+    preprocess: Preprocess | None = None
 
 
 def plan_model(request: PlanRequest) -> PlanOutcome:
@@ -171,7 +178,7 @@ def plan_model(request: PlanRequest) -> PlanOutcome:
         cuts = tuple(enumerate_cuts(graph))
         nodes = compute_nodes(graph)
     if request.accuracy_budget is None:
-        budget = default_budget(loaded.task, trained=_trained(loaded.spec))
+        budget = default_budget(loaded.task, trained=loaded.trained)
         request = dataclasses.replace(request, accuracy_budget=budget)
     with _timed(seconds, "profile"):
         edge, cloud = _profiles(request, graph, digest, nodes)
@@ -185,7 +192,7 @@ def plan_model(request: PlanRequest) -> PlanOutcome:
             reference = record_reference(graph, calibration_inputs(request.input_shape, 1), ())
             cached = load_measurements(
                 request.reuse_measurements,
-                cache_key(request, digest),
+                cache_key(request, digest, cuts),
                 {cut.id: cut for cut in cuts},
                 [str(c) for c in request.codecs],
                 budget=request.budget,
@@ -211,6 +218,8 @@ def plan_model(request: PlanRequest) -> PlanOutcome:
         edge,
         cloud,
         seconds,
+        trained=loaded.trained,
+        preprocess=loaded.preprocess,
     )
 
 
@@ -272,6 +281,7 @@ def decide(
             link,
             objective=request.objective,
             accuracy_budget=request.budget.max_cost,
+            window=request.window,
         )
         for link in request.link_states()
     )
@@ -283,19 +293,45 @@ def decide(
     return decisions, choice, ratio
 
 
-def _trained(spec: str) -> bool:
-    """Whether the spec's weights come from somewhere (a state dict, an exported program)
-    rather than the fixed-seed random initialisation."""
-    try:
-        parsed = parse_spec(spec)
-    except PartitionerError:  # not a spec this process can read: nothing says it is trained
-        return False
-    return parsed.weights is not None or parsed.kind == "pt2"
+def provenance(outcome: PlanOutcome) -> dict[str, Any]:
+    """Where a plan's figures come from (``plan.yaml``'s ``provenance`` section)."""
+    request = outcome.request
+
+    def device(profile: Profile) -> dict[str, Any]:
+        d = profile.device
+        return {
+            "description": d.description,
+            "threads": d.threads,
+            "torch_version": str(d.torch_version),
+            "slowdown": d.slowdown,
+            "emulated": d.emulated,
+        }
+
+    return {
+        "splitwire_version": __version__,
+        "torch_version": str(torch.__version__),
+        "edge": device(outcome.edge),
+        "cloud": device(outcome.cloud),
+        "calibration": f"{request.calibration} {CALIBRATION_DATA}",
+        "trained_weights": outcome.trained,
+        "accuracy_budget": request.budget.text,
+        "window": request.window,
+    }
 
 
-def cache_key(request: PlanRequest, model_hash: str) -> CacheKey:
+def cache_key(request: PlanRequest, model_hash: str, cuts: Sequence[Cut]) -> CacheKey:
     """What this request's measurements depend on."""
-    return CacheKey(model_hash, request.input_shape, request.calibration, request.jpeg_quality)
+    return CacheKey(
+        model_hash,
+        request.input_shape,
+        request.calibration,
+        request.jpeg_quality,
+        versions=f"splitwire {__version__}, torch {torch.__version__}",
+        crossings=crossings_digest(cuts),
+    )
+
+
+CALIBRATION_DATA = "synthetic images (seed 1234) for image inputs, else standard normal values"
 
 
 def calibration_inputs(input_shape: Sequence[int], count: int) -> torch.Tensor:
@@ -332,12 +368,15 @@ def write_plan_directory(outcome: PlanOutcome, directory: Path) -> Plan:
         links=tuple(choices),
         cuts=plan_cuts,
         options=tuple(plan_option(m) for m in outcome.measurements if m.cut in plan_cuts),
-        preprocess=request.preprocess or default_preprocess(request.input_shape),
+        preprocess=(
+            request.preprocess or outcome.preprocess or default_preprocess(request.input_shape)
+        ),
+        provenance=provenance(outcome),
     )
     write_plan(plan, directory)
     save_measurements(
         directory,
-        cache_key(request, outcome.model_hash),
+        cache_key(request, outcome.model_hash, outcome.cuts),
         outcome.measurements,
         edge_slowdown=outcome.edge.device.slowdown,
         cloud_slowdown=outcome.cloud.device.slowdown,

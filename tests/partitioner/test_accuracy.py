@@ -79,7 +79,7 @@ def test_bad_budgets_say_what_was_expected(text: str, message: str) -> None:
 
 
 def test_a_metric_the_task_does_not_have_is_refused() -> None:
-    with pytest.raises(PartitionerError, match="does not apply.*rel"):
+    with pytest.raises(PartitionerError, match=r"does not apply.*rel"):
         parse_budget("kl=1e-3").cost(TaskMetrics(rel=0.1))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -39,3 +40,17 @@ def test_missing_and_not_json(tmp_path: Path) -> None:
     (tmp_path / "measurements.json").write_text("{")
     with pytest.raises(PlanError, match="not valid JSON"):
         load_measurements(tmp_path, KEY, {}, ["fp32"], budget=BUDGET)
+
+
+@pytest.mark.parametrize(
+    ("field", "stale"),
+    [("versions", "splitwire 0.0.1, torch 2.12.0"), ("crossings", "0123456789abcdef")],
+)
+def test_a_cache_from_other_code_or_other_cuts_is_refused(
+    tmp_path: Path, field: str, stale: str
+) -> None:
+    key = dataclasses.replace(KEY, versions="splitwire 0.1.0, torch 2.13.0", crossings="feed")
+    document = {"schema": 2, "key": key.as_json() | {field: stale}, "entries": []}
+    (tmp_path / "measurements.json").write_text(json.dumps(document))
+    with pytest.raises(PlanError, match=f"measured for {field} = '{stale}'"):
+        load_measurements(tmp_path, key, {}, ["fp32"], budget=BUDGET)

@@ -26,7 +26,7 @@ from splitwire.partitioner.models import (
     zoo_names,
 )
 
-ZOO = ["mobilenet_v2", "resnet18", "resnet50", "unet_small", "vit_tiny"]
+ZOO = ["efficientnet_lite0", "mobilenet_v2", "resnet18", "resnet50", "unet_small", "vit_tiny"]
 
 # Small configurations of transformers vision models: a few layers each, 10 classes.
 HF_SPECS = {
@@ -168,6 +168,7 @@ def test_options_reach_the_builder_and_the_input_shape() -> None:
         ("zoo:resnet18", (3, 64, 64)),
         ("zoo:resnet50", (3, 64, 64)),
         ("zoo:mobilenet_v2", (3, 64, 64)),
+        ("zoo:efficientnet_lite0?image_size=64", (3, 64, 64)),
         ("zoo:vit_tiny?image_size=64", (3, 64, 64)),
         ("zoo:unet_small", (3, 64, 64)),
     ],

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 
+from splitwire import __version__ as splitwire_version
 from splitwire.partitioner.cost import OBJECTIVES
 from splitwire.partitioner.pareto import dominates
 from splitwire.partitioner.plan_file import load_plan
@@ -71,6 +73,26 @@ def planned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, A
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return root, json.loads(result.stdout), spec
+
+
+def test_plan_records_where_its_figures_come_from(
+    planned: tuple[Path, dict[str, Any], str],
+) -> None:
+    root, data, _ = planned
+    plan = yaml.safe_load((root / "out" / "plan.yaml").read_text())
+    origin = plan["provenance"]
+    assert origin["splitwire_version"] == splitwire_version
+    assert origin["torch_version"] == str(torch.__version__)
+    assert origin["edge"]["emulated"] is True and origin["edge"]["slowdown"] == 4.0
+    assert origin["cloud"]["emulated"] is False
+    assert origin["calibration"].startswith("2 synthetic images")
+    # A file-defined model with random weights: the budget is the relative error, said plainly.
+    assert origin["trained_weights"] is False and origin["accuracy_budget"] == "rel=0.01"
+    assert plan["objective"]["accuracy_metric"] == "rel"
+    assert data["trained_weights"] is False
+    # A file's model has no known task: of the task metrics only the relative error applies.
+    metrics = {k for c in data["candidates"] for k, v in c["metrics"].items() if v is not None}
+    assert metrics == {"rel"}
 
 
 def test_json_has_every_field_and_the_baselines(planned: tuple[Path, dict[str, Any], str]) -> None:

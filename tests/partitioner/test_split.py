@@ -93,6 +93,11 @@ REGISTRY = {
     "mobilenet_v2": Entry(
         _spec("zoo:mobilenet_v2?width_mult=0.35&num_classes=10"), IMAGE, "features.3.conv.1.0"
     ),
+    "efficientnet_lite0": Entry(
+        _spec("zoo:efficientnet_lite0?image_size=32&num_classes=10"),
+        IMAGE,
+        "_blocks.2._depthwise_conv",
+    ),
     "vit_tiny": Entry(
         _spec("zoo:vit_tiny?image_size=32&depth=2&num_classes=10"), IMAGE, "blocks.0.norm1"
     ),
@@ -317,7 +322,7 @@ def test_a_cut_of_another_graph_is_refused() -> None:
 
 
 # Exporting and loading a model's worth of halves takes 4-6 s for the ~150-node graphs.
-_SLOW_EXPORTS = {"hf_mobilenet_v2", "mobilenet_v2", "resnet50"}
+_SLOW_EXPORTS = {"efficientnet_lite0", "hf_mobilenet_v2", "mobilenet_v2", "resnet50"}
 
 
 @pytest.mark.parametrize(
