@@ -355,6 +355,14 @@ def _register_plan(subparsers: Any) -> None:
     )
     plan.add_argument("--jpeg-quality", type=int, default=90, metavar="Q", help="JPEG baseline")
     plan.add_argument(
+        "--calibration-data",
+        metavar="skimage|DIR|synthetic",
+        help="what the codecs' bytes and accuracy are measured on: the photos bundled with "
+        "scikit-image (pip install 'splitwire[pretrained]'), a directory of your own images "
+        "(crops and flips to reach --calibration), or synthetic images. Default: the bundled "
+        "photos for a trained image model when installed, else synthetic",
+    )
+    plan.add_argument(
         "--window",
         type=int,
         default=4,
@@ -437,6 +445,7 @@ def _plan(args: argparse.Namespace) -> int:
         accuracy_budget=args.accuracy_budget,
         jpeg_quality=args.jpeg_quality,
         window=args.window,
+        calibration_data=args.calibration_data,
         calibration=args.calibration,
         edge_profile=Profile.load(args.edge_profile) if args.edge_profile else None,
         cloud_profile=Profile.load(args.cloud_profile) if args.cloud_profile else None,

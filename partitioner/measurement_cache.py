@@ -44,6 +44,7 @@ class CacheKey:
     # cut sends (a change in cut enumeration must not reuse figures of other tensors).
     versions: str = ""
     crossings: str = ""
+    calibration_data: str = ""
 
     def as_json(self) -> dict[str, Any]:
         """The key as JSON fields."""
@@ -54,6 +55,7 @@ class CacheKey:
             "jpeg_quality": self.jpeg_quality,
             "versions": self.versions,
             "crossings": self.crossings,
+            "calibration_data": self.calibration_data,
         }
 
 

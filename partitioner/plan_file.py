@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from splitwire.partitioner.errors import PlanError
@@ -75,6 +76,12 @@ class Preprocess:
             )
         if any(not s > 0 for s in self.std):
             raise PlanError(f"preprocess: std {list(self.std)} must be > 0 for every channel")
+
+    def apply(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 frames ``(N, C, H, W)`` as the model's float32 input (the formula above)."""
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
+        return (pixels.to(torch.float32) / 255.0 - mean) / std
 
 
 # ImageNet statistics, what image classifiers are trained with (grey images: their mean).

@@ -51,6 +51,7 @@ from splitwire.partitioner.measurement_cache import (
     save_measurements,
 )
 from splitwire.partitioner.models import load_model, model_hash
+from splitwire.partitioner.photos import bundled_photo_dir, photo_frames
 from splitwire.partitioner.plan_file import (
     IMAGENET,
     IMAGENET_GREY,
@@ -103,6 +104,9 @@ class PlanRequest:
     ship: tuple[str, ...] = ()
     # Frames the edge keeps in flight: bounds the pipelined throughput (see cost.py).
     window: int = DEFAULT_WINDOW
+    # "synthetic", "skimage" (the photos bundled with scikit-image) or a directory of images;
+    # None: real photos for a trained image model when they are installed, else synthetic.
+    calibration_data: str | None = None
 
     def __post_init__(self) -> None:
         if not self.links:
@@ -180,16 +184,29 @@ def plan_model(request: PlanRequest) -> PlanOutcome:
     if request.accuracy_budget is None:
         budget = default_budget(loaded.task, trained=loaded.trained)
         request = dataclasses.replace(request, accuracy_budget=budget)
+    if request.calibration_data is None:
+        photos = loaded.trained and is_image(request.input_shape) and bundled_photo_dir()
+        request = dataclasses.replace(request, calibration_data="skimage" if photos else SYNTHETIC)
+    preprocess = request.preprocess or loaded.preprocess or default_preprocess(request.input_shape)
     with _timed(seconds, "profile"):
         edge, cloud = _profiles(request, graph, digest, nodes)
     task = loaded.task
     # Nothing is timed while measuring bytes and accuracy: use every core.
     with _timed(seconds, "measure"), torch_threads(os.cpu_count() or 1):
         if request.reuse_measurements is None:
-            reference, measurements = _measure(request, graph, cuts, nodes, edge, cloud, task)
+            inputs = calibration_inputs(
+                request.input_shape,
+                request.calibration,
+                data=request.calibration_data or SYNTHETIC,
+                preprocess=preprocess,
+            )
+            reference, measurements = _measure(
+                request, graph, cuts, nodes, edge, cloud, task, inputs
+            )
         else:
             # Outputs only (their shapes go into the plan): one forward pass, nothing kept.
-            reference = record_reference(graph, calibration_inputs(request.input_shape, 1), ())
+            one = calibration_inputs(request.input_shape, 1, data=SYNTHETIC, preprocess=None)
+            reference = record_reference(graph, one, ())
             cached = load_measurements(
                 request.reuse_measurements,
                 cache_key(request, digest, cuts),
@@ -231,9 +248,9 @@ def _measure(
     edge: Profile,
     cloud: Profile,
     task: str | None,
+    inputs: torch.Tensor,
 ) -> tuple[Reference, list[Measurement]]:
-    """Measure every (cut, codec) and the JPEG baseline on calibration inputs."""
-    inputs = calibration_inputs(request.input_shape, request.calibration)
+    """Measure every (cut, codec) and the JPEG baseline on the calibration inputs."""
     keep = {t.node for cut in cuts for t in cut.crossing}
     reference = record_reference(graph, inputs, keep)
     measurements: list[Measurement] = []
@@ -312,7 +329,7 @@ def provenance(outcome: PlanOutcome) -> dict[str, Any]:
         "torch_version": str(torch.__version__),
         "edge": device(outcome.edge),
         "cloud": device(outcome.cloud),
-        "calibration": f"{request.calibration} {CALIBRATION_DATA}",
+        "calibration": f"{request.calibration} × {describe_calibration(request.calibration_data)}",
         "trained_weights": outcome.trained,
         "accuracy_budget": request.budget.text,
         "window": request.window,
@@ -328,18 +345,53 @@ def cache_key(request: PlanRequest, model_hash: str, cuts: Sequence[Cut]) -> Cac
         request.jpeg_quality,
         versions=f"splitwire {__version__}, torch {torch.__version__}",
         crossings=crossings_digest(cuts),
+        calibration_data=request.calibration_data or SYNTHETIC,
     )
 
 
-CALIBRATION_DATA = "synthetic images (seed 1234) for image inputs, else standard normal values"
+SYNTHETIC = "synthetic"
 
 
-def calibration_inputs(input_shape: Sequence[int], count: int) -> torch.Tensor:
-    """Calibration inputs of ``input_shape`` (batch replaced by ``count``): synthetic images
-    for (N, C, H, W) inputs, standard normal values otherwise."""
-    if len(input_shape) == 4:
-        return synthetic_images(count, input_shape[1:], seed=1234)
-    return torch.randn((count, *input_shape[1:]), generator=torch.Generator().manual_seed(1234))
+def describe_calibration(data: str | None) -> str:
+    """What calibration data a plan was measured on, in words (its provenance)."""
+    if data in (None, SYNTHETIC):
+        return "synthetic images (seed 1234) for image inputs, else standard normal values"
+    if data == "skimage":
+        return "crops of the photos bundled with scikit-image (seed 1234)"
+    return f"crops of the photos in {data} (seed 1234)"
+
+
+def is_image(input_shape: Sequence[int]) -> bool:
+    """Whether the input is an ``(N, 1|3, H, W)`` image, what a camera gives."""
+    return len(input_shape) == 4 and input_shape[1] in (1, 3)
+
+
+def calibration_inputs(
+    input_shape: Sequence[int], count: int, *, data: str, preprocess: Preprocess | None
+) -> torch.Tensor:
+    """Calibration inputs of ``input_shape`` (batch replaced by ``count``).
+
+    ``data`` ``synthetic``: synthetic images for (N, C, H, W) inputs, standard normal values
+    otherwise. ``skimage`` or a directory: real photos as camera frames
+    (:func:`~splitwire.partitioner.photos.photo_frames`: centre crops, then seeded random
+    crops and flips), turned into the input by ``preprocess``.
+
+    Raises:
+        PartitionerError: photos for an input that is not an image, or without preprocessing;
+            no photos at the source.
+    """
+    if data == SYNTHETIC:
+        if len(input_shape) == 4:
+            return synthetic_images(count, input_shape[1:], seed=1234)
+        return torch.randn((count, *input_shape[1:]), generator=torch.Generator().manual_seed(1234))
+    if not is_image(input_shape) or preprocess is None:
+        raise PartitionerError(
+            f"--calibration-data {data}: photos need an (N, 1|3, H, W) image input with its "
+            f"preprocessing; this input is {list(input_shape)}"
+        )
+    _, channels, height, width = input_shape
+    frames = photo_frames(data, count, height=height, width=width, channels=channels, seed=1234)
+    return preprocess.apply(frames)
 
 
 def write_plan_directory(outcome: PlanOutcome, directory: Path) -> Plan:
@@ -495,7 +547,8 @@ def _profiles(
             model_hash=digest,
             threads=request.threads,
             repeats=request.repeats,
-            codecs=[str(c) for c in request.codecs],
+            # The raw baseline is on every table, so its codec is timed whatever was asked.
+            codecs=list(dict.fromkeys([str(RAW_CODEC), *(str(c) for c in request.codecs)])),
             progress=request.progress,
         )
     edge = request.edge_profile or _required(local)

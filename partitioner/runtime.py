@@ -130,9 +130,7 @@ class RunnablePlan:
         check_tensors([pixels], [frame])
         prep = self.plan.preprocess
         assert prep is not None  # camera_frame() checked it
-        mean = torch.tensor(prep.mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(prep.std, dtype=torch.float32).view(1, -1, 1, 1)
-        return (pixels.to(torch.float32) / 255.0 - mean) / std
+        return prep.apply(pixels)
 
     def load(self, cut_ids: Sequence[str] | None = None, *, side: str = "tail") -> None:
         """Load the ``side`` halves of ``cut_ids`` (default: every cut) now, not on first use."""

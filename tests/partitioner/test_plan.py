@@ -219,3 +219,26 @@ def test_reused_measurements_give_the_same_bytes_and_accuracy(
     other = splitwire(*[a if a != "2" else "3" for a in args], "--out", str(tmp_path / "x"))
     assert other.returncode == 2
     assert "calibration" in other.stderr and "Traceback" not in other.stderr
+
+
+@pytest.mark.slow
+def test_a_pretrained_model_is_planned_on_photos_in_task_terms(tmp_path: Path) -> None:
+    """The trained EfficientNet-Lite0 on crops of the bundled photos: task metrics, the KL
+    budget, its own preprocessing and the calibration data recorded."""
+    out = tmp_path / "effnet"
+    result = splitwire(
+        "plan", "--model", "zoo:efficientnet_lite0?image_size=96@pretrained",
+        "--input-shape", "1,3,96,96", "--link", "lte", "--calibration", "4", "--repeats", "2",
+        "--codec", "fp16+zstd1", "int8+zstd1", "--out", str(out), "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(result.stdout)
+    assert data["trained_weights"] is True and data["accuracy_budget"] == "kl=0.001"
+    int8 = [c for c in data["candidates"] if c["codec"] == "int8+zstd1"]
+    assert int8 and all(0 <= c["metrics"]["top1"] <= 1 and c["metrics"]["kl"] >= 0 for c in int8)
+    for c in data["candidates"]:
+        assert c["accuracy_cost"] == pytest.approx(c["metrics"]["kl"])
+    plan = yaml.safe_load((out / "plan.yaml").read_text())
+    assert plan["provenance"]["calibration"].startswith("4 × crops of the photos bundled")
+    assert plan["objective"]["accuracy_metric"] == "kl"
+    assert plan["model"]["preprocess"]["mean"] == pytest.approx([127 / 255] * 3)
