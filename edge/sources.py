@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import struct
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +25,9 @@ import torch
 from PIL import Image, ImageOps
 
 from splitwire.errors import SplitwireError
+from splitwire.partitioner.errors import PartitionerError
+from splitwire.partitioner.photos import IMAGE_EXTENSIONS, PILLOW_FORMATS, list_images
+from splitwire.protocol.jpeg import PILLOW_ERRORS
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -39,26 +41,6 @@ __all__ = [
 ]
 
 KNOWN_SCHEMES = ("synthetic[:seed=N]", "dir:PATH", "npy:FILE")
-IMAGE_EXTENSIONS = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
-)
-
-# Only the decoders for the extensions above: Pillow otherwise identifies a file by its content,
-# so a renamed EPS would reach Ghostscript. MPO is how Pillow opens many phones' JPEGs.
-# (Pillow's JPEG decoder opens MPO files too; "MPO" itself is not a format name Pillow 13 knows.)
-_PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "PPM", "TIFF", "WEBP")
-# What Pillow raises on malformed input: its parsers raise SyntaxError/ValueError/EOFError,
-# short reads struct.error, the decoder OSError; bombs raise their own error.
-_PILLOW_ERRORS = (
-    OSError,
-    SyntaxError,
-    ValueError,
-    EOFError,
-    struct.error,
-    IndexError,
-    KeyError,
-    Image.DecompressionBombError,
-)
 _MODES = {1: "L", 3: "RGB"}
 _EXIF_ORIENTATION = 0x0112
 _SIDEWAYS = frozenset({5, 6, 7, 8})  # the EXIF orientations that swap width and height
@@ -348,9 +330,9 @@ class DirectorySource(FrameSource):
             SourceError: the file cannot be read or decoded (the message names it).
         """
         try:
-            with Image.open(file, formats=_PILLOW_FORMATS) as image:
+            with Image.open(file, formats=PILLOW_FORMATS) as image:
                 pixels = self._fit(image)
-        except _PILLOW_ERRORS as error:
+        except PILLOW_ERRORS as error:
             raise SourceError(
                 f"--source dir:{self.path}: cannot decode {file.name}: {error}"
             ) from None
@@ -384,28 +366,10 @@ def _cover(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
 
 
 def _list_images(path: Path) -> list[Path]:
-    if not path.is_dir():
-        what = "is not a directory" if path.exists() else "does not exist"
-        raise SourceError(f"--source dir:{path}: {what}, expected a directory of images")
     try:
-        files = sorted(
-            (
-                entry
-                for entry in path.iterdir()
-                if entry.suffix.lower() in IMAGE_EXTENSIONS
-                and not entry.name.startswith(".")
-                and entry.is_file()
-            ),
-            key=lambda entry: entry.name,
-        )
-    except OSError as error:
-        raise SourceError(f"--source dir:{path}: cannot list the directory: {error}") from None
-    if not files:
-        raise SourceError(
-            f"--source dir:{path}: no images, expected files ending in "
-            + " ".join(sorted(IMAGE_EXTENSIONS))
-        )
-    return files
+        return list_images(path, where=f"--source dir:{path}")
+    except PartitionerError as error:
+        raise SourceError(str(error)) from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib.util
 import random
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +26,17 @@ import torch
 from PIL import Image, ImageOps
 
 from splitwire.partitioner.errors import PartitionerError
+from splitwire.protocol.jpeg import PILLOW_ERRORS
 
-__all__ = ["BUNDLED_PHOTOS", "bundled_photo_dir", "photo_files", "photo_frames"]
+__all__ = [
+    "BUNDLED_PHOTOS",
+    "IMAGE_EXTENSIONS",
+    "PILLOW_FORMATS",
+    "bundled_photo_dir",
+    "list_images",
+    "photo_files",
+    "photo_frames",
+]
 
 # scikit-image's bundled colour photographs. Left out: the grey ones (camera, coins, moon, brick,
 # grass, gravel, cell, clock_motion, page, text, microaneurysms), the synthetic ones (color: a
@@ -52,16 +60,7 @@ IMAGE_EXTENSIONS = frozenset(
 # Only the decoders for the extensions above (Pillow otherwise picks one by content). No "MPO":
 # the JPEG decoder opens phones' multi-picture JPEGs itself, and Pillow 13 registers no MPO
 # opener, so naming it makes an undecodable file a KeyError.
-_PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "PPM", "TIFF", "WEBP")
-_PILLOW_ERRORS = (
-    OSError,
-    SyntaxError,
-    ValueError,
-    EOFError,
-    struct.error,
-    IndexError,
-    Image.DecompressionBombError,
-)
+PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "PPM", "TIFF", "WEBP")
 _MODES = {1: "L", 3: "RGB"}
 _EXIF_ORIENTATION = 0x0112
 _SIDEWAYS = frozenset({5, 6, 7, 8})  # the EXIF orientations that swap width and height
@@ -111,12 +110,20 @@ def photo_files(source: str | Path) -> list[Path]:
                 "reinstall scikit-image or give a directory of photos"
             )
         return files
-    path = Path(source).expanduser()
+    return list_images(Path(source).expanduser(), where=f"photos {str(source)!r}")
+
+
+def list_images(path: Path, *, where: str) -> list[Path]:
+    """The image files in ``path`` (extensions in :data:`IMAGE_EXTENSIONS`, any case; hidden
+    files skipped), sorted by name.
+
+    Raises:
+        PartitionerError: ``path`` is not a directory, cannot be listed or holds no images; the
+            message starts with ``where``.
+    """
     if not path.is_dir():
         what = "is not a directory" if path.exists() else "does not exist"
-        raise PartitionerError(
-            f"photos {str(path)!r}: {what}; give a directory of images or 'skimage'"
-        )
+        raise PartitionerError(f"{where}: {what}, expected a directory of images")
     try:
         files = sorted(
             (
@@ -129,10 +136,10 @@ def photo_files(source: str | Path) -> list[Path]:
             key=lambda entry: entry.name,
         )
     except OSError as exc:
-        raise PartitionerError(f"photos {str(path)!r}: cannot list the directory: {exc}") from exc
+        raise PartitionerError(f"{where}: cannot list the directory: {exc}") from exc
     if not files:
         raise PartitionerError(
-            f"photos {str(path)!r}: no images, expected files ending in "
+            f"{where}: no images, expected files ending in "
             + " ".join(sorted(IMAGE_EXTENSIONS))
         )
     return files
@@ -189,13 +196,13 @@ def _load(file: Path, mode: str, *, height: int, width: int) -> Image.Image:
     """``file`` decoded, upright, in ``mode`` and resized to cover the frame × the margin."""
     target = (round(width * _MARGIN), round(height * _MARGIN))
     try:
-        with Image.open(file, formats=_PILLOW_FORMATS) as opened:
+        with Image.open(file, formats=PILLOW_FORMATS) as opened:
             # JPEG decodes at 1/2, 1/4 or 1/8 scale for free, never below the size asked for
             # (in stored orientation: phones store portraits sideways plus an EXIF tag).
             sideways = opened.getexif().get(_EXIF_ORIENTATION, 1) in _SIDEWAYS
             opened.draft(mode, (target[1], target[0]) if sideways else target)
             image = ImageOps.exif_transpose(opened).convert(mode)
-    except _PILLOW_ERRORS as exc:
+    except PILLOW_ERRORS as exc:
         raise PartitionerError(
             f"photos: cannot decode {str(file)!r} ({type(exc).__name__}: {exc})"
         ) from exc

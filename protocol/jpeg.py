@@ -28,8 +28,9 @@ _SOI = b"\xff\xd8"
 _EOI = b"\xff\xd9"
 _MODES = {1: ("L",), 3: ("RGB", "YCbCr")}
 # What Pillow raises on malformed input: its parsers raise SyntaxError/ValueError/EOFError,
-# short reads struct.error, the decoder OSError; bombs raise their own error (or warning).
-_PILLOW_ERRORS = (
+# short reads struct.error, the decoder OSError; bombs raise their own error (or warning). Every
+# reader of untrusted images in splitwire catches exactly these.
+PILLOW_ERRORS = (
     OSError,
     SyntaxError,
     ValueError,
@@ -131,7 +132,7 @@ def _decode_one(stream: memoryview, *, channels: int, height: int, width: int) -
                 )
             image.load()
             pixels = np.asarray(image.convert("RGB") if image.mode == "YCbCr" else image)
-    except _PILLOW_ERRORS as exc:
+    except PILLOW_ERRORS as exc:
         raise PayloadError(
             f"not a decodable JPEG stream ({type(exc).__name__}: {exc})", field="payload"
         ) from exc
