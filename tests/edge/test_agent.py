@@ -174,7 +174,7 @@ async def test_tail_restarted_gracefully_mid_stream(
     port = _free_port()
     server = await start_server(listen=f"127.0.0.1:{port}", grace_s=2.0)
     agent, out = make_agent(
-        plan_dir, cloud=server.address, frames=120, fps=20, budget_ms=1500,
+        plan_dir, cloud=server.address, frames=120, fps=10, budget_ms=1500,
         cut=split_cuts[0], codec="int8+zstd1", policy="fixed",
     )  # fmt: skip
     run = asyncio.create_task(agent.run())
@@ -189,7 +189,8 @@ async def test_tail_restarted_gracefully_mid_stream(
     records = lines(out)
     assert_each_frame_once(records, 120)
     # The server asks for a second before reconnecting; after that, frames are remote again
-    # (on a loaded machine the odd one gives way to a newer one: window_full).
+    # (on a loaded machine the odd one gives way to a newer one: window_full). 10 fps leaves
+    # the pipeline (about 30 ms a frame here) room even when the machine is busy.
     late = [r for r in records if r["seq"] > 80]
     assert sum(r["source"] == "remote" for r in late) >= 0.8 * len(late)
     assert {r["reason"] for r in late} <= {None, "window_full"}

@@ -204,7 +204,7 @@ async def test_tail_killed_and_restarted(plan_dir: Path, split_cuts) -> None:
     tail = await asyncio.to_thread(_start_tail, plan_dir, port)
     try:
         agent, out = make_agent(
-            plan_dir, cloud=f"127.0.0.1:{port}", frames=450, fps=30, budget_ms=1000,
+            plan_dir, cloud=f"127.0.0.1:{port}", frames=240, fps=15, budget_ms=1000,
             cut=split_cuts[0], codec="int8+zstd1", policy="fixed",
         )  # fmt: skip
         run = asyncio.create_task(agent.run())
@@ -221,13 +221,13 @@ async def test_tail_killed_and_restarted(plan_dir: Path, split_cuts) -> None:
         tail.kill()
         tail.wait()
     records = lines(out)
-    assert_each_frame_once(records, 450)
+    assert_each_frame_once(records, 240)
     assert summary["reconnects"] >= 1
     lost = [r for r in records if r["source"] == "dropped" and r["reason"] != "window_full"]
     assert lost and {r["reason"] for r in lost} <= {"disconnected", "stale"}
     assert all(r["seq"] > killed_at - 10 for r in lost)  # nothing before the kill was lost
     # After the restart frames are remote again (on a loaded machine the odd one gives way to
     # a newer one: window_full).
-    after = [r for r in records if r["seq"] > restarted_at + 45]
+    after = [r for r in records if r["seq"] > restarted_at + 25]
     assert after and sum(r["source"] == "remote" for r in after) >= 0.8 * len(after)
     assert {r["reason"] for r in after} <= {None, "window_full"}
