@@ -21,9 +21,10 @@ def make_agent(plan_dir: Path, **fields: Any) -> tuple[EdgeAgent, io.StringIO]:
     """An agent on the synthetic source, its frame lines going to the returned buffer."""
     out = io.StringIO()
     monitor = fields.pop("monitor", None)
+    plan = fields.pop("plan", None)
     fields.setdefault("edge_id", "test-edge")
     fields.setdefault("reconnect_max_s", 0.5)
-    agent = EdgeAgent(EdgeConfig(plan=plan_dir, **fields), output=out, monitor=monitor)
+    agent = EdgeAgent(EdgeConfig(plan=plan_dir, **fields), plan=plan, output=out, monitor=monitor)
     return agent, out
 
 

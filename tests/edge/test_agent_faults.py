@@ -4,6 +4,7 @@ server that answers twice or wrongly, a tail killed with SIGKILL and started aga
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import socket
@@ -48,43 +49,55 @@ DEAD = LinkModel("dead", 50e3, 50e3, 0.500)
 async def test_adaptive_policy_follows_the_link(
     start_server, plan_dir: Path, plan: RunnablePlan
 ) -> None:
-    """On a fast link the agent stays on a split; when the link dies it moves to the edge
-    (after the hold), and back when it recovers; every frame is answered exactly once."""
+    """On a fast link the agent stays on the cloud; when the link dies it moves to the edge
+    after the hold (probing the cloud once a second), and back when the link recovers; every
+    frame is answered exactly once.
+
+    The plan is the fixture's with the all-on-edge option planned 10x slower (an edge much
+    weaker than the cloud): otherwise this machine, which runs both sides, makes edge and cloud
+    equally fast and no move back would be worth the margin."""
     server = await start_server()
     last = max(plan.plan.cuts)
+    weak_edge = [
+        dataclasses.replace(o, edge_ms=o.edge_ms * 10) if o.codec == "none" else o
+        for o in plan.options
+    ]
+    slow_plan = RunnablePlan(dataclasses.replace(plan.plan, options=tuple(weak_edge)), plan_dir)
     split = next(o for o in plan.options if o.cut == "c0000" and o.codec == "fp32")
     monitor = SteeredMonitor(FAST)
     agent, out = make_agent(
-        plan_dir, cloud=server.address, frames=200, fps=50, cut=split.cut, codec=split.codec,
-        policy="auto", hold_s=0.3, monitor=monitor,
+        plan_dir, cloud=server.address, frames=200, fps=20, cut=split.cut, codec=split.codec,
+        policy="auto", hold_s=0.3, monitor=monitor, plan=slow_plan,
     )  # fmt: skip
     run = asyncio.create_task(agent.run())
     async with asyncio.timeout(30):
         while agent.stats.frames < 30:
             await asyncio.sleep(0.01)
-        # Fast and planned for the edge's speed: nothing is better by the margin.
-        before = [(s.old, s.new) for s in agent.switches]
+        assert agent.switches == []  # on a fast link the cloud is the better place
         monitor.steered = DEAD
         while agent.option.codec != "none":
             await asyncio.sleep(0.01)
         dead_at = agent.stats.frames
-        while agent.stats.frames < dead_at + 40:
+        while agent.stats.frames < dead_at + 60:
             await asyncio.sleep(0.01)
         monitor.steered = FAST
+        back_at = agent.stats.frames
         summary = await run
     records = lines(out)
     assert_each_frame_once(records, 200)
-    moves = [(s["from"]["codec"] == "none", s["to"]["cut"]) for s in summary["switches"]]
-    assert moves[len(before)] == (False, last), summary["switches"]
-    assert "dead" in summary["switches"][len(before)]["reason"]
-    assert any(s["from"]["codec"] == "none" for s in summary["switches"][len(before) :])
+    switches = summary["switches"]
+    assert switches[0]["from"] == {"cut": "c0000", "codec": "fp32"}
+    assert switches[0]["to"] == {"cut": last, "codec": "none"} and "dead" in switches[0]["reason"]
+    assert len(switches) == 2 and switches[1]["from"]["codec"] == "none", switches
+    assert "fast" in switches[1]["reason"]
     local = [r for r in records if r["source"] == "local"]
     assert local and all(r["reason"] == "all-on-edge" for r in local)
     # No frame is lost to a switch; a camera faster than the edge's whole model gives way.
     assert {r["reason"] for r in records if r["source"] == "dropped"} <= {"window_full"}
-    assert records[-1]["source"] == "remote" or any(
-        r["source"] == "remote" for r in records if r["seq"] > dead_at + 40
-    )
+    # On the edge, a frame a second still goes to the cloud so the link stays measured.
+    probes = [r for r in records if dead_at + 5 < r["seq"] <= back_at and r["source"] == "remote"]
+    assert probes and len(probes) <= 1 + (back_at - dead_at) / 20 * 1.5
+    assert records[-1]["source"] == "remote"
 
 
 async def test_without_a_session_the_edge_answers_locally(plan_dir: Path, plan) -> None:
