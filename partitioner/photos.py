@@ -139,8 +139,7 @@ def list_images(path: Path, *, where: str) -> list[Path]:
         raise PartitionerError(f"{where}: cannot list the directory: {exc}") from exc
     if not files:
         raise PartitionerError(
-            f"{where}: no images, expected files ending in "
-            + " ".join(sorted(IMAGE_EXTENSIONS))
+            f"{where}: no images, expected files ending in " + " ".join(sorted(IMAGE_EXTENSIONS))
         )
     return files
 
