@@ -9,6 +9,7 @@ torch.Size([1, 64, 56, 56])
 The payload is C-contiguous, little-endian; non-contiguous and channels-last inputs are made
 contiguous first, and decoded tensors are contiguous and own their memory. Under ``jpeg`` the
 payload is instead one JPEG stream per image, back to back (``header.part_sizes``); under
+``frame`` it is the camera frame's uint8 bytes (header scheme ``raw``, optionally zstd); under
 ``none`` nothing is encoded at all.
 """
 
@@ -64,8 +65,9 @@ def encode(tensor: torch.Tensor, spec: CodecSpec | str, *, name: str = "") -> En
 
     Float tensors get the spec's scheme; other dtypes (indices, masks) always travel raw, so
     the codec never changes a non-float value. The header records the original dtype, which
-    :func:`decode` restores. ``jpeg`` is the exception: it takes uint8 ``(N, 1|3, H, W)``
-    images only, and writes one JPEG stream per image.
+    :func:`decode` restores. The camera schemes are the exception: ``frame`` and ``jpeg`` take
+    uint8 ``(N, 1|3, H, W)`` images only; ``frame`` sends their bytes, ``jpeg`` one JPEG stream
+    per image.
 
     Args:
         tensor: any CPU or accelerator tensor of a dtype in ``splitwire.protocol.header.DTYPES``.
@@ -75,7 +77,8 @@ def encode(tensor: torch.Tensor, spec: CodecSpec | str, *, name: str = "") -> En
     Raises:
         CodecSpecError: ``spec`` does not parse.
         EncodeError: unsupported dtype, values the scheme cannot represent (NaN into int8), a
-            tensor that is not a uint8 image under ``jpeg``, or any tensor under ``none``.
+            tensor that is not a uint8 image under ``frame`` or ``jpeg``, or any tensor under
+            ``none``.
     """
     spec = CodecSpec.parse(spec)
     if not spec.sends:
@@ -92,8 +95,10 @@ def encode(tensor: torch.Tensor, spec: CodecSpec | str, *, name: str = "") -> En
         raise EncodeError(
             f"unsupported dtype {x.dtype}; expected one of {', '.join(DTYPES)}", field="dtype"
         )
+    if spec.camera:
+        _check_camera_image(x, spec)
     if spec.scheme == "jpeg":
-        return _encode_jpeg(x, spec.quality, name=name)
+        return _encode_jpeg(x, spec, name=name)
     x = x.contiguous()
     scheme = _wire_scheme(spec, dtype)
     axis, scales, offsets = -1, b"", b""
@@ -194,8 +199,8 @@ def decode(
     )
 
 
-def _encode_jpeg(x: torch.Tensor, quality: int, *, name: str) -> EncodedTensor:
-    """One JPEG stream per image of a uint8 (N, 1|3, H, W) tensor, concatenated."""
+def _check_camera_image(x: torch.Tensor, spec: CodecSpec) -> None:
+    """``frame`` and ``jpeg`` take what a camera gives: uint8 (N, 1|3, H, W) images."""
     shape = tuple(x.shape)
     if (
         x.dtype != torch.uint8
@@ -204,11 +209,18 @@ def _encode_jpeg(x: torch.Tensor, quality: int, *, name: str) -> EncodedTensor:
         or not (1 <= shape[2] <= JPEG_MAX_SIDE and 1 <= shape[3] <= JPEG_MAX_SIDE)
     ):
         raise EncodeError(
-            f"jpeg encodes uint8 (N, 1|3, H, W) camera images with H, W in 1..{JPEG_MAX_SIDE}; "
-            f"got {DTYPE_NAMES[x.dtype]} {shape}: quantise the input to uint8, or use int8",
+            f"{spec.scheme} encodes uint8 (N, 1|3, H, W) camera images with H, W in "
+            f"1..{JPEG_MAX_SIDE}; got {DTYPE_NAMES[x.dtype]} {shape}: send the camera's frame "
+            "before preprocessing, or quantise the input with int8",
             field="dtype" if x.dtype != torch.uint8 else "shape",
         )
-    streams = encode_images(x.numpy(), quality)
+
+
+def _encode_jpeg(x: torch.Tensor, spec: CodecSpec, *, name: str) -> EncodedTensor:
+    """One JPEG stream per image of a uint8 (N, 1|3, H, W) tensor, concatenated."""
+    shape = tuple(x.shape)
+    assert spec.subsampling  # every jpeg spec has one (CodecSpec fills in 4:2:0)
+    streams = encode_images(x.contiguous().numpy(), spec.quality, subsampling=spec.subsampling)
     payload = b"".join(streams)
     header = TensorHeader(
         dtype="uint8",

@@ -1,7 +1,8 @@
 """JPEG streams ↔ uint8 image arrays, for the ``jpeg`` codec scheme (Pillow underneath).
 
-Encoding writes one baseline JPEG per image: Pillow's standard Huffman tables, 4:2:0 chroma
-subsampling for colour images, no metadata. Decoding trusts nothing in a stream: each part must
+Encoding writes one baseline JPEG per image: Pillow's standard Huffman tables, the codec's
+chroma subsampling for colour images (4:2:0, or 4:4:4 for ``jpegQs444``), no metadata; the
+decoder takes either (both decode to RGB). Decoding trusts nothing in a stream: each part must
 be one complete JPEG (SOI … EOI) whose frame header agrees with the tensor header's H, W and C
 *before* any pixel is decoded — ``Image.open`` reads only the markers up to the first scan, so a
 stream that claims a huge size costs an error message. Pillow's decompression-bomb guard stays
@@ -43,10 +44,11 @@ PILLOW_ERRORS = (
 )
 
 
-def encode_images(images: np.ndarray, quality: int) -> list[bytes]:
+def encode_images(images: np.ndarray, quality: int, *, subsampling: str = "4:2:0") -> list[bytes]:
     """One JPEG stream per image of a uint8 ``(N, C, H, W)`` array with C of 1 or 3.
 
-    The caller has checked dtype, shape and ``quality`` (1..95).
+    The caller has checked dtype, shape, ``quality`` (1..95) and ``subsampling`` (``4:2:0`` or
+    ``4:4:4``; grey images have no chroma, so it changes nothing for them).
     """
     # Pillow wants (H, W) or (H, W, 3) rows: one transposing copy for the whole batch.
     planes = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
@@ -54,7 +56,7 @@ def encode_images(images: np.ndarray, quality: int) -> list[bytes]:
     streams = []
     for plane in planes:
         buffer = io.BytesIO()
-        Image.fromarray(plane).save(buffer, format="JPEG", quality=quality, subsampling="4:2:0")
+        Image.fromarray(plane).save(buffer, format="JPEG", quality=quality, subsampling=subsampling)
         streams.append(buffer.getvalue())
     return streams
 

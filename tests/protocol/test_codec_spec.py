@@ -13,6 +13,9 @@ from splitwire.protocol import CodecSpec, CodecSpecError, EncodeError, encode
         (" INT4+ZSTD19 ", "int4", 19),
         ("bf16", "bf16", 0),
         ("jpeg90", "jpeg", 0),
+        ("jpeg90s444", "jpeg", 0),
+        ("frame", "frame", 0),
+        ("frame+zstd3", "frame", 3),
         ("none", "none", 0),
     ],
 )
@@ -42,6 +45,7 @@ def test_parse_errors_say_what_is_expected(text: str, fragment: str) -> None:
 
 def test_only_fp32_is_lossless_for_every_dtype() -> None:
     assert CodecSpec.parse("fp32+zstd3").lossless
+    assert CodecSpec.parse("frame+zstd1").lossless  # for the uint8 frames it takes, its only input
     assert not CodecSpec.parse("fp16").lossless
     assert not CodecSpec.parse("jpeg95").lossless
     assert not CodecSpec.parse("none").lossless

@@ -46,9 +46,10 @@ def _valid(spec: str) -> EncodedTensor:
 
 SAMPLES = {spec: _valid(spec) for spec in ("fp32", "fp16+zstd1", "int8+zstd1", "int4", "bf16")}
 # A batch of two small camera images: mutations then reach Pillow's parser and decoder.
-SAMPLES["jpeg90"] = encode(
-    torch.linspace(0, 255, 2 * 3 * 8 * 8).to(torch.uint8).view(2, 3, 8, 8), "jpeg90"
-)
+_CAMERA = torch.linspace(0, 255, 2 * 3 * 8 * 8).to(torch.uint8).view(2, 3, 8, 8)
+SAMPLES["jpeg90"] = encode(_CAMERA, "jpeg90")
+SAMPLES["jpeg90s444"] = encode(_CAMERA, "jpeg90s444")
+SAMPLES["frame+zstd1"] = encode(_CAMERA, "frame+zstd1")
 
 
 def _decode_or_codec_error(header: TensorHeader, payload: bytes) -> None:

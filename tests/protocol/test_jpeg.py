@@ -1,5 +1,6 @@
-"""The ``jpeg`` and ``none`` codec schemes, with real Pillow: round trips, spec grammar, and
-hostile streams that must be refused before any pixel is decoded."""
+"""The camera schemes (``jpeg``, ``frame``) and ``none``, with real Pillow: round trips, 4:4:4
+against 4:2:0 on a real photo, spec grammar, and hostile streams that must be refused before any
+pixel is decoded."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, JpegImagePlugin
 
+from splitwire.partitioner.photos import photo_frames
 from splitwire.protocol import (
     CodecSpec,
     CodecSpecError,
@@ -156,6 +158,60 @@ def test_layouts_and_empty_batch() -> None:
     assert decode(empty.header, empty.payload).shape == (0, 3, 8, 8)
 
 
+def test_444_is_bigger_and_more_faithful_than_420_on_a_real_photo() -> None:
+    """Full-resolution chroma costs bytes and buys fidelity, on a photo bundled with
+    scikit-image (a camera's uint8 frame, not a synthetic pattern)."""
+    photos = photo_frames("skimage", 3, height=224, width=224, channels=3, seed=5)
+    for quality in (50, 75, 90):
+        sub, full = encode(photos, f"jpeg{quality}"), encode(photos, f"jpeg{quality}s444")
+        for part, sampling in [(p, 2) for p in _parts(sub)] + [(p, 0) for p in _parts(full)]:
+            # Pillow's own reading of the frame header: 2 is 4:2:0, 0 is 4:4:4.
+            assert JpegImagePlugin.get_sampling(Image.open(io.BytesIO(part))) == sampling
+        # The decoder takes either; the header is the same but for the stream sizes.
+        low, high = decode(sub.header, sub.payload), decode(full.header, full.payload)
+        assert low.shape == high.shape == photos.shape and high.dtype == torch.uint8
+        for i in range(len(photos)):
+            assert len(_parts(full)[i]) > len(_parts(sub)[i]), (quality, i)
+            assert _psnr(photos[i], high[i]) > _psnr(photos[i], low[i]), (quality, i)
+
+
+def test_subsampling_changes_nothing_for_grey_images() -> None:
+    x = _smooth(2, 1)
+    full, sub = encode(x, "jpeg75s444"), encode(x, "jpeg75")
+    assert len(full.payload) == len(sub.payload)  # only the frame header's sampling factor differs
+    assert torch.equal(decode(full.header, full.payload), decode(sub.header, sub.payload))
+
+
+@pytest.mark.parametrize("level", ["", "+zstd1"])
+def test_frame_sends_the_camera_bytes(level: str) -> None:
+    photos = photo_frames("skimage", 2, height=40, width=56, channels=3, seed=1)
+    enc = encode(photos, "frame" + level, name="image")
+    h = enc.header
+    assert (h.dtype, h.shape, h.scheme) == ("uint8", (2, 3, 40, 56), "raw")
+    assert h.raw_size == 2 * 3 * 40 * 56 and not (h.scales or h.byte_shuffle or h.part_sizes)
+    if level:
+        assert h.zstd_level == 1 and len(enc.payload) < h.raw_size
+    else:
+        assert enc.payload == photos.numpy().tobytes()  # the frame's own bytes, nothing else
+    out = decode(h, enc.payload)
+    assert out.dtype == torch.uint8 and torch.equal(out, photos)
+
+
+@pytest.mark.parametrize(
+    ("tensor", "got"),
+    [
+        (torch.zeros(1, 3, 8, 8), "got float32 (1, 3, 8, 8)"),
+        (torch.zeros(3, 8, 8, dtype=torch.uint8), "got uint8 (3, 8, 8)"),
+        (torch.zeros(1, 2, 8, 8, dtype=torch.uint8), "got uint8 (1, 2, 8, 8)"),
+    ],
+)
+def test_frame_takes_uint8_images_only(tensor: torch.Tensor, got: str) -> None:
+    with pytest.raises(EncodeError) as info:
+        encode(tensor, "frame+zstd1")
+    assert "frame encodes uint8 (N, 1|3, H, W) camera images" in str(info.value)
+    assert got in str(info.value)
+
+
 # --- spec grammar ---------------------------------------------------------------------------
 
 
@@ -166,14 +222,29 @@ def test_layouts_and_empty_batch() -> None:
         ("jpeg", 90, "jpeg90"),
         (" JPEG1 ", 1, "jpeg1"),
         ("jpeg95", 95, "jpeg95"),
+        ("jpeg75s444", 75, "jpeg75s444"),
+        (" JPEG50S444", 50, "jpeg50s444"),
     ],
 )
 def test_parse_jpeg(text: str, quality: int, canonical: str) -> None:
     spec = CodecSpec.parse(text)
     assert (spec.scheme, spec.quality, spec.zstd_level) == ("jpeg", quality, 0)
+    assert spec.subsampling == ("4:4:4" if "s444" in canonical else "4:2:0")
     assert str(spec) == canonical
     assert CodecSpec.parse(str(spec)) == spec
-    assert spec.sends and not spec.lossless
+    assert spec.sends and not spec.lossless and spec.camera
+
+
+def test_parse_frame() -> None:
+    for text in ("frame", "frame+zstd1"):
+        spec = CodecSpec.parse(text)
+        assert (
+            spec.scheme == "frame"
+            and str(spec) == text
+            and (spec.quality, spec.subsampling) == (0, "")
+        )
+        assert spec.camera and spec.lossless and spec.sends
+    assert not any(CodecSpec.parse(t).camera for t in ("fp32", "int8+zstd1", "none"))
 
 
 @pytest.mark.parametrize(
@@ -185,6 +256,11 @@ def test_parse_jpeg(text: str, quality: int, canonical: str) -> None:
         ("jpeg90+zstd1", "zstd_level", "already entropy-coded"),
         ("jpegq", "scheme", "unknown scheme 'jpegq'"),
         ("none+zstd3", "zstd_level", "nothing to compress"),
+        ("jpeg75s420", "subsampling", "4:2:0 is the default"),
+        ("jpeg75s422", "subsampling", "expected 's444' (4:4:4) or no suffix"),
+        ("jpeg75s444+zstd1", "zstd_level", "already entropy-coded"),
+        ("jpeg75-444", "codec", "cannot parse codec"),
+        ("frame75", "scheme", "unknown scheme 'frame75'"),
     ],
 )
 def test_parse_rejects(text: str, field: str, fragment: str) -> None:
@@ -200,6 +276,12 @@ def test_quality_belongs_to_jpeg_only() -> None:
     with pytest.raises(CodecSpecError, match=r"expected 1\.\.95"):
         CodecSpec("jpeg")  # constructed directly, the quality is explicit
     assert CodecSpec("jpeg", quality=90) == CodecSpec.parse("jpeg")
+    assert CodecSpec("jpeg", quality=90, subsampling="4:2:0") == CodecSpec.parse("jpeg")
+    with pytest.raises(CodecSpecError, match="only for jpeg") as info:
+        CodecSpec("frame", subsampling="4:4:4")
+    assert info.value.field == "subsampling"
+    with pytest.raises(CodecSpecError, match="expected one of 4:2:0, 4:4:4"):
+        CodecSpec("jpeg", quality=90, subsampling="4:2:2")  # type: ignore[arg-type]
 
 
 def test_none_sends_nothing() -> None:
