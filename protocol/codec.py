@@ -101,7 +101,7 @@ def encode(tensor: torch.Tensor, spec: CodecSpec | str, *, name: str = "") -> En
         return _encode_jpeg(x, spec, name=name)
     x = x.contiguous()
     scheme = _wire_scheme(spec, dtype)
-    axis, scales, offsets = -1, b"", b""
+    axis, scales, offsets, param_dtype = -1, b"", b"", "float32"
     if scheme == "raw":
         data = x
     elif scheme == "fp16":
@@ -114,11 +114,12 @@ def encode(tensor: torch.Tensor, spec: CodecSpec | str, *, name: str = "") -> En
         if x.numel() == 0:
             channels = 1 if axis == -1 else x.shape[axis]
             data = torch.empty(0, dtype=torch.uint8)
-            scales = offsets = bytes(4 * channels)
+            scales = bytes(4 * channels)
         else:
-            codes, scale_t, offset_t = quantise_affine(x, axis=axis, bits=bits)
+            codes, scale_t, offset_t, half = quantise_affine(x, axis=axis, bits=bits)
             data = codes if bits == 8 else pack_int4(codes)
-            scales, offsets = scale_t.numpy().tobytes(), offset_t.numpy().tobytes()
+            param_dtype = "float16" if half else "float32"
+            scales, offsets = _param_bytes(scale_t, offset_t, half=half)
     # Byte planes only help an entropy coder; without zstd they would just cost a copy.
     shuffle = spec.zstd_level > 0 and data.element_size() > 1
     raw = _byte_view(_shuffle(data) if shuffle else data)
@@ -136,6 +137,7 @@ def encode(tensor: torch.Tensor, spec: CodecSpec | str, *, name: str = "") -> En
         offsets=offsets,
         name=name,
         byte_shuffle=shuffle,
+        param_dtype=param_dtype,
     )
     return EncodedTensor(header=header, payload=payload)
 
@@ -193,10 +195,29 @@ def decode(
         codes,
         shape=header.shape,
         axis=header.channel_axis,
-        scales=torch.from_numpy(np.frombuffer(header.scales, dtype="<f4").copy()),
-        offsets=torch.from_numpy(np.frombuffer(header.offsets, dtype="<f4").copy()),
+        scales=torch.from_numpy(_param_array(header.scales, header.param_dtype)),
+        offsets=torch.from_numpy(
+            _param_array(header.offsets, header.param_dtype)
+            if header.offsets
+            else np.zeros(layout.channels, dtype=np.float32)
+        ),
         dtype=dtype,
     )
+
+
+def _param_bytes(scales: torch.Tensor, offsets: torch.Tensor, *, half: bool) -> tuple[bytes, bytes]:
+    """The header's scale and offset bytes: float16 when ``half`` (the values are float16-exact),
+    and no offsets at all when every offset is 0 (ReLU outputs)."""
+    wire = np.float16 if half else np.float32
+    scale_bytes = scales.numpy().astype(wire).tobytes()
+    lo = offsets.numpy()
+    return scale_bytes, b"" if not lo.any() else lo.astype(wire).tobytes()
+
+
+def _param_array(data: bytes, param_dtype: str) -> np.ndarray:
+    """Scales or offsets from the header, as float32 (validated: length and finiteness)."""
+    wire = "<f2" if param_dtype == "float16" else "<f4"
+    return np.frombuffer(data, dtype=wire).astype(np.float32)
 
 
 def _check_camera_image(x: torch.Tensor, spec: CodecSpec) -> None:

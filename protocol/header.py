@@ -35,6 +35,8 @@ FLOAT_DTYPES = frozenset({"float32", "float64", "float16", "bfloat16"})
 # per uint8 image (never zstd'd), the rest approximate floats.
 WIRE_SCHEMES = ("raw", "fp16", "bf16", "int8", "int4", "jpeg")
 QUANTISED_SCHEMES = frozenset({"int8", "int4"})
+# How the (scale, offset) pairs of a quantised scheme travel: little-endian float32 or float16.
+PARAM_DTYPES = {"float32": "<f4", "float16": "<f2"}
 # JPEG's frame header stores H and W in 16 bits, and libjpeg refuses sides above 65500.
 JPEG_MAX_SIDE = 65500
 JPEG_CHANNELS = (1, 3)
@@ -65,8 +67,9 @@ class DecodeLimits:
 class TensorHeader:
     """Everything needed to turn a payload back into a tensor (mirrors the proto's TensorHeader).
 
-    ``scales``/``offsets`` are little-endian float32 arrays, one per index of ``channel_axis``
-    (or a single pair when ``channel_axis == -1``), present for ``int8``/``int4`` only.
+    ``scales``/``offsets`` are little-endian arrays of ``param_dtype`` (float32 or float16), one
+    value per index of ``channel_axis`` (or a single pair when ``channel_axis == -1``), present
+    for ``int8``/``int4`` only; empty ``offsets`` mean every offset is 0 (ReLU outputs).
     ``part_sizes`` are the byte lengths of the payload's consecutive JPEG streams, one per
     image, present for ``jpeg`` only (whose ``raw_size`` is the decoded pixel bytes).
     """
@@ -84,6 +87,7 @@ class TensorHeader:
     name: str = ""
     byte_shuffle: bool = False
     part_sizes: tuple[int, ...] = ()
+    param_dtype: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -217,6 +221,12 @@ def validate_header(header: TensorHeader, limits: DecodeLimits) -> TensorLayout:
             f"{len(header.scales)}/{len(header.offsets)} bytes",
             field="scales",
         )
+    if header.scheme not in QUANTISED_SCHEMES and header.param_dtype != "float32":
+        raise HeaderError(
+            f"scheme {header.scheme!r} carries no scales/offsets; got param_dtype "
+            f"{header.param_dtype!r}, expected 'float32' (the default)",
+            field="param_dtype",
+        )
     return TensorLayout(numel=numel, channels=channels)
 
 
@@ -284,18 +294,31 @@ def _validate_quantisation(header: TensorHeader, numel: int) -> int:
             f"channel_axis {axis} out of range for rank {rank}; expected -1 or 0..{rank - 1}",
             field="channel_axis",
         )
+    wire = PARAM_DTYPES.get(header.param_dtype)
+    if wire is None:
+        raise HeaderError(
+            f"unknown param_dtype {header.param_dtype!r}; expected one of "
+            f"{', '.join(PARAM_DTYPES)}",
+            field="param_dtype",
+        )
+    width = np.dtype(wire).itemsize
     for field in ("scales", "offsets"):
         data: bytes = getattr(header, field)
-        if len(data) != 4 * channels:
+        if field == "offsets" and not data:
+            continue  # every offset is 0
+        if len(data) != width * channels:
             raise HeaderError(
-                f"{len(data)} bytes for {channels} channels; expected {4 * channels} "
-                "(one float32 each)",
+                f"{len(data)} bytes for {channels} channels; expected {width * channels} "
+                f"(one {header.param_dtype} each)"
+                + (" or none (all offsets 0)" if field == "offsets" else ""),
                 field=field,
             )
-    scales = np.frombuffer(header.scales, dtype="<f4")
-    offsets = np.frombuffer(header.offsets, dtype="<f4")
+    scales = np.frombuffer(header.scales, dtype=wire)
+    offsets = np.frombuffer(header.offsets, dtype=wire)
     if not (np.isfinite(scales).all() and np.isfinite(offsets).all()):
-        raise HeaderError("non-finite scale or offset; expected finite float32", field="scales")
+        raise HeaderError(
+            f"non-finite scale or offset; expected finite {header.param_dtype}", field="scales"
+        )
     if (scales < 0).any():
         raise HeaderError("negative scale; expected scales >= 0", field="scales")
     return channels

@@ -31,7 +31,7 @@ PROTOCOL_VIOLATION: ErrorCode
 UNAVAILABLE: ErrorCode
 
 class TensorHeader(_message.Message):
-    __slots__ = ("dtype", "shape", "scheme", "zstd_level", "channel_axis", "scales", "offsets", "raw_size", "payload_size", "checksum", "name", "byte_shuffle", "part_sizes")
+    __slots__ = ("dtype", "shape", "scheme", "zstd_level", "channel_axis", "scales", "offsets", "raw_size", "payload_size", "checksum", "name", "byte_shuffle", "part_sizes", "param_dtype")
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     SCHEME_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class TensorHeader(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     BYTE_SHUFFLE_FIELD_NUMBER: _ClassVar[int]
     PART_SIZES_FIELD_NUMBER: _ClassVar[int]
+    PARAM_DTYPE_FIELD_NUMBER: _ClassVar[int]
     dtype: str
     shape: _containers.RepeatedScalarFieldContainer[int]
     scheme: str
@@ -58,7 +59,8 @@ class TensorHeader(_message.Message):
     name: str
     byte_shuffle: bool
     part_sizes: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., scheme: _Optional[str] = ..., zstd_level: _Optional[int] = ..., channel_axis: _Optional[int] = ..., scales: _Optional[bytes] = ..., offsets: _Optional[bytes] = ..., raw_size: _Optional[int] = ..., payload_size: _Optional[int] = ..., checksum: _Optional[int] = ..., name: _Optional[str] = ..., byte_shuffle: _Optional[bool] = ..., part_sizes: _Optional[_Iterable[int]] = ...) -> None: ...
+    param_dtype: str
+    def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., scheme: _Optional[str] = ..., zstd_level: _Optional[int] = ..., channel_axis: _Optional[int] = ..., scales: _Optional[bytes] = ..., offsets: _Optional[bytes] = ..., raw_size: _Optional[int] = ..., payload_size: _Optional[int] = ..., checksum: _Optional[int] = ..., name: _Optional[str] = ..., byte_shuffle: _Optional[bool] = ..., part_sizes: _Optional[_Iterable[int]] = ..., param_dtype: _Optional[str] = ...) -> None: ...
 
 class EdgeMessage(_message.Message):
     __slots__ = ("hello", "chunk")

@@ -11,10 +11,11 @@ from splitwire.protocol.codec_spec import CodecSpec
 from splitwire.protocol.framing import MAX_CHUNK_BYTES
 
 # Version 2: per-frame cut/codec and queue budgets, SessionEnd, jpeg part sizes, batch size.
-PROTOCOL_VERSION = 2
+# Version 3: int8/int4 scales and offsets as float16 (param_dtype), all-zero offsets left out.
+PROTOCOL_VERSION = 3
 
 # A chunk carries at most MAX_CHUNK_BYTES of payload; chunk 0 adds up to 64 tensor headers
-# (with per-channel scales: 2 × 4 bytes × channels each). 4 MiB leaves room for 2048-channel
+# (with per-channel scales: at most 2 × 4 bytes × channels each). 4 MiB leaves room for 2048-channel
 # headers and is gRPC's own default, so a stray 100 MB message is refused before parsing.
 MAX_MESSAGE_BYTES = max(4 << 20, 2 * MAX_CHUNK_BYTES)
 

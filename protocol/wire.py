@@ -26,6 +26,8 @@ def header_to_proto(header: TensorHeader) -> pb.TensorHeader:
         name=header.name,
         byte_shuffle=header.byte_shuffle,
         part_sizes=header.part_sizes,
+        # float32 is proto3's empty default: it costs no bytes on the wire.
+        param_dtype="" if header.param_dtype == "float32" else header.param_dtype,
     )
 
 
@@ -45,4 +47,5 @@ def header_from_proto(message: pb.TensorHeader) -> TensorHeader:
         name=message.name,
         byte_shuffle=message.byte_shuffle,
         part_sizes=tuple(message.part_sizes),
+        param_dtype=message.param_dtype or "float32",
     )

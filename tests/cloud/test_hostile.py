@@ -338,6 +338,21 @@ def _mutate_scales(rng: random.Random, _: list[EncodedTensor], chunks: list[pb.F
     return "error"
 
 
+def _mutate_param_dtype(
+    rng: random.Random, _: list[EncodedTensor], chunks: list[pb.FrameChunk]
+) -> str:
+    """Version 3's fields: the parameters' type swapped or unknown, offsets of a wrong length."""
+    header = _header(chunks)
+    kind = rng.randrange(3)
+    if kind == 0:  # float16 <-> float32 (a wrong width for every scale), or on a raw tensor
+        header.param_dtype = "float32" if header.param_dtype == "float16" else "float16"
+    elif kind == 1:
+        header.param_dtype = rng.choice(["float64", "bfloat16", "half", "\x00"])
+    else:  # empty offsets mean "all zero"; any other length but the channel count is wrong
+        header.offsets = header.offsets[:-1] if header.offsets else b"\x00"
+    return "error"
+
+
 def _mutate_chunk_count(
     rng: random.Random, _: list[EncodedTensor], chunks: list[pb.FrameChunk]
 ) -> str:
@@ -391,6 +406,7 @@ def _mutate_random_chunk(
                 checksum=rng.choice([zlib.crc32(chunk.payload), rng.randrange(1 << 32)]),
                 byte_shuffle=rng.random() < 0.5,
                 part_sizes=[rng.randrange(1 << 64) for _ in range(rng.choice([0, 1, 3]))],
+                param_dtype=rng.choice(["", "float16", "float32", "float64"]),
             )
         )
     chunks[:] = [chunk]
@@ -427,6 +443,7 @@ HEADER_MUTATIONS: dict[str, Mutation] = {
     "payload_size": _mutate_payload_size,
     "checksum": _mutate_checksum,
     "scales": _mutate_scales,
+    "param_dtype": _mutate_param_dtype,
     "chunk_count": _mutate_chunk_count,
     "chunk_index": _mutate_chunk_index,
     "random chunk": _mutate_random_chunk,

@@ -119,7 +119,7 @@ async def test_a_frame_may_switch_cut_and_codec(
         ({"cut_id": "c0042"}, "PLAN_MISMATCH", "with cuts c0000, "),
         ({"codec": "int9"}, "INVALID_ARGUMENT", "int9"),
         ({"codec": "none"}, "PLAN_MISMATCH", "sends nothing"),
-        ({"protocol_version": 1}, "UNSUPPORTED_VERSION", "version 1; this server speaks 2"),
+        ({"protocol_version": 2}, "UNSUPPORTED_VERSION", "version 2; this server speaks 3"),
     ],
 )
 async def test_rejected_hellos_say_what_differs(

@@ -78,7 +78,8 @@ def _is_exact(spec: CodecSpec, dtype: torch.dtype) -> bool:
 def _assert_within_quantisation_bound(x: torch.Tensor, y: torch.Tensor, enc: EncodedTensor) -> None:
     """|x - y| <= scale_c / 2 per channel, plus the float rounding of the reconstruction."""
     header = enc.header
-    scales = torch.frombuffer(bytearray(header.scales), dtype=torch.float32)
+    wire = torch.float16 if header.param_dtype == "float16" else torch.float32
+    scales = torch.frombuffer(bytearray(header.scales), dtype=wire).float()
     xf, yf = x.float(), y.float()
     shape = [1] * x.dim()
     if header.channel_axis != -1:
@@ -171,7 +172,9 @@ def test_header_records_the_transform_actually_applied() -> None:
     assert encode(torch.ones(4, dtype=torch.int64), "int8").header.scheme == "raw"
     enc = encode(torch.ones(2, 3, 4), "int8")
     assert (enc.header.scheme, enc.header.channel_axis) == ("int8", 2)
-    assert len(enc.header.scales) == 4 * 4
+    # Four channels (constant ones: 1.0 is float16-exact), one float16 scale and offset each.
+    assert enc.header.param_dtype == "float16"
+    assert (len(enc.header.scales), len(enc.header.offsets)) == (2 * 4, 2 * 4)
 
 
 def test_int4_packs_two_values_per_byte() -> None:

@@ -45,6 +45,16 @@ def _valid(spec: str) -> EncodedTensor:
 
 
 SAMPLES = {spec: _valid(spec) for spec in ("fp32", "fp16+zstd1", "int8+zstd1", "int4", "bf16")}
+# Per-channel parameters in each of their wire forms: float16 without offsets (the ReLU samples
+# above), float16 with offsets, and float32 (an offset float16 cannot hold within the bound).
+_SIGNED = torch.randn(1, 4, 6, 6, generator=torch.Generator().manual_seed(8))
+SAMPLES["int8-offsets"] = encode(_SIGNED, "int8+zstd1")
+SAMPLES["int4-fp32-params"] = encode(_SIGNED + 1000.0, "int4")
+assert SAMPLES["int8+zstd1"].header.param_dtype == "float16"
+assert not SAMPLES["int8+zstd1"].header.offsets
+assert SAMPLES["int8-offsets"].header.param_dtype == "float16"
+assert SAMPLES["int8-offsets"].header.offsets
+assert SAMPLES["int4-fp32-params"].header.param_dtype == "float32"
 # A batch of two small camera images: mutations then reach Pillow's parser and decoder.
 _CAMERA = torch.linspace(0, 255, 2 * 3 * 8 * 8).to(torch.uint8).view(2, 3, 8, 8)
 SAMPLES["jpeg90"] = encode(_CAMERA, "jpeg90")
@@ -131,7 +141,38 @@ FIELDS = {
     "offsets": st.binary(max_size=40),
     "byte_shuffle": st.booleans(),
     "part_sizes": st.lists(st.integers(0, 2000), max_size=3).map(tuple),
+    "param_dtype": st.sampled_from(["float32", "float16", "float64", "bfloat16", ""]),
 }
+
+
+_F16_INF, _F16_NAN, _F16_MINUS_ONE = b"\x00\x7c", b"\x00\x7e", b"\x00\xbc"
+
+
+@pytest.mark.parametrize(
+    ("spec", "changes", "field", "message"),
+    [
+        # float32-sized parameters announced as float16, and the reverse
+        ("int8-offsets", {"param_dtype": "float32"}, "scales", "expected 16 \\(one float32"),
+        ("int4-fp32-params", {"param_dtype": "float16"}, "scales", "expected 8 \\(one float16"),
+        ("int8+zstd1", {"param_dtype": "float64"}, "param_dtype", "unknown param_dtype"),
+        ("int8+zstd1", {"param_dtype": ""}, "param_dtype", "unknown param_dtype"),
+        ("fp16+zstd1", {"param_dtype": "float16"}, "param_dtype", "carries no scales"),
+        ("int8+zstd1", {"offsets": b"\x00"}, "offsets", "or none \\(all offsets 0\\)"),
+        ("int8+zstd1", {"offsets": b"\x00" * 16}, "offsets", "expected 8"),
+        ("int8+zstd1", {"scales": b""}, "scales", "0 bytes for 4 channels"),
+        ("int8-offsets", {"scales": _F16_INF * 4}, "scales", "non-finite"),
+        ("int8-offsets", {"offsets": _F16_NAN * 4}, "scales", "non-finite"),
+        ("int8-offsets", {"scales": _F16_MINUS_ONE * 4}, "scales", "negative scale"),
+    ],
+)
+def test_quantisation_parameters_are_validated(
+    spec: str, changes: dict[str, object], field: str, message: str
+) -> None:
+    """Version 3's float16 parameters and omitted offsets: each inconsistency names its field."""
+    enc = SAMPLES[spec]
+    with pytest.raises(CodecError, match=message) as info:
+        decode(dataclasses.replace(enc.header, **changes), enc.payload, limits=SMALL)
+    assert info.value.field == field
 
 
 @given(
