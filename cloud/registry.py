@@ -52,8 +52,9 @@ class Route:
 
     @property
     def from_camera(self) -> bool:
-        """JPEG frames carry camera pixels; the cloud applies the plan's preprocessing."""
-        return self.codec.scheme == "jpeg"
+        """Camera codecs (``frame``, ``jpeg``) carry the camera's uint8 pixels; the cloud
+        applies the plan's preprocessing."""
+        return self.codec.camera
 
     def prepare(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """The tail's inputs from a decoded frame."""

@@ -59,7 +59,7 @@ from splitwire.errors import SplitwireError
 from splitwire.partitioner.errors import PlanError
 from splitwire.partitioner.plan_file import PlanOption
 from splitwire.partitioner.runtime import RunnablePlan, check_tensors, open_plan
-from splitwire.protocol import PROTOCOL_VERSION, EncodedTensor, encode
+from splitwire.protocol import PROTOCOL_VERSION, CodecSpec, EncodedTensor, encode
 from splitwire.protocol import splitwire_pb2 as pb
 from splitwire.protocol.client import (
     SessionClient,
@@ -467,7 +467,7 @@ class EdgeAgent:
         """Preprocess, head and encode one frame (in the worker thread)."""
         start = time.perf_counter_ns()
         with torch.inference_mode():
-            if option.codec.startswith("jpeg"):
+            if CodecSpec.parse(option.codec).camera:  # the frame as captured: cloud preprocesses
                 tensors: tuple[torch.Tensor, ...] = (pixels,)
             else:
                 out = self.plan.head(option.cut)(self.plan.preprocess(pixels))

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from splitwire.partitioner.errors import InputShapeError
+from splitwire.partitioner.errors import InputShapeError, PartitionerError
 
 if TYPE_CHECKING:  # torch-heavy; the handlers import it when they run
     from torch import nn
@@ -251,6 +251,20 @@ def _profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _jpeg_qualities(text: str) -> tuple[int, ...]:
+    """``--jpeg-quality 50,75,90`` as qualities (PlanRequest checks their range).
+
+    Raises:
+        PartitionerError: a part that is not an integer.
+    """
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError as exc:
+        raise PartitionerError(
+            f"--jpeg-quality {text!r}: expected comma-separated integers in 1..95, e.g. 50,75,90"
+        ) from exc
+
+
 def _print_profile(result: Profile, path: Path, *, as_json: bool) -> None:
     from dataclasses import asdict
 
@@ -286,7 +300,10 @@ def _print_profile(result: Profile, path: Path, *, as_json: bool) -> None:
         share = 100 * n.ms / result.total_ms if result.total_ms else 0.0
         print(f"  {n.name:<24} {n.op:<32} {n.ms:8.2f} ms {share:5.1f} %")
     for c in result.codecs:
-        speeds = f"encode {c.encode_mb_s:8.0f} MB/s  decode {c.decode_mb_s:8.0f} MB/s"
+        speeds = (
+            f"encode {c.encode_call_ms:6.3f} ms/call + {c.encode_mb_s:6.0f} MB/s  "
+            f"decode {c.decode_call_ms:6.3f} ms/call + {c.decode_mb_s:6.0f} MB/s"
+        )
         print(f"  codec {c.spec:<12} {speeds}")
     print(f"wrote {path}")
 
@@ -301,7 +318,8 @@ def _register_plan(subparsers: Any) -> None:
             "the codec's effect on the output — and price each on every link: edge ms, transfer "
             "ms, cloud ms, latency, pipelined throughput. Prints the exact Pareto front per link "
             "over latency, throughput, bytes, edge ms and accuracy cost, with the baselines "
-            "(all-on-edge, all-in-cloud raw, all-in-cloud JPEG) on the same table, picks one, "
+            "(all-on-edge; all in the cloud with the camera's uint8 frame raw or as JPEG at "
+            "each --jpeg-quality, 4:2:0 and 4:4:4) on the same table, picks one, "
             "and writes a plan directory with the halves the edge and the cloud run."
         ),
         epilog=(
@@ -353,7 +371,13 @@ def _register_plan(subparsers: Any) -> None:
         "for trained classifiers, pixel=0.99 for trained segmentation, rel=0.01 for random "
         "weights (where no task metric means anything)",
     )
-    plan.add_argument("--jpeg-quality", type=int, default=90, metavar="Q", help="JPEG baseline")
+    plan.add_argument(
+        "--jpeg-quality",
+        default="50,75,90",
+        metavar="Q[,Q...]",
+        help="the JPEG baselines' qualities (1..95), each priced with 4:2:0 (codec jpegQ) and "
+        "4:4:4 chroma (jpegQs444) on the camera's uint8 frames (default %(default)s)",
+    )
     plan.add_argument(
         "--calibration-data",
         metavar="skimage|DIR|synthetic",
@@ -381,7 +405,8 @@ def _register_plan(subparsers: Any) -> None:
         "--reuse-measurements",
         metavar="DIR",
         help="reuse the bytes and accuracy measured by an earlier plan of the same model, "
-        "shape, --calibration and --jpeg-quality (DIR/measurements.json): no tail runs",
+        "shape, --calibration, --calibration-data and --jpeg-quality (DIR/measurements.json): "
+        "no tail runs",
     )
     plan.add_argument(
         "--input-mean",
@@ -443,7 +468,7 @@ def _plan(args: argparse.Namespace) -> int:
         codecs=codecs,
         objective=args.objective,
         accuracy_budget=args.accuracy_budget,
-        jpeg_quality=args.jpeg_quality,
+        jpeg_qualities=_jpeg_qualities(args.jpeg_quality),
         window=args.window,
         calibration_data=args.calibration_data,
         calibration=args.calibration,

@@ -71,8 +71,8 @@ class Measurement:
 
     Attributes:
         cut: the cut's id; ``cut_name`` its readable position; ``cut_index`` its position.
-        codec: the codec of the crossing tensors (``jpeg90`` for the JPEG baseline, ``none``
-            when nothing is sent).
+        codec: the codec of the crossing tensors (``frame`` or ``jpeg75s444`` for the camera
+            baselines, which send the uint8 frame; ``none`` when nothing is sent).
         baseline: which baseline this is, or None for a split.
         crossing: the tensors sent (shapes at the plan's batch).
         bytes_raw: their size uncompressed; ``bytes_wire`` the mean encoded size per frame

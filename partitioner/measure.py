@@ -11,21 +11,24 @@ A codec whose scheme is lossless for every dtype (``fp32``) costs exactly 0 with
 tail: the split equivalence tests show ``tail(*head(x)) == model(x)`` bit for bit.
 
 Compute times come from the profiles (edge for the head and the encoder, cloud for the decoder
-and the tail): ``sum(node ms) + call overhead``. The JPEG baseline's encode/decode times are
-measured here and multiplied by the edge profile's slowdown (an emulation, like the profile's).
+and the tail): ``sum(node ms) + call overhead``. The camera-frame baselines' encode/decode times
+(:mod:`splitwire.partitioner.baselines`: the raw uint8 frame and JPEG) are measured here and
+multiplied by each profile's slowdown (an emulation, like the profile's).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import torch
 from torch import fx
 
 from splitwire.partitioner.accuracy import AccuracyBudget, TaskMetrics, task_metrics
-from splitwire.partitioner.baselines import jpeg_applicable, jpeg_roundtrip
+from splitwire.partitioner.baselines import camera_roundtrip, jpeg_applicable
 from splitwire.partitioner.capture import CapturedGraph
 from splitwire.partitioner.cost import (
     ALL_IN_CLOUD_JPEG,
@@ -33,7 +36,8 @@ from splitwire.partitioner.cost import (
     ALL_ON_EDGE,
     Measurement,
 )
-from splitwire.partitioner.cuts import Cut
+from splitwire.partitioner.cuts import CrossingTensor, Cut
+from splitwire.partitioner.plan_file import Preprocess
 from splitwire.partitioner.profile_format import Profile
 from splitwire.partitioner.split import split
 from splitwire.protocol import CodecSpec, decode, encode, transport
@@ -44,7 +48,8 @@ logger = logging.getLogger(__name__)
 
 # Results travel back as the tail service sends them; their size is measured with that codec.
 RESULT_CODEC = transport.RESULT_CODEC
-# The all-in-cloud raw baseline sends the input as it is.
+# The all-in-cloud raw baseline of a model whose input is no image sends the input as it is
+# (an image model's sends the camera frame: ``frame``, see baselines.py).
 RAW_CODEC = CodecSpec.parse("fp32")
 
 
@@ -84,6 +89,7 @@ def measure_cut(
     task: str | None,
     budget: AccuracyBudget,
     all_nodes: Sequence[str],
+    raw_baseline: bool = True,
 ) -> list[Measurement]:
     """Measure ``cut`` with each codec (see the module docstring).
 
@@ -91,6 +97,8 @@ def measure_cut(
         all_nodes: the graph's compute nodes in order (``compute_nodes(graph)``).
         task: ``classification``, ``segmentation`` or None: which task metrics apply.
         budget: the metric ``accuracy_cost`` is stated in.
+        raw_baseline: whether cut 0 with ``fp32`` is the raw baseline; not for image inputs,
+            whose raw baseline sends the camera's uint8 frame (:func:`measure_camera`).
     """
     if cut.index == len(all_nodes):  # all on the edge: nothing crosses, nothing is lost
         nothing_sent = unpriced(
@@ -107,7 +115,9 @@ def measure_cut(
         measured = unpriced(
             cut,
             codec=str(codec),
-            baseline=ALL_IN_CLOUD_RAW if cut.index == 0 and codec == RAW_CODEC else None,
+            baseline=(
+                ALL_IN_CLOUD_RAW if raw_baseline and cut.index == 0 and codec == RAW_CODEC else None
+            ),
             bytes_wire=_mean_wire_bytes(frames, codec),
             result_bytes=reference.result_bytes,
             metrics=effects[codec],
@@ -128,15 +138,22 @@ def unpriced(
     budget: AccuracyBudget,
 ) -> Measurement:
     """A measurement of ``cut`` whose compute times are not filled in yet (see :func:`reprice`);
-    its ``accuracy_cost`` is ``metrics`` in the ``budget``'s metric."""
+    its ``accuracy_cost`` is ``metrics`` in the ``budget``'s metric. Under a camera codec what
+    crosses is the uint8 frame, not cut 0's float input."""
+    crossing, bytes_raw = cut.crossing, cut.bytes_raw
+    if CodecSpec.parse(codec).camera:
+        crossing = tuple(
+            CrossingTensor(t.node, t.shape, "uint8", math.prod(t.shape)) for t in cut.crossing
+        )
+        bytes_raw = sum(t.nbytes for t in crossing)
     return Measurement(
         cut=cut.id,
         cut_name=cut.name,
         cut_index=cut.index,
         codec=codec,
         baseline=baseline,
-        crossing=cut.crossing,
-        bytes_raw=cut.bytes_raw,
+        crossing=crossing,
+        bytes_raw=bytes_raw,
         bytes_wire=bytes_wire,
         result_bytes=result_bytes,
         head_ms=0.0,
@@ -156,17 +173,18 @@ def reprice(
     edge: Profile,
     cloud: Profile,
     all_nodes: Sequence[str],
-    jpeg_ms: tuple[float, float] | None = None,
+    camera_ms: Mapping[str, tuple[float, float]] | None = None,
 ) -> Measurement:
     """``measurement`` with its compute times taken from these profiles.
 
     Bytes and accuracy do not depend on the devices, times do: a measurement made once can be
-    priced for another edge or server. ``jpeg_ms`` is the JPEG baseline's (encode, decode) time
-    measured on this machine, scaled by each profile's slowdown.
+    priced for another edge or server. ``camera_ms`` maps each camera-frame baseline's codec to
+    its (encode, decode + preprocess) time measured on this machine, scaled by each profile's
+    slowdown.
     """
     edge_nodes = set(cut.edge_nodes)
-    if measurement.baseline == ALL_IN_CLOUD_JPEG:
-        encode_ms, decode_ms = jpeg_ms or (0.0, 0.0)
+    if is_camera_baseline(measurement):
+        encode_ms, decode_ms = (camera_ms or {}).get(measurement.codec, (0.0, 0.0))
         return replace(
             measurement,
             head_ms=0.0,
@@ -177,47 +195,77 @@ def reprice(
     if measurement.baseline == ALL_ON_EDGE:
         return replace(measurement, head_ms=_compute_ms(edge, cut.edge_nodes))
     codec = CodecSpec.parse(measurement.codec)
+    # One codec call per crossing tensor, each a fixed cost plus its float32-equivalent bytes.
     fp32_bytes = sum(t.nbytes // max(1, _itemsize(t.dtype)) * 4 for t in cut.crossing)
+    calls = len(cut.crossing)
     return replace(
         measurement,
         head_ms=_compute_ms(edge, cut.edge_nodes),
         tail_ms=_compute_ms(cloud, [n for n in all_nodes if n not in edge_nodes]),
-        encode_ms=fp32_bytes / (edge.codec(codec).encode_mb_s * 1e3),
-        decode_ms=fp32_bytes / (cloud.codec(codec).decode_mb_s * 1e3),
+        encode_ms=edge.codec(codec).encode_ms(fp32_bytes, calls=calls),
+        decode_ms=cloud.codec(codec).decode_ms(fp32_bytes, calls=calls),
     )
 
 
-def measure_jpeg(
+def is_camera_baseline(measurement: Measurement) -> bool:
+    """Whether ``measurement`` is a camera-frame baseline (raw ``frame`` or JPEG at cut 0)."""
+    return measurement.baseline in (ALL_IN_CLOUD_RAW, ALL_IN_CLOUD_JPEG) and (
+        CodecSpec.parse(measurement.codec).camera
+    )
+
+
+def measure_camera(
     graph: CapturedGraph,
     cut0: Cut,
     reference: Reference,
     *,
-    quality: int,
+    frames: torch.Tensor | None,
+    preprocess: Preprocess | None,
+    codecs: Sequence[CodecSpec],
     edge: Profile,
     cloud: Profile,
     task: str | None,
     budget: AccuracyBudget,
     all_nodes: Sequence[str],
-) -> Measurement | None:
-    """The all-in-cloud JPEG baseline, or None when the input is not an image."""
-    if not jpeg_applicable(tuple(reference.inputs.shape)):
-        return None
-    result = jpeg_roundtrip(reference.inputs, quality=quality)
-    with torch.no_grad():
-        outputs = tuple(torch.utils._pytree.tree_leaves(graph.module(result.decoded)))
-    measured = unpriced(
-        cut0,
-        codec=f"jpeg{quality}",
-        baseline=ALL_IN_CLOUD_JPEG,
-        bytes_wire=result.mean_bytes,
-        result_bytes=reference.result_bytes,
-        metrics=task_metrics(reference.outputs, outputs, task=task),
-        budget=budget,
-    )
-    return reprice(
-        measured, cut0, edge=edge, cloud=cloud, all_nodes=all_nodes,
-        jpeg_ms=(result.encode_ms, result.decode_ms),
-    )  # fmt: skip
+) -> tuple[list[Measurement], dict[str, tuple[float, float]]]:
+    """The camera-frame baselines (:mod:`splitwire.partitioner.baselines`): each of ``codecs``
+    on the uint8 ``frames`` whose preprocessing gave ``reference.inputs``, decoded, preprocessed
+    and run through the whole model.
+
+    Returns:
+        The measurements (none when the input is not an image or there are no frames) and each
+        codec's (encode, decode + preprocess) ms on this machine, unscaled.
+
+    Raises:
+        ValueError: ``frames`` do not preprocess to the reference inputs (they were not the
+            frames the reference was recorded on).
+    """
+    if frames is None or preprocess is None or not jpeg_applicable(tuple(frames.shape)):
+        return [], {}
+    if not torch.equal(preprocess.apply(frames), reference.inputs):
+        raise ValueError("camera frames do not preprocess to the reference inputs")
+    out, times = [], {}
+    for codec in codecs:
+        result = camera_roundtrip(frames, codec)
+        start = time.perf_counter_ns()
+        inputs = preprocess.apply(result.decoded)  # the cloud's part of the baseline
+        preprocess_ms = (time.perf_counter_ns() - start) / 1e6 / len(frames)
+        # Run as the reference was (same interpreter, same batch), so a lossless codec is exact.
+        outputs = record_reference(graph, inputs, ()).outputs
+        measured = unpriced(
+            cut0,
+            codec=str(codec),
+            baseline=ALL_IN_CLOUD_JPEG if codec.scheme == "jpeg" else ALL_IN_CLOUD_RAW,
+            bytes_wire=result.mean_bytes,
+            result_bytes=reference.result_bytes,
+            metrics=task_metrics(reference.outputs, outputs, task=task),
+            budget=budget,
+        )
+        times[str(codec)] = (result.encode_ms, result.decode_ms + preprocess_ms)
+        out.append(
+            reprice(measured, cut0, edge=edge, cloud=cloud, all_nodes=all_nodes, camera_ms=times)
+        )
+    return out, times
 
 
 def _codec_effects(

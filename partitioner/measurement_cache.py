@@ -4,10 +4,11 @@
     splitwire plan ... --reuse-measurements plans/a --out plans/b   # no tail runs
 
 Measuring every (cut, codec) runs the real tail on decoded activations, which is the slow part of
-planning. What it yields — bytes on the wire, result bytes, every task metric, the JPEG
-baseline's own encode/decode time on the planning machine — is stored next to the plan and keyed
-by what it depends on: the model's hash, the input shape, the calibration count, the JPEG
-quality, the splitwire and torch versions, and every cut's crossing tensors. A reused
+planning. What it yields — bytes on the wire, result bytes, every task metric, the camera-frame
+baselines' own encode/decode times on the planning machine — is stored next to the plan and
+keyed by what it depends on: the model's hash, the input shape, the calibration count and data,
+the camera-frame baselines' codecs (the JPEG grid: qualities × 4:2:0/4:4:4), the splitwire and
+torch versions, and every cut's crossing tensors. A reused
 measurement is priced again with the current profiles
 (:func:`splitwire.partitioner.measure.reprice`).
 """
@@ -22,14 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from splitwire.partitioner.accuracy import AccuracyBudget, TaskMetrics
-from splitwire.partitioner.cost import ALL_IN_CLOUD_JPEG, Measurement
+from splitwire.partitioner.cost import Measurement
 from splitwire.partitioner.cuts import Cut
 from splitwire.partitioner.errors import PlanError
-from splitwire.partitioner.measure import unpriced
+from splitwire.partitioner.measure import is_camera_baseline, unpriced
 
 CACHE_FILE = "measurements.json"
-# 2: task metrics instead of one accuracy cost and top-1 agreement.
-CACHE_SCHEMA = 2
+# 2: task metrics instead of one accuracy cost and top-1 agreement. 3: camera-frame baselines
+# (uint8 frames, a JPEG grid) with per-codec times, instead of one JPEG of the float input.
+CACHE_SCHEMA = 3
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,9 @@ class CacheKey:
     model_hash: str
     input_shape: tuple[int, ...]
     calibration: int
-    jpeg_quality: int
+    # The camera-frame baselines measured (``frame``, ``jpeg75s444``, ...; empty for inputs
+    # that are no image): another JPEG grid is other measurements.
+    camera_codecs: tuple[str, ...]
     # The code that measured (a codec or a metric may change between versions) and what each
     # cut sends (a change in cut enumeration must not reuse figures of other tensors).
     versions: str = ""
@@ -52,7 +56,7 @@ class CacheKey:
             "model_hash": self.model_hash,
             "input_shape": list(self.input_shape),
             "calibration": self.calibration,
-            "jpeg_quality": self.jpeg_quality,
+            "camera_codecs": list(self.camera_codecs),
             "versions": self.versions,
             "crossings": self.crossings,
             "calibration_data": self.calibration_data,
@@ -69,10 +73,11 @@ def crossings_digest(cuts: Sequence[Cut]) -> str:
 
 @dataclass(frozen=True)
 class CachedMeasurements:
-    """Measurements read back (times not yet priced) and the JPEG times measured with them."""
+    """Measurements read back (times not yet priced) and the camera-frame baselines' (encode,
+    decode) ms measured with them, by codec."""
 
     measurements: tuple[Measurement, ...]
-    jpeg_ms: tuple[float, float] | None
+    camera_ms: dict[str, tuple[float, float]]
 
 
 def save_measurements(
@@ -85,7 +90,7 @@ def save_measurements(
 ) -> Path:
     """Write ``directory/measurements.json`` (the link- and device-independent fields)."""
     entries = []
-    jpeg_ms = None
+    camera_ms = {}
     for m in measurements:
         entries.append(
             {
@@ -97,14 +102,14 @@ def save_measurements(
                 "metrics": asdict(m.metrics) if m.metrics is not None else None,
             }
         )
-        if m.baseline == ALL_IN_CLOUD_JPEG:  # undo the profiles' emulated slowdowns
-            jpeg_ms = [m.encode_ms / edge_slowdown, m.decode_ms / cloud_slowdown]
+        if is_camera_baseline(m):  # undo the profiles' emulated slowdowns
+            camera_ms[m.codec] = [m.encode_ms / edge_slowdown, m.decode_ms / cloud_slowdown]
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / CACHE_FILE
     document = {
         "schema": CACHE_SCHEMA,
         "key": key.as_json(),
-        "jpeg_ms": jpeg_ms,
+        "camera_ms": camera_ms,
         "entries": entries,
     }
     path.write_text(json.dumps(document, indent=1))
@@ -143,6 +148,11 @@ def load_measurements(
             f"{file} was measured before task metrics (schema 1: one accuracy figure); "
             "measure again (drop --reuse-measurements)"
         )
+    if isinstance(document, dict) and document.get("schema") == 2:
+        raise PlanError(
+            f"{file} was measured before the camera-frame baselines (schema 2: one JPEG of "
+            "the float input); measure again (drop --reuse-measurements)"
+        )
     if not isinstance(document, dict) or document.get("schema") != CACHE_SCHEMA:
         raise PlanError(f"{file}: not a schema-{CACHE_SCHEMA} measurements file")
     stored = document.get("key")
@@ -177,8 +187,14 @@ def load_measurements(
             f"{file} lacks {len(missing)} (cut, codec) measurements, e.g. {missing[:3]}; "
             "measure again with these codecs"
         )
-    jpeg = document.get("jpeg_ms")
-    return CachedMeasurements(tuple(out), (float(jpeg[0]), float(jpeg[1])) if jpeg else None)
+    try:
+        camera_ms = {
+            str(codec): (float(times[0]), float(times[1]))
+            for codec, times in document.get("camera_ms", {}).items()
+        }
+    except (AttributeError, TypeError, ValueError, IndexError) as exc:
+        raise PlanError(f"{file}: malformed camera_ms {document.get('camera_ms')!r}") from exc
+    return CachedMeasurements(tuple(out), camera_ms)
 
 
 def _measurement(entry: Mapping[str, Any], cut: Cut, budget: AccuracyBudget) -> Measurement:

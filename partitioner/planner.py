@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from splitwire import __version__
 from splitwire.partitioner.accuracy import AccuracyBudget, default_budget, parse_budget
+from splitwire.partitioner.baselines import DEFAULT_JPEG_QUALITIES, camera_codecs, synthetic_frames
 from splitwire.partitioner.calibration import synthetic_images
 from splitwire.partitioner.capture import CapturedGraph, capture
 from splitwire.partitioner.cost import DEFAULT_WINDOW, Measurement
@@ -39,8 +40,8 @@ from splitwire.partitioner.link import LinkModel, LinkTrace
 from splitwire.partitioner.measure import (
     RAW_CODEC,
     Reference,
+    measure_camera,
     measure_cut,
-    measure_jpeg,
     record_reference,
     reprice,
 )
@@ -89,7 +90,8 @@ class PlanRequest:
     # A budget in a task metric (kl=1e-3, top1=0.99) or a bare relative error; None: the
     # model's default (task metrics for trained weights, 1 % relative error for random ones).
     accuracy_budget: AccuracyBudget | float | str | None = None
-    jpeg_quality: int = 90
+    # The JPEG baselines' qualities, each priced at 4:2:0 (jpegQ) and 4:4:4 (jpegQs444).
+    jpeg_qualities: tuple[int, ...] = DEFAULT_JPEG_QUALITIES
     calibration: int = 4
     edge_profile: Profile | None = None
     cloud_profile: Profile | None = None
@@ -124,11 +126,20 @@ class PlanRequest:
             self.accuracy_budget, AccuracyBudget
         ):
             object.__setattr__(self, "accuracy_budget", parse_budget(self.accuracy_budget))
-        if not 1 <= self.jpeg_quality <= 95:
-            raise PartitionerError(f"JPEG quality {self.jpeg_quality} out of range; expected 1..95")
+        bad = [q for q in self.jpeg_qualities if not 1 <= q <= 95]
+        if bad or not self.jpeg_qualities:
+            raise PartitionerError(
+                f"JPEG qualities {list(self.jpeg_qualities)}: expected one or more in 1..95"
+            )
         for name in ("calibration", "threads", "repeats", "window"):
             if getattr(self, name) < 1:
                 raise PartitionerError(f"{name} = {getattr(self, name)}; expected at least 1")
+
+    @property
+    def camera_codecs(self) -> tuple[CodecSpec, ...]:
+        """The camera-frame baselines' codecs (image inputs only): ``frame``, ``frame+zstd1``
+        and every JPEG quality at 4:2:0 and 4:4:4."""
+        return camera_codecs(self.jpeg_qualities)
 
     @property
     def budget(self) -> AccuracyBudget:
@@ -194,14 +205,22 @@ def plan_model(request: PlanRequest) -> PlanOutcome:
     # Nothing is timed while measuring bytes and accuracy: use every core.
     with _timed(seconds, "measure"), torch_threads(os.cpu_count() or 1):
         if request.reuse_measurements is None:
-            inputs = calibration_inputs(
+            frames = calibration_frames(
                 request.input_shape,
                 request.calibration,
                 data=request.calibration_data or SYNTHETIC,
                 preprocess=preprocess,
             )
+            if frames is not None:
+                assert preprocess is not None  # calibration_frames needs it
+                inputs = preprocess.apply(frames)
+            else:
+                inputs = calibration_inputs(
+                    request.input_shape, request.calibration, data=SYNTHETIC, preprocess=None
+                )
+            camera = (frames, preprocess)
             reference, measurements = _measure(
-                request, graph, cuts, nodes, edge, cloud, task, inputs
+                request, graph, cuts, nodes, edge, cloud, task, inputs, camera
             )
         else:
             # Outputs only (their shapes go into the plan): one forward pass, nothing kept.
@@ -217,7 +236,7 @@ def plan_model(request: PlanRequest) -> PlanOutcome:
             by_id = {cut.id: cut for cut in cuts}
             measurements = [
                 reprice(m, by_id[m.cut], edge=edge, cloud=cloud, all_nodes=nodes,
-                        jpeg_ms=cached.jpeg_ms)
+                        camera_ms=cached.camera_ms)
                 for m in cached.measurements
             ]  # fmt: skip
     with _timed(seconds, "decide"):
@@ -249,8 +268,11 @@ def _measure(
     cloud: Profile,
     task: str | None,
     inputs: torch.Tensor,
+    camera: tuple[torch.Tensor | None, Preprocess | None] = (None, None),
 ) -> tuple[Reference, list[Measurement]]:
-    """Measure every (cut, codec) and the JPEG baseline on the calibration inputs."""
+    """Measure every (cut, codec) on the calibration inputs, and the camera-frame baselines
+    (raw frame, JPEG grid) on ``camera``'s uint8 frames, whose preprocessing gave ``inputs``."""
+    frames, preprocess = camera
     keep = {t.node for cut in cuts for t in cut.crossing}
     reference = record_reference(graph, inputs, keep)
     measurements: list[Measurement] = []
@@ -271,20 +293,22 @@ def _measure(
             task=task,
             budget=request.budget,
             all_nodes=nodes,
+            raw_baseline=frames is None,  # an image's raw baseline is the camera frame
         )
-    jpeg = measure_jpeg(
+    baselines, _ = measure_camera(
         graph,
         cuts[0],
         reference,
-        quality=request.jpeg_quality,
+        frames=frames,
+        preprocess=preprocess,
+        codecs=request.camera_codecs,
         edge=edge,
         cloud=cloud,
         task=task,
         budget=request.budget,
         all_nodes=nodes,
     )
-    if jpeg is not None:
-        measurements.append(jpeg)
+    measurements += baselines
     return reference, measurements
 
 
@@ -342,7 +366,7 @@ def cache_key(request: PlanRequest, model_hash: str, cuts: Sequence[Cut]) -> Cac
         model_hash,
         request.input_shape,
         request.calibration,
-        request.jpeg_quality,
+        tuple(str(c) for c in request.camera_codecs) if is_image(request.input_shape) else (),
         versions=f"splitwire {__version__}, torch {torch.__version__}",
         crossings=crossings_digest(cuts),
         calibration_data=request.calibration_data or SYNTHETIC,
@@ -355,7 +379,10 @@ SYNTHETIC = "synthetic"
 def describe_calibration(data: str | None) -> str:
     """What calibration data a plan was measured on, in words (its provenance)."""
     if data in (None, SYNTHETIC):
-        return "synthetic images (seed 1234) for image inputs, else standard normal values"
+        return (
+            "synthetic camera frames (uint8, seed 1234) for image inputs, else standard normal "
+            "values"
+        )
     if data == "skimage":
         return "crops of the photos bundled with scikit-image (seed 1234)"
     return f"crops of the photos in {data} (seed 1234)"
@@ -366,32 +393,55 @@ def is_image(input_shape: Sequence[int]) -> bool:
     return len(input_shape) == 4 and input_shape[1] in (1, 3)
 
 
-def calibration_inputs(
+def calibration_frames(
     input_shape: Sequence[int], count: int, *, data: str, preprocess: Preprocess | None
-) -> torch.Tensor:
-    """Calibration inputs of ``input_shape`` (batch replaced by ``count``).
+) -> torch.Tensor | None:
+    """The uint8 camera frames ``(count, C, H, W)`` the calibration inputs are preprocessed
+    from, or None when the input is no image with preprocessing (and ``data`` is synthetic).
 
-    ``data`` ``synthetic``: synthetic images for (N, C, H, W) inputs, standard normal values
-    otherwise. ``skimage`` or a directory: real photos as camera frames
-    (:func:`~splitwire.partitioner.photos.photo_frames`: centre crops, then seeded random
-    crops and flips), turned into the input by ``preprocess``.
+    ``data`` ``synthetic``: :func:`~splitwire.partitioner.baselines.synthetic_frames` (seed
+    1234). ``skimage`` or a directory: real photos
+    (:func:`~splitwire.partitioner.photos.photo_frames`: centre crops, then seeded random crops
+    and flips).
 
     Raises:
         PartitionerError: photos for an input that is not an image, or without preprocessing;
             no photos at the source.
     """
-    if data == SYNTHETIC:
-        if len(input_shape) == 4:
-            return synthetic_images(count, input_shape[1:], seed=1234)
-        return torch.randn((count, *input_shape[1:]), generator=torch.Generator().manual_seed(1234))
     if not is_image(input_shape) or preprocess is None:
+        if data == SYNTHETIC:
+            return None
         raise PartitionerError(
             f"--calibration-data {data}: photos need an (N, 1|3, H, W) image input with its "
             f"preprocessing; this input is {list(input_shape)}"
         )
     _, channels, height, width = input_shape
-    frames = photo_frames(data, count, height=height, width=width, channels=channels, seed=1234)
-    return preprocess.apply(frames)
+    if data == SYNTHETIC:
+        return synthetic_frames(count, input_shape[1:], preprocess=preprocess, seed=1234)
+    return photo_frames(data, count, height=height, width=width, channels=channels, seed=1234)
+
+
+def calibration_inputs(
+    input_shape: Sequence[int], count: int, *, data: str, preprocess: Preprocess | None
+) -> torch.Tensor:
+    """Calibration inputs of ``input_shape`` (batch replaced by ``count``).
+
+    Image inputs with ``preprocess``: :func:`calibration_frames` (synthetic or real), turned
+    into the input by ``preprocess``. Otherwise (``data`` must be ``synthetic``): synthetic
+    images for (N, C, H, W) inputs, standard normal values for others.
+
+    Raises:
+        PartitionerError: as :func:`calibration_frames`.
+    """
+    frames = calibration_frames(input_shape, count, data=data, preprocess=preprocess)
+    if frames is not None:
+        assert preprocess is not None  # calibration_frames returns frames only with it
+        return preprocess.apply(frames)
+    if data == SYNTHETIC:
+        if len(input_shape) == 4:
+            return synthetic_images(count, input_shape[1:], seed=1234)
+        return torch.randn((count, *input_shape[1:]), generator=torch.Generator().manual_seed(1234))
+    raise AssertionError("calibration_frames refuses photos without an image input")
 
 
 def write_plan_directory(outcome: PlanOutcome, directory: Path) -> Plan:

@@ -1,6 +1,10 @@
 """How a plan is shown: a table per link (front, baselines, pick), JSON, and a plot.
 
-Marks in the table: ``*`` on the Pareto front, ``>`` the pick, ``B`` a baseline.
+Marks in the table: ``*`` on the Pareto front, ``>`` the pick, ``B`` a baseline. Every baseline
+is its own row, named by its kind and told apart by its codec: ``all-in-cloud-raw`` with
+``frame`` / ``frame+zstd1`` (the camera's uint8 frame; ``fp32`` for inputs that are no image),
+``all-in-cloud-jpeg`` with ``jpeg75`` (4:2:0) / ``jpeg75s444`` (4:4:4) per quality,
+``all-on-edge`` with ``none``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from splitwire.partitioner.accuracy import AGREEMENTS, AccuracyBudget
 from splitwire.partitioner.cost import Candidate
 from splitwire.partitioner.decisions import LinkDecision
 from splitwire.partitioner.errors import PartitionerError
-from splitwire.partitioner.planner import PlanOutcome
+from splitwire.partitioner.planner import PlanOutcome, describe_calibration
 
 ACCURACY_MEANING = {
     "rel": "relative output error against the uncompressed model",
@@ -76,6 +80,15 @@ def print_tables(outcome: PlanOutcome, out: TextIO, *, show_all: bool = False) -
         ),
         file=out,
     )
+    if outcome.request.reuse_measurements is None:
+        print(
+            f"measured on {request.calibration} × "
+            f"{describe_calibration(request.calibration_data)}; the camera baselines encode "
+            "those frames",
+            file=out,
+        )
+    else:
+        print(f"measurements reused from {outcome.request.reuse_measurements}", file=out)
     for decision in outcome.decisions:
         rows = [
             c
@@ -130,7 +143,7 @@ def _verdict(decision: LinkDecision, objective: str, budget: AccuracyBudget) -> 
     within = [c for c in baselines if c.measurement.accuracy_cost <= budget.max_cost]
     beyond = [c for c in baselines if c.measurement.accuracy_cost > budget.max_cost]
     notes = "".join(
-        f"; {c.measurement.baseline} ({c.latency_ms:.1f} ms) costs "
+        f"; {_baseline_label(c)} ({c.latency_ms:.1f} ms) costs "
         f"{c.measurement.accuracy_cost:.1e} in {budget.metric}, over the {budget.text} budget"
         for c in beyond
         if c.latency_ms < pick.latency_ms
@@ -140,10 +153,24 @@ def _verdict(decision: LinkDecision, objective: str, budget: AccuracyBudget) -> 
         return (
             f"  pick: split at {pick.measurement.cut} ({pick.measurement.cut_name}), "
             f"{pick.measurement.codec}: {pick.latency_ms:.1f} ms vs the best baseline within "
-            f"budget ({best_base.measurement.baseline}) {best_base.latency_ms:.1f} ms{notes}"
+            f"budget ({_baseline_label(best_base)}) {best_base.latency_ms:.1f} ms{notes}"
         )
-    what = pick.measurement.baseline or f"all in the cloud, input sent as {pick.measurement.codec}"
+    what = (
+        _baseline_label(pick)
+        if pick.measurement.baseline
+        else f"all in the cloud, input sent as {pick.measurement.codec}"
+    )
     return f"  no split beats the baselines on {objective} here: planning {what}{notes}"
+
+
+def _baseline_label(c: Candidate) -> str:
+    """A baseline row in words: its kind and its codec (``all-in-cloud-jpeg jpeg75s444``)."""
+    m = c.measurement
+    return f"{m.baseline} {m.codec}" if m.baseline and m.codec != "none" else str(m.baseline)
+
+
+# Baseline markers in the plot: one shape per kind, one colour per row.
+_BASELINE_MARKERS = {"all-on-edge": "^", "all-in-cloud-raw": "s", "all-in-cloud-jpeg": "D"}
 
 
 def _bytes(value: float) -> str:
@@ -186,10 +213,22 @@ def plot(outcome: PlanOutcome, path: Path) -> None:
             color="tab:blue",
             label="Pareto front (5 objectives)",
         )
-        for c in everything:
-            if c.measurement.baseline:
-                ax.scatter(c.latency_ms, c.throughput_fps, marker="s", s=50, color="tab:red")
-                ax.annotate(c.measurement.baseline, (c.latency_ms, c.throughput_fps), fontsize=7)
+        baselines = sorted(
+            (c for c in everything if c.measurement.baseline),
+            key=lambda c: (str(c.measurement.baseline), c.measurement.codec),
+        )
+        colours = plt.get_cmap("tab10")
+        for i, c in enumerate(baselines):
+            ax.scatter(
+                c.latency_ms,
+                c.throughput_fps,
+                marker=_BASELINE_MARKERS.get(str(c.measurement.baseline), "s"),
+                s=45,
+                facecolors="none",
+                edgecolors=colours(i % 10),
+                linewidths=1.4,
+                label=f"{_baseline_label(c)} ({_bytes(c.measurement.bytes_wire)}B)",
+            )
         pick = decision.pick
         ax.scatter(
             pick.latency_ms,
@@ -203,7 +242,7 @@ def plot(outcome: PlanOutcome, path: Path) -> None:
         ax.set_xlabel("end-to-end latency (ms, log)")
         ax.set_ylabel("pipelined throughput (frames/s)")
         ax.set_title(str(decision.link), fontsize=9)  # names alone repeat ("custom")
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=6, loc="best")
     fig.suptitle(f"{outcome.request.model_spec} {'x'.join(map(str, outcome.request.input_shape))}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

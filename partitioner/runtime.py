@@ -12,9 +12,11 @@ plan kind carries:
 plan kind              edge sends                      cloud runs
 =====================  ==============================  ==================================
 split (cut ``cNNNN``)  the head's crossing tensors     the cut's tail
-all-in-cloud, raw      the preprocessed input (cut 0)  cut 0's tail (the whole model)
-all-in-cloud, JPEG     the uint8 camera frame, JPEG    :meth:`RunnablePlan.preprocess`, then
-                                                       cut 0's tail
+all-in-cloud, input    the preprocessed input (cut 0)  cut 0's tail (the whole model)
+all-in-cloud, frame    the uint8 camera frame, raw     :meth:`RunnablePlan.preprocess`, then
+                       (``frame``, ``frame+zstdN``)    cut 0's tail
+all-in-cloud, JPEG     the uint8 camera frame, JPEG    the same
+                       (``jpegQ``, ``jpegQs444``)
 all-on-edge (``none``) nothing                         nothing: no session is needed
 =====================  ==============================  ==================================
 """
@@ -79,8 +81,8 @@ class RunnablePlan:
         """What a frame for ``(cut_id, codec)`` carries, before encoding (see the module table).
 
         Raises:
-            PlanError: no such cut; ``codec`` does not parse; ``none`` (nothing crosses); JPEG
-                for anything but an image input sent whole.
+            PlanError: no such cut; ``codec`` does not parse; ``none`` (nothing crosses); a
+                camera codec (``frame``, ``jpeg``) for anything but an image input sent whole.
         """
         cut = self.plan.cut(cut_id)
         spec = _codec(codec)
@@ -89,7 +91,7 @@ class RunnablePlan:
                 f"codec {spec} sends nothing: under it the edge runs the whole model and needs "
                 "no cloud session"
             )
-        if spec.scheme != "jpeg":
+        if not spec.camera:
             return cut.crossing
         image = self.camera_frame()
         sends_input = [(t.shape, t.dtype) for t in cut.crossing] == [

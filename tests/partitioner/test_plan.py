@@ -85,7 +85,7 @@ def test_plan_records_where_its_figures_come_from(
     assert origin["torch_version"] == str(torch.__version__)
     assert origin["edge"]["emulated"] is True and origin["edge"]["slowdown"] == 4.0
     assert origin["cloud"]["emulated"] is False
-    assert origin["calibration"].startswith("2 × synthetic images")
+    assert origin["calibration"].startswith("2 × synthetic camera frames (uint8")
     # A file-defined model with random weights: the budget is the relative error, said plainly.
     assert origin["trained_weights"] is False and origin["accuracy_budget"] == "rel=0.01"
     assert plan["objective"]["accuracy_metric"] == "rel"
