@@ -72,6 +72,36 @@ async def test_all_in_cloud_raw_and_jpeg(start_server, connect, plan: RunnablePl
     torch.testing.assert_close(got.outputs[0], expected)
 
 
+@pytest.mark.parametrize("codec", ["frame", "frame+zstd1", "jpeg75s444"])
+async def test_camera_frame_options_equal_the_whole_model(
+    start_server, connect, plan: RunnablePlan, codec: str
+) -> None:
+    """The plan ships the camera baselines as options; the cloud decodes the uint8 frame,
+    applies the plan's preprocessing and runs the whole model: for the raw frame that is
+    exactly the whole model on the preprocessed frame, for 4:4:4 JPEG on the decoded one."""
+    assert plan.option("c0000", codec).baseline in ("all-in-cloud-raw", "all-in-cloud-jpeg")
+    server = await start_server(max_batch=1)
+    session = await connect(server, cut="c0000", codec=codec)
+    gen = torch.Generator().manual_seed(12)
+    frames = [torch.randint(0, 256, (1, 3, 64, 64), generator=gen, dtype=torch.uint8)
+              for _ in range(3)]  # fmt: skip
+    answers = await exchange(session, [encoded([f], codec) for f in frames])
+    last = max(plan.plan.cuts)  # all on the edge: the whole model, the edge's reference
+    for i, pixels in enumerate(frames):
+        got = result(answers[i + 1]).outputs[0]
+        (received,) = decoded([pixels], codec)
+        if codec.startswith("frame"):
+            assert torch.equal(received, pixels)
+        whole = head_outputs(plan, last, plan.preprocess(received))[0]
+        torch.testing.assert_close(got, whole, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got, tail_outputs(plan, "c0000", [plan.preprocess(received)])[0],
+                                   rtol=0, atol=0)  # fmt: skip
+    # A float input under a camera codec is refused for that frame, saying what was expected.
+    bad = await exchange(session, [encoded([inputs(2)], "fp32")], first_seq=9)
+    assert isinstance(bad[9], SessionFrameError) and bad[9].code_name == "INVALID_ARGUMENT"
+    assert "expected dtype uint8, got float32" in bad[9].message
+
+
 async def test_two_sessions_on_different_cuts_at_once(
     start_server, connect, plan: RunnablePlan, split_cuts: tuple[str, str]
 ) -> None:
@@ -135,10 +165,11 @@ async def test_rejected_hellos_say_what_differs(
     result((await exchange(session, [encoded([inputs(1)], "fp32")]))[1])
 
 
-async def test_jpeg_needs_the_input_cut(start_server, connect, split_cuts) -> None:
+@pytest.mark.parametrize("codec", ["jpeg90", "jpeg50s444", "frame"])
+async def test_camera_codecs_need_the_input_cut(start_server, connect, split_cuts, codec) -> None:
     server = await start_server()
     with pytest.raises(SessionRejected, match="needs the cut that sends the input"):
-        await connect(server, cut=split_cuts[0], codec="jpeg90")
+        await connect(server, cut=split_cuts[0], codec=codec)
 
 
 async def test_max_sessions_is_resource_exhausted(start_server, connect) -> None:
