@@ -500,7 +500,7 @@ def _entropy_bound_ratio(x: torch.Tensor, spec: CodecSpec, pickle_bytes: int) ->
     if spec.scheme not in ("int8", "int4"):
         return None
     bits = 8 if spec.scheme == "int8" else 4
-    codes, _, _ = quantise_affine(x, axis=default_channel_axis(x.shape), bits=bits)
+    codes, _, _, _ = quantise_affine(x, axis=default_channel_axis(x.shape), bits=bits)
     counts = torch.bincount(codes.reshape(-1).long(), minlength=1 << bits).double()
     p = counts[counts > 0] / codes.numel()
     entropy_bits = float(-(p * p.log2()).sum()) * codes.numel()

@@ -35,8 +35,12 @@ far from 1 means the machine was busy during the passes (a warning is logged).
 Codecs are timed with :func:`splitwire.protocol.encode` / :func:`splitwire.protocol.decode` on one
 thread, on the outputs of three nodes a quarter, half and three quarters of the way through the
 graph, for an input from :func:`splitwire.partitioner.calibration.synthetic_images` (real
-activations compress differently from noise). Speeds are in MB/s (10**6 bytes) of
-float32-equivalent data.
+activations compress differently from noise), each whole and cut to its first 1/8 and 1/64 of
+channels: nine sizes, from a few kB to MB. A line through (bytes, median ms) gives each codec's
+fixed cost per call (``encode_call_ms``: quantisation's torch dispatch, zstd's frame set-up)
+and its speed per byte (MB/s, 10**6 bytes of float32-equivalent data), so small crossings are
+not priced at a large tensor's speed nor large ones at a small tensor's. E.g. timings of 0.20,
+0.45 and 8.2 ms at 12.5 kB, 100 kB and 3.2 MB fit 0.18 ms per call and 399 MB/s.
 
 :meth:`Profile.scaled` *emulates* a slower device by multiplying times (dividing codec speeds);
 it is a guess, not a measurement, and the profile says so (``device.emulated``).
@@ -269,17 +273,67 @@ def _calibrated_nodes(
 
 
 def _time_codec(spec: CodecSpec, activations: Sequence[torch.Tensor]) -> CodecTiming:
-    encode_s = decode_s = 0.0
-    fp32_bytes = 0
-    for act in activations:
+    sizes: list[float] = []
+    encode_s: list[float] = []
+    decode_s: list[float] = []
+    for act in _codec_samples(activations):
         encoded = encode(act, spec)  # warm-up (and the payload decode is timed on)
         decode(encoded.header, encoded.payload)
-        encode_s += _median_s(partial(encode, act, spec))
-        decode_s += _median_s(partial(decode, encoded.header, encoded.payload))
-        fp32_bytes += act.numel() * 4
-    mb = fp32_bytes / 1e6
-    # A timer tick of 0 (tiny tensors) would divide by zero; one nanosecond is the floor.
-    return CodecTiming(str(spec), mb / max(encode_s, 1e-9), mb / max(decode_s, 1e-9))
+        encode_s.append(_median_s(partial(encode, act, spec)))
+        decode_s.append(_median_s(partial(decode, encoded.header, encoded.payload)))
+        sizes.append(act.numel() * 4.0)
+    encode_call_s, encode_byte_s = fit_call_and_byte_cost(sizes, encode_s)
+    decode_call_s, decode_byte_s = fit_call_and_byte_cost(sizes, decode_s)
+    return CodecTiming(
+        str(spec),
+        encode_mb_s=1e-6 / encode_byte_s,
+        decode_mb_s=1e-6 / decode_byte_s,
+        encode_call_ms=encode_call_s * 1e3,
+        decode_call_ms=decode_call_s * 1e3,
+    )
+
+
+def _codec_samples(activations: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Each activation whole and cut to its first 1/8 and 1/64 of channels (contiguous)."""
+    out = []
+    for act in activations:
+        out.append(act)
+        if act.dim() >= 2 and act.shape[1] >= 8:
+            for part in (8, 64):
+                out.append(act[:, : max(1, act.shape[1] // part)].contiguous())
+    return out
+
+
+# A per-byte cost below this (10**6 MB/s) is a fit to noise; it is the floor.
+_MIN_BYTE_S = 1e-12
+
+
+def fit_call_and_byte_cost(sizes: Sequence[float], seconds: Sequence[float]) -> tuple[float, float]:
+    """Least-squares line ``seconds = call + bytes * per_byte`` with both terms >= 0.
+
+    Args:
+        sizes: bytes per timed call (float32-equivalent), at least one.
+        seconds: the median time of each call.
+
+    Returns:
+        ``(call, per_byte)`` in seconds and seconds per byte. With one size, or a negative
+        intercept (noise), the line goes through 0; a negative slope keeps the mean time as the
+        call cost.
+    """
+    n = len(sizes)
+    mean_x, mean_y = sum(sizes) / n, sum(seconds) / n
+    var = sum((x - mean_x) ** 2 for x in sizes)
+    if var > 0:
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(sizes, seconds, strict=True)) / var
+        call = mean_y - slope * mean_x
+        if slope <= 0:
+            return mean_y, _MIN_BYTE_S
+        if call >= 0:
+            return call, max(slope, _MIN_BYTE_S)
+    # Through the origin: all of the time is per byte.
+    sxx = sum(x * x for x in sizes)
+    sxy = sum(x * y for x, y in zip(sizes, seconds, strict=True))
+    return 0.0, max(sxy / sxx if sxx else 0.0, _MIN_BYTE_S)
 
 
 def _median_s(fn: Callable[[], object]) -> float:

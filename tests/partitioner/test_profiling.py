@@ -109,6 +109,10 @@ def test_calibration_makes_nodes_plus_overhead_the_total(tiny: Profile) -> None:
 def test_codecs_timed_on_activations(tiny: Profile) -> None:
     assert [c.spec for c in tiny.codecs] == list(CODECS)
     assert all(c.encode_mb_s > 0 and c.decode_mb_s > 0 for c in tiny.codecs)
+    assert all(c.encode_call_ms >= 0 and c.decode_call_ms >= 0 for c in tiny.codecs)
+    # Quantising and zstd have a fixed cost per call: tiny tensors cannot hide it.
+    int8 = tiny.codec("int8+zstd1")
+    assert int8.encode_call_ms > 0 and int8.decode_call_ms > 0
     assert tiny.codec("INT8+zstd1").spec == "int8+zstd1"  # any spelling CodecSpec accepts
     with pytest.raises(ProfileError, match="no timing for codec 'int4'"):
         tiny.codec("int4")
@@ -172,6 +176,8 @@ def test_scaled_emulates_a_slower_device(tiny: Profile) -> None:
     for fast_codec, slow_codec in zip(tiny.codecs, slow.codecs, strict=True):
         assert slow_codec.encode_mb_s == pytest.approx(fast_codec.encode_mb_s / 4)
         assert slow_codec.decode_mb_s == pytest.approx(fast_codec.decode_mb_s / 4)
+        assert slow_codec.encode_call_ms == pytest.approx(4 * fast_codec.encode_call_ms)
+        assert slow_codec.decode_call_ms == pytest.approx(4 * fast_codec.decode_call_ms)
     assert slow.call_overhead_ms == pytest.approx(4 * tiny.call_overhead_ms)
     assert slow.total_ms == pytest.approx(4 * tiny.total_ms)
     assert slow.scaled(0.5).device.slowdown == 2
@@ -216,7 +222,10 @@ def _drop(path: str) -> Any:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (_set("schema", 2), "schema = 2"),
+        (_set("schema", 1), "schema = 1; this splitwire reads schema 2 \\(schema 1 timed"),
+        (_set("schema", 3), "schema = 3"),
+        (_drop("codecs.0.encode_call_ms"), "codecs\\[0\\]: missing key 'encode_call_ms'"),
+        (_set("codecs.0.decode_call_ms", -0.1), "decode_call_ms = -0.1"),
         (_drop("total_ms"), "missing key 'total_ms'"),
         (_drop("device.threads"), "device: missing key 'threads'"),
         (_set("nodes.0.ms", "fast"), "nodes\\[0\\]: ms = 'fast'"),
