@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "splitwire.cloud.cli",
     "splitwire.edge.cli",
     "splitwire.benchmarks.cli",
+    "splitwire.corrector.cli",
 )
 
 

@@ -20,6 +20,7 @@ from splitwire.partitioner.errors import ModelSpecError
 from splitwire.partitioner.models.efficientnet import efficientnet_lite0
 from splitwire.partitioner.models.mobilenet import mobilenet_v2
 from splitwire.partitioner.models.resnet import resnet18, resnet50
+from splitwire.partitioner.models.texture_unet import texture_unet
 from splitwire.partitioner.models.unet import unet_small
 from splitwire.partitioner.models.vit import vit_tiny
 from splitwire.partitioner.plan_file import Preprocess
@@ -189,6 +190,13 @@ _ENTRIES: tuple[ZooEntry, ...] = (
         input_shape=(1, 3, 256, 256),
         task="segmentation",
         description="U-Net with concatenated skips, 21 classes, 1.9 M params",
+    ),
+    ZooEntry(
+        name="texture_unet",
+        build=texture_unet,
+        input_shape=(1, 3, 64, 64),
+        task="segmentation",
+        description="the delay corrector's heavy model: logits + (N,8,H/4,W/4) downlink",
     ),
 )
 

@@ -1,0 +1,150 @@
+"""The corrector as the edge agent runs it: torch only, one frame (or batch) at a time.
+
+    >>> from splitwire.corrector import load_corrector
+    >>> c = load_corrector(Path("out/corrector"))
+    >>> feats = c.local_features(frame)               # uint8 (3, 64, 64) or (N, 3, 64, 64)
+    >>> logits = c.fuse(feats, None, 0)               # local only: no remote answer yet
+    >>> logits = c.fuse(feats, downlink, delay_frames=3)  # downlink (N, 8, 16, 16) of frame t-3
+
+``fuse`` drops the remote features when the delay exceeds ``tau_max`` (the range the fusion
+was trained on): the answer is then exactly the local-only one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from splitwire.corrector.checkpoint import Checkpoint, load_checkpoint
+from splitwire.corrector.errors import FeatureShapeError
+from splitwire.corrector.inputs import preprocess
+from splitwire.corrector.local import LocalFeatures, LocalModel
+from splitwire.partitioner.models.texture_unet import TextureUNet
+
+__all__ = ["Corrector", "load_corrector"]
+
+
+class Corrector:
+    """A local model with its fusion operator, and the heavy model it was trained against.
+
+    Args:
+        heavy: the heavy model (what the cloud runs; here for evaluation and latency).
+        local: the local model and fusion operator.
+        tau_max: the largest delay (frames) the fusion was trained on.
+        frame_size: the side of the square frames it was trained on.
+        fusion: the fusion variant's name.
+    """
+
+    def __init__(
+        self,
+        *,
+        heavy: TextureUNet,
+        local: LocalModel,
+        tau_max: int,
+        frame_size: int,
+        fusion: str,
+    ) -> None:
+        self.heavy = heavy.eval()
+        self.local = local.eval()
+        self.tau_max = tau_max
+        self.frame_size = frame_size
+        self.fusion = fusion
+        self.num_classes = local.num_classes
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint, fusion: str | None = None) -> Corrector:
+        """The corrector of one variant (default: the checkpoint's primary) of a checkpoint."""
+        name = fusion or checkpoint.primary
+        return cls(
+            heavy=checkpoint.heavy,
+            local=checkpoint.locals[name],
+            tau_max=checkpoint.tau_max,
+            frame_size=int(checkpoint.meta["task"]["size"]),
+            fusion=name,
+        )
+
+    @property
+    def downlink_shape(self) -> tuple[int, int, int]:
+        """(C, H/4, W/4): one frame's remote features, as the heavy model's second output."""
+        quarter = self.frame_size // 4
+        return (self.heavy.downlink_channels, quarter, quarter)
+
+    @staticmethod
+    def preprocess(frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, H, W) or (3, H, W) → the float input of both models."""
+        return preprocess(frames)
+
+    def remote(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the cloud computes: the heavy model's (logits, downlink) for uint8 frames."""
+        with torch.inference_mode():
+            logits, downlink = self.heavy(self._input(frames))
+        return logits, downlink
+
+    def local_features(self, frames: torch.Tensor) -> LocalFeatures:
+        """The local model's features of the current uint8 frame(s), before the fusion."""
+        with torch.inference_mode():
+            return self.local.features(self._input(frames))
+
+    def fuse(
+        self,
+        local_feats: LocalFeatures,
+        remote_feats: torch.Tensor | None,
+        delay_frames: int | torch.Tensor,
+    ) -> torch.Tensor:
+        """Class logits (N, K, H, W) for the current frame.
+
+        Args:
+            local_feats: from :meth:`local_features`.
+            remote_feats: the downlink features (N, C, H/4, W/4) float32 of the frame
+                ``delay_frames`` before, or None when no remote answer is available.
+            delay_frames: frames between the current frame and the remote one (an int for the
+                batch, or (N,) int64); above ``tau_max`` the remote features are dropped.
+
+        Raises:
+            FeatureShapeError: remote features of another shape or dtype, or a negative delay.
+        """
+        n = local_feats.stage.shape[0]
+        delay = torch.as_tensor(delay_frames, dtype=torch.int64).reshape(-1).expand(n)
+        if bool((delay < 0).any()):
+            raise FeatureShapeError(
+                f"delay {delay.tolist()}: expected frames >= 0 (the remote frame is older)"
+            )
+        remote = remote_feats
+        if remote is not None:
+            expected = (n, *self.downlink_shape)
+            if tuple(remote.shape) != expected or remote.dtype != torch.float32:
+                raise FeatureShapeError(
+                    f"remote features: expected {expected} float32, got {tuple(remote.shape)} "
+                    f"{remote.dtype}; the cloud runs another heavy model or cut"
+                )
+            fresh = delay <= self.tau_max  # (N,) beyond the trained range: drop
+            if not bool(fresh.any()):
+                remote = None
+            elif not bool(fresh.all()):  # zeros mean "no remote information", exactly
+                remote = remote * fresh[:, None, None, None].to(remote.dtype)
+        with torch.inference_mode():
+            return self.local.decode(local_feats, remote, delay.clamp(max=self.tau_max))
+
+    def _input(self, frames: torch.Tensor) -> torch.Tensor:
+        x = preprocess(frames)
+        if tuple(x.shape[-2:]) != (self.frame_size, self.frame_size):
+            raise FeatureShapeError(
+                f"frames: expected {self.frame_size}x{self.frame_size}, got "
+                f"{x.shape[-2]}x{x.shape[-1]}; resize the camera's frames"
+            )
+        return x
+
+
+def load_corrector(directory: Path, *, fusion: str | None = None) -> Corrector:
+    """Load one fusion variant of a checkpoint directory for inference.
+
+    Args:
+        directory: what ``splitwire corrector train --out`` wrote.
+        fusion: the variant (default: the checkpoint's primary, ``add``).
+
+    Raises:
+        CheckpointError: see :func:`~splitwire.corrector.checkpoint.load_checkpoint`.
+    """
+    checkpoint = load_checkpoint(directory, fusions=[fusion] if fusion else None)
+    return Corrector.from_checkpoint(checkpoint, fusion)
