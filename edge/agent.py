@@ -25,6 +25,12 @@ ready queue and are sent again on the new session if their budget allows. A resu
 already emitted (a late duplicate) is ignored and counted. A reject that retrying cannot fix
 (``PLAN_MISMATCH``, ``UNAUTHENTICATED``, ...) ends the run with :class:`CloudRefused`.
 
+With a delay corrector (``--corrector DIR``, :mod:`~splitwire.edge.correction`) a frame's output
+does not wait for its remote answer: right after the head, the local model's features of the
+frame are fused with the newest remote features the agent holds and emitted (``fused``, or
+``local`` when there are none fresh enough); the frame stays in flight only for its remote
+answer, which feeds the frames after it. While there is no session such frames skip the head.
+
 Under the ``auto`` policy the agent prices the plan's options on the link it measures
 (:mod:`~splitwire.edge.link_monitor`, :mod:`~splitwire.edge.policy`) and switches at a frame
 boundary; while the cloud is unreachable and the plan ships an all-on-edge option, frames are
@@ -50,6 +56,7 @@ from typing import IO, Any
 import torch
 
 from splitwire.edge.config import CloudRefused, EdgeConfig, EdgeConfigError
+from splitwire.edge.correction import Correction, FrameCorrector, SegmentationScore
 from splitwire.edge.link_monitor import FrameTiming, LinkMonitor
 from splitwire.edge.policy import CutPolicy, CutSwitch, PolicySettings, option_label
 from splitwire.edge.records import FrameRecord, RecordWriter, RunStats
@@ -105,6 +112,7 @@ class _Frame:
     epoch: int = 0
     fallback: bool = False  # computed locally because the cloud was away
     deadline: asyncio.TimerHandle | None = None
+    emitted: bool = False  # its output line is out (a corrected frame awaiting its answer)
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,7 @@ class _Computed:
     outputs: tuple[torch.Tensor, ...]
     head_ms: float
     encode_ms: float
+    correction: Correction | None = None
 
 
 class EdgeAgent:
@@ -140,6 +149,8 @@ class EdgeAgent:
         self.edge_id = config.edge_id
         self._source = source or self._open_source()
         self._writer = RecordWriter(output)
+        self._corrector = self._open_corrector()
+        self._score = self._open_score()
         self.monitor = monitor or LinkMonitor()
         self.stats = RunStats()
         self._local_option = next((o for o in self.plan.options if o.codec == "none"), None)
@@ -195,6 +206,39 @@ class EdgeAgent:
             loop=self.config.loop,
         )
 
+    def _open_corrector(self) -> FrameCorrector | None:
+        if self.config.corrector is None:
+            return None
+        from splitwire.corrector import CorrectorError, load_corrector
+
+        split = next((o for o in self.plan.options if o.codec != "none"), None)
+        if split is None:
+            raise EdgeConfigError(
+                "--corrector: the plan runs everything on the edge, so there are no remote "
+                "features to fuse; plan a split of the corrector's heavy model"
+            )
+        try:
+            corrector = load_corrector(self.config.corrector, fusion=self.config.corrector_fusion)
+            interval = round(1e9 / self.config.fps) if self.config.fps else None
+            frame_corrector = FrameCorrector(
+                corrector, outputs=self.plan.outputs(split.cut), frame_interval_ns=interval
+            )
+        except (CorrectorError, ValueError) as exc:
+            raise EdgeConfigError(f"--corrector {self.config.corrector}: {exc}") from exc
+        logger.info(
+            "delay corrector %s (fusion %s): remote features up to %d frames old are fused",
+            self.config.corrector,
+            corrector.fusion,
+            corrector.tau_max,
+        )
+        return frame_corrector
+
+    def _open_score(self) -> SegmentationScore | None:
+        if not self._source.labelled:
+            return None
+        outputs = self.plan.outputs(self.plan.options[0].cut)
+        return SegmentationScore(int(outputs[0].shape[1]))
+
     def _starting_option(self) -> PlanOption:
         if not self.plan.options:
             raise EdgeConfigError(f"plan {self.plan.directory} ships no options to run")
@@ -226,6 +270,8 @@ class EdgeAgent:
             if self.config.cloud is None and option.codec != "none":
                 continue
             self._compute(option, frame)
+        if self._corrector is not None:
+            self._corrector.correct(frame, seq=0, captured_ns=0)
 
     # ---- the run ---------------------------------------------------------------------------
 
@@ -275,13 +321,26 @@ class EdgeAgent:
 
     def summary(self) -> dict[str, Any]:
         """The run's figures so far (the summary ``run`` returns)."""
-        return self.stats.summary(time.monotonic() - self._started_s) | {
-            "cut": self.option.cut,
-            "codec": self.option.codec,
-            "policy": self.policy_mode,
-            "switches": [s.as_json() for s in self.switches],
-            "reconnects": self.reconnects,
-        }
+        return (
+            self.stats.summary(time.monotonic() - self._started_s)
+            | {
+                "cut": self.option.cut,
+                "codec": self.option.codec,
+                "policy": self.policy_mode,
+                "switches": [s.as_json() for s in self.switches],
+                "reconnects": self.reconnects,
+            }
+            | self._correction_summary()
+        )
+
+    def _correction_summary(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self._corrector is not None:
+            corrector = self._corrector.corrector
+            extra["corrector"] = {"fusion": corrector.fusion, "tau_max": corrector.tau_max}
+        if self._score is not None:
+            extra["segmentation"] = self._score.summary()
+        return extra
 
     async def _source_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -349,7 +408,10 @@ class EdgeAgent:
         self._wake()
 
     def _started(self) -> int:
-        return len(self._frames) - len(self._pending)
+        """Frames computing, or computed and waiting for their output: the window. A corrected
+        frame whose output is out waits only for features and no longer holds a place."""
+        waiting = sum(1 for f in self._frames.values() if not f.emitted)
+        return waiting - len(self._pending)
 
     def _has_room(self) -> bool:
         return not self._pending and self._started() < self.config.window
@@ -374,6 +436,15 @@ class EdgeAgent:
         cloud_ms: float | None = None,
         batch_size: int | None = None,
     ) -> None:
+        """Write the frame's line (unless a corrected output already went out) and retire it."""
+        self._retire(frame)
+        if not frame.emitted:
+            self._write(frame, source, reason, outputs=outputs, rtt_ms=rtt_ms,
+                        cloud_ms=cloud_ms, batch_size=batch_size)  # fmt: skip
+        frame.pixels, frame.encoded = None, []
+
+    def _retire(self, frame: _Frame) -> None:
+        """The frame is no longer in flight."""
         if self._frames.pop(frame.seq, None) is not None:
             for queue in (self._pending, self._ready):
                 # Test first: a failed remove() would format the frame (tensors and all) into
@@ -382,6 +453,27 @@ class EdgeAgent:
                     queue.remove(frame)
             if frame.deadline is not None:
                 frame.deadline.cancel()
+        self._wake()
+
+    def _emit_corrected(self, frame: _Frame, correction: Correction) -> None:
+        """Write a corrected frame's line now; the frame stays in flight for its answer."""
+        self._write(frame, correction.source, correction.reason,
+                    outputs=(correction.logits,), correction=correction)  # fmt: skip
+        frame.pixels = None
+
+    def _write(
+        self,
+        frame: _Frame,
+        source: str,
+        reason: str | None,
+        *,
+        outputs: tuple[torch.Tensor, ...] | None = None,
+        rtt_ms: float | None = None,
+        cloud_ms: float | None = None,
+        batch_size: int | None = None,
+        correction: Correction | None = None,
+    ) -> None:
+        frame.emitted = True
         option = frame.option
         record = FrameRecord(
             seq=frame.seq,
@@ -392,18 +484,35 @@ class EdgeAgent:
             reason=reason,
             cut=option.cut if option else None,
             codec=option.codec if option else None,
-            bytes_up=frame.bytes_up if frame.state == "sent" else 0,
+            bytes_up=frame.bytes_up if frame.state == "sent" or correction else 0,
             rtt_ms=rtt_ms,
             result=summarise_outputs(outputs) if outputs is not None else None,
             head_ms=frame.head_ms,
             encode_ms=frame.encode_ms,
             cloud_ms=cloud_ms,
             batch_size=batch_size,
+            delay_frames=correction.delay_frames if correction else None,
         )
-        frame.pixels, frame.encoded = None, []
         self._writer.write(record)
         self.stats.add(record)
-        self._wake()
+        if self._score is not None and outputs is not None:
+            self._score_frame(frame.seq, source, outputs, correction)
+
+    def _score_frame(
+        self,
+        seq: int,
+        source: str,
+        outputs: tuple[torch.Tensor, ...],
+        correction: Correction | None,
+    ) -> None:
+        assert self._score is not None
+        labels = self._source.labels(seq - 1)  # frame i of the source is seq i + 1
+        if labels is None:
+            return
+        if correction is not None:
+            self._score.add_correction(correction, labels)
+        elif outputs[0].dim() == 4:  # the segmentation logits come first
+            self._score.add(source, outputs[0], labels)
 
     # ---- edge compute ----------------------------------------------------------------------
 
@@ -417,8 +526,14 @@ class EdgeAgent:
             frame.state, frame.option, frame.fallback = "computing", option, fallback
             pixels = frame.pixels
             assert pixels is not None
+            # With a corrector, a frame the cloud cannot take (no session) needs no head.
+            correct = self._corrector is not None and option.codec != "none"
+            remote = not correct or self._session is not None
             try:
-                computed = await loop.run_in_executor(self._executor, self._compute, option, pixels)
+                computed = await loop.run_in_executor(
+                    self._executor, self._compute, option, pixels, frame if correct else None,
+                    remote,
+                )  # fmt: skip
             except SplitwireError as exc:
                 logger.error("frame %d: %s", frame.seq, exc)
                 self._emit_dropped(frame, "error:EDGE")
@@ -426,12 +541,23 @@ class EdgeAgent:
             if frame.seq not in self._frames:
                 continue  # its budget ran out while the head ran
             frame.head_ms, frame.encode_ms = computed.head_ms, computed.encode_ms
-            if option is self.option:
+            if option is self.option and remote:
                 self._observe_edge_speed(option, computed)
             if option.codec == "none":
                 reason = "disconnected" if fallback else "all-on-edge"
                 self._emit(frame, "local", reason, outputs=computed.outputs)
                 continue
+            if computed.correction is not None:
+                frame.bytes_up = sum(e.header.payload_size for e in computed.encoded)
+                self._emit_corrected(frame, computed.correction)
+                if not remote:
+                    self._retire(frame)
+                    continue
+                if len(self._ready) >= self.config.window:
+                    # The uplink is behind: the newest frame's features are worth more than
+                    # the oldest unsent one's (whose output is out already).
+                    self._retire(self._ready[0])
+                    self.stats.uplink_skipped += 1
             frame.encoded = computed.encoded
             frame.bytes_up = sum(e.header.payload_size for e in computed.encoded)
             frame.state = "ready"
@@ -444,7 +570,12 @@ class EdgeAgent:
         if option.codec == "none":
             probe = self._probe_option()
             return (probe, False) if probe is not None else (option, False)
-        if self._session is None and self.policy_mode == "auto" and self._local_option:
+        if (
+            self._session is None
+            and self.policy_mode == "auto"
+            and self._local_option
+            and self._corrector is None  # the corrector's local model is the fallback
+        ):
             return self._local_option, True
         return option, False
 
@@ -463,8 +594,27 @@ class EdgeAgent:
         prices = self._policy.prices(link, edge_scale=self._edge_scale)
         return min(usable, key=lambda o: self._policy.score(prices[o]))
 
-    def _compute(self, option: PlanOption, pixels: torch.Tensor) -> _Computed:
-        """Preprocess, head and encode one frame (in the worker thread)."""
+    def _compute(
+        self,
+        option: PlanOption,
+        pixels: torch.Tensor,
+        corrected: _Frame | None = None,
+        remote: bool = True,
+    ) -> _Computed:
+        """Preprocess, head and encode one frame (in the worker thread); for a ``corrected``
+        frame also its corrected output, and only that when it will not be sent (``remote``
+        false)."""
+        correction = None
+        if corrected is not None:
+            assert self._corrector is not None
+            correction = self._corrector.correct(
+                pixels,
+                seq=corrected.seq,
+                captured_ns=corrected.captured_ns,
+                scoring=self._score is not None,
+            )
+            if not remote:
+                return _Computed([], (), 0.0, 0.0, correction)
         start = time.perf_counter_ns()
         with torch.inference_mode():
             if CodecSpec.parse(option.codec).camera:  # the frame as captured: cloud preprocesses
@@ -480,7 +630,11 @@ class EdgeAgent:
             encode(t, option.codec, name=s.name) for t, s in zip(tensors, specs, strict=True)
         ]
         return _Computed(
-            encoded, (), (head_done - start) / 1e6, (time.perf_counter_ns() - head_done) / 1e6
+            encoded,
+            (),
+            (head_done - start) / 1e6,
+            (time.perf_counter_ns() - head_done) / 1e6,
+            correction,
         )
 
     def _observe_edge_speed(self, option: PlanOption, computed: _Computed) -> None:
@@ -715,6 +869,13 @@ class EdgeAgent:
                              result.wire_bytes)  # fmt: skip
         self.monitor.observe(timing)
         self._last_remote_s = time.monotonic()
+        if self._corrector is not None and frame.emitted:
+            # Its output went out long ago; its features serve the frames after it.
+            self._corrector.remember(frame.seq, frame.captured_ns, result.outputs)
+            self.stats.answers_after_output += 1
+            self.stats.rtts_ms.append(timing.network_s * 1000.0)
+            self._retire(frame)
+            return
         self._emit(
             frame,
             "remote",

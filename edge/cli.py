@@ -62,7 +62,8 @@ def register(subparsers: Any) -> None:
         default="synthetic",
         metavar="SPEC",
         help="synthetic (moving shapes, from --seed), dir:PATH (images, sorted), npy:FILE "
-        "(.npy/.npz of uint8 frames); default %(default)s",
+        "(.npy/.npz of uint8 frames), video[:seed=N,speed=LO-HI,scene=F] (the delay "
+        "corrector's labelled task: the summary scores mIoU); default %(default)s",
     )
     src.add_argument("--frames", type=int, metavar="N", help="stop after N frames")
     src.add_argument(
@@ -105,6 +106,19 @@ def register(subparsers: Any) -> None:
         default=defaults.DEFAULT_GRACE_S,
         metavar="S",
         help="on stop, how long frames in flight may take (default %(default)s)",
+    )
+    corr = edge.add_argument_group("delay corrector")
+    corr.add_argument(
+        "--corrector",
+        type=Path,
+        metavar="DIR",
+        help="answer every frame at once: fuse the newest remote features with a local model "
+        "(a 'splitwire corrector train' directory; the plan must split its heavy model)",
+    )
+    corr.add_argument(
+        "--corrector-fusion",
+        metavar="NAME",
+        help="which trained fusion variant to run (default: the checkpoint's primary)",
     )
     out = edge.add_argument_group("output")
     out.add_argument(
@@ -169,6 +183,8 @@ def _edge(args: argparse.Namespace) -> int:
         seed=args.seed,
         grace_s=args.grace_s,
         hold_s=args.hold_s,
+        corrector=args.corrector,
+        corrector_fusion=args.corrector_fusion,
         **fields,
     )
     if args.output in (None, "-"):
@@ -251,8 +267,10 @@ async def _progress(agent: Any, every_s: float) -> None:
 def _summary_line(s: dict[str, Any]) -> str:
     sources = ", ".join(f"{k} {v}" for k, v in s["by_source"].items() if v)
     reasons = ", ".join(f"{k} {v}" for k, v in s["by_reason"].items())
+    scores = s.get("segmentation", {}).get("miou")
+    miou = "; mIoU " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()) if scores else ""
     return (
-        f"{s['frames']} frames ({sources}{'; ' + reasons if reasons else ''}); latency p50 "
+        f"{s['frames']} frames ({sources}{'; ' + reasons if reasons else ''}){miou}; latency p50 "
         f"{s['latency_p50_ms']} ms p95 {s['latency_p95_ms']} ms; {s['fps']} fps; "
         f"{s['bytes_per_frame']} B/frame; {s['cut']} {s['codec']}; {len(s['switches'])} "
         f"switches, {s['reconnects']} reconnects"

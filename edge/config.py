@@ -67,6 +67,8 @@ class EdgeConfig:
     reconnect_max_s: float = 5.0
     hold_s: float = 3.0
     margin: float = 0.15
+    corrector: Path | None = None
+    corrector_fusion: str | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -89,6 +91,8 @@ class EdgeConfig:
              f"--edge-id {self.edge_id!r}: expected a non-empty name without '/', '+' or '#' "
              "(it becomes an MQTT topic level)"),
         ]  # fmt: skip
+        if self.corrector_fusion is not None and self.corrector is None:
+            checks.append((False, "--corrector-fusion needs --corrector DIR"))
         for ok, message in checks:
             if not ok:
                 raise EdgeConfigError(message)

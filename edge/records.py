@@ -7,7 +7,9 @@ whole run (the summary).
 output). ``reason`` says why a frame is not ``remote``: ``disconnected``, ``stale`` (its
 budget ran out), ``window_full`` (a newer frame took its place), ``error:CODE`` (the cloud
 refused it), ``all-on-edge`` (the plan runs it locally), ``shutdown`` (still unanswered when
-the grace period ended).
+the grace period ended); with a corrector, ``no_features`` (no remote answer yet) and
+``stale_features`` (the newest is older than the corrector's range). ``delay_frames`` is the
+age, in frames, of the remote answer a corrected frame could use.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class FrameRecord:
     encode_ms: float | None = None
     cloud_ms: float | None = None
     batch_size: int | None = None
+    delay_frames: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The record as printed, times rounded to microseconds."""
@@ -78,8 +81,10 @@ class RunStats:
     by_source: Counter[str] = field(default_factory=Counter)
     by_reason: Counter[str] = field(default_factory=Counter)
     bytes_up: int = 0
-    remote_frames: int = 0
+    uplink_frames: int = 0  # frames whose output rests on what they sent (remote or fused)
     duplicates_ignored: int = 0
+    answers_after_output: int = 0  # remote answers that arrived after a corrected output
+    uplink_skipped: int = 0  # corrected frames not sent: the uplink was a window behind
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     rtts_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
 
@@ -90,8 +95,8 @@ class RunStats:
             self.by_reason[record.reason] += 1
         if record.source != "dropped":
             self.latencies_ms.append(record.latency_ms)
-        if record.source == "remote":
-            self.remote_frames += 1
+        if record.source in ("remote", "fused") and record.bytes_up:
+            self.uplink_frames += 1
             self.bytes_up += record.bytes_up
         if record.rtt_ms is not None:
             self.rtts_ms.append(record.rtt_ms)
@@ -103,7 +108,7 @@ class RunStats:
 
     def summary(self, duration_s: float) -> dict[str, Any]:
         """The run's figures: frames by source and reason, latency percentiles of frames that
-        got an output, output rate, mean bytes per remote frame."""
+        got an output, output rate, mean uplink bytes per remote or fused frame."""
         answered = self.frames - self.by_source["dropped"]
         return {
             "frames": self.frames,
@@ -114,9 +119,11 @@ class RunStats:
             "rtt_p50_ms": _percentile(self.rtts_ms, 50),
             "fps": round(answered / duration_s, 3) if duration_s > 0 else None,
             "bytes_per_frame": (
-                round(self.bytes_up / self.remote_frames, 1) if self.remote_frames else None
+                round(self.bytes_up / self.uplink_frames, 1) if self.uplink_frames else None
             ),
             "duplicates_ignored": self.duplicates_ignored,
+            "answers_after_output": self.answers_after_output,
+            "uplink_skipped": self.uplink_skipped,
             "duration_s": round(duration_s, 3),
         }
 

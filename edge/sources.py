@@ -4,6 +4,11 @@ A source yields uint8 frames shaped ``(C, H, W)`` at the size the model's head e
 
     synthetic            moving textured shapes, deterministic from the seed, endless
     synthetic:seed=N     the same with another seed
+    video[:seed=N,speed=LO-HI,scene=F]
+                         the delay corrector's labelled video task (splitwire.corrector.video):
+                         moving textured objects at LO..HI pixels per frame (default 2-4), a
+                         new scene every F frames (default 300), endless; it knows each
+                         frame's class map, so the agent can score its outputs
     dir:PATH             the images in PATH, sorted by name, resized and centre-cropped
     npy:FILE             a uint8 array of frames in a .npy or .npz file, used as stored
 
@@ -19,6 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,10 +43,11 @@ __all__ = [
     "NpySource",
     "SourceError",
     "SyntheticSource",
+    "VideoSource",
     "open_source",
 ]
 
-KNOWN_SCHEMES = ("synthetic[:seed=N]", "dir:PATH", "npy:FILE")
+KNOWN_SCHEMES = ("synthetic[:seed=N]", "video[:seed=N,speed=LO-HI,scene=F]", "dir:PATH", "npy:FILE")
 _MODES = {1: "L", 3: "RGB"}
 _EXIF_ORIENTATION = 0x0112
 _SIDEWAYS = frozenset({5, 6, 7, 8})  # the EXIF orientations that swap width and height
@@ -61,7 +68,10 @@ class FrameSource(ABC):
         height, width: the frame size in pixels.
         description: what the source reads, for logs, e.g. ``"synthetic(seed=0)"``.
         length: frames per iteration, or ``None`` for an endless source.
+        labelled: whether :meth:`labels` knows the frames' ground truth.
     """
+
+    labelled = False
 
     def __init__(
         self, *, channels: int, height: int, width: int, description: str, length: int | None
@@ -75,6 +85,10 @@ class FrameSource(ABC):
     @abstractmethod
     def __iter__(self) -> Iterator[torch.Tensor]:
         """Yield the frames from the first one on; each call starts again."""
+
+    def labels(self, index: int) -> torch.Tensor | None:
+        """The ground truth of frame ``index`` (a class map), for sources that know it."""
+        return None
 
     def __repr__(self) -> str:
         return (
@@ -104,6 +118,9 @@ def open_source(
     if scheme == "synthetic":
         seed = _parse_synthetic_options(spec, rest) if sep else seed
         return SyntheticSource(channels=channels, height=height, width=width, seed=seed)
+    if scheme == "video":
+        return VideoSource.from_spec(spec, rest, channels=channels, height=height, width=width,
+                                     seed=seed)  # fmt: skip
     if scheme in ("dir", "npy") and not rest:
         raise SourceError(f"--source {spec}: expected a path after '{scheme}:'")
     if scheme == "dir":
@@ -138,6 +155,103 @@ def _parse_synthetic_options(spec: str, options: str) -> int:
     if seed < 0:
         raise SourceError(f"--source {spec}: seed must be a non-negative integer, not {value!r}")
     return seed
+
+
+# ---------------------------------------------------------------------------------------------
+# the corrector's labelled video task
+
+
+class VideoSource(FrameSource):
+    """The delay corrector's synthetic video task as an endless, labelled camera.
+
+    Frame ``i`` belongs to scene ``i // scene_frames`` (seeded ``(seed, scene)``) and is that
+    scene's frame ``i % scene_frames``; like :class:`SyntheticSource` it is a pure function of
+    its index. The class maps of recent frames are kept (a bounded number) for
+    :meth:`labels`.
+    """
+
+    labelled = True
+    _KEPT_LABELS = 1024
+
+    def __init__(
+        self,
+        *,
+        size: int,
+        seed: int = 0,
+        speed: tuple[float, float] = (2.0, 4.0),
+        scene_frames: int = 300,
+    ) -> None:
+        from splitwire.corrector.video import TaskConfig, check_speed
+
+        super().__init__(
+            channels=3,
+            height=size,
+            width=size,
+            description=f"video(seed={seed}, speed={speed[0]:g}-{speed[1]:g}, "
+            f"scene={scene_frames})",
+            length=None,
+        )
+        self.seed = seed
+        self.speed = check_speed(speed)
+        self.scene_frames = scene_frames
+        self._config = TaskConfig(size=size)
+        self._labels: dict[int, torch.Tensor] = {}
+        self._scene: tuple[int, Any] | None = None  # (number, Scene): frames come in order
+
+    @classmethod
+    def from_spec(
+        cls, spec: str, options: str, *, channels: int, height: int, width: int, seed: int
+    ) -> VideoSource:
+        """Parse ``video[:seed=N,speed=LO-HI,scene=F]`` for frames of the plan's size."""
+        from splitwire.corrector.errors import TaskConfigError
+
+        expected = "expected video[:seed=N,speed=LO-HI,scene=F], e.g. video:seed=3,speed=2-4"
+        fields: dict[str, str] = {}
+        for item in filter(None, options.split(",")):
+            key, sep, value = item.partition("=")
+            if not sep or key not in ("seed", "speed", "scene") or key in fields:
+                raise SourceError(f"--source {spec}: {item!r} is not an option; {expected}")
+            fields[key] = value
+        if channels != 3 or height != width:
+            raise SourceError(
+                f"--source {spec}: the video task makes square RGB frames; the plan wants "
+                f"{channels}×{height}×{width}"
+            )
+        try:
+            lo, _, hi = fields.get("speed", "2-4").partition("-")
+            speed = (float(lo), float(hi or lo))
+            scene_frames = int(fields.get("scene", "300"))
+            seed = int(fields.get("seed", seed))
+        except ValueError as exc:
+            raise SourceError(f"--source {spec}: {exc}; {expected}") from exc
+        if scene_frames < 1 or seed < 0:
+            raise SourceError(f"--source {spec}: scene >= 1 and seed >= 0; {expected}")
+        try:
+            return cls(size=height, seed=seed, speed=speed, scene_frames=scene_frames)
+        except TaskConfigError as exc:
+            raise SourceError(f"--source {spec}: {exc}") from exc
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        """Yield frames 0, 1, 2, … forever."""
+        return map(self.frame, itertools.count())
+
+    def frame(self, index: int) -> torch.Tensor:
+        """Frame ``index`` as a ``(3, H, W)`` uint8 tensor (its labels are kept)."""
+        from splitwire.corrector.video import scene
+
+        number, offset = divmod(index, self.scene_frames)
+        if self._scene is None or self._scene[0] != number:
+            made = scene((self.seed, number), speed=self.speed, config=self._config)
+            self._scene = (number, made)
+        rendered = self._scene[1].render([offset])
+        self._labels[index] = rendered.labels[0]
+        while len(self._labels) > self._KEPT_LABELS:
+            del self._labels[next(iter(self._labels))]  # the oldest: dicts keep insertion order
+        return rendered.frames[0].contiguous()
+
+    def labels(self, index: int) -> torch.Tensor | None:
+        """The class map (H, W) int64 of a recent frame, or None once it was forgotten."""
+        return self._labels.get(index)
 
 
 # ---------------------------------------------------------------------------------------------
