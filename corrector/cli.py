@@ -57,11 +57,11 @@ def _register_train(sub: Any) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="checkpoint directory")
     p.add_argument(
         "--steps", type=int, metavar="N",
-        help="steps per phase (default: 400 heavy, 600 fusion)",
+        help="steps per phase (default: 400 heavy, 800 fusion)",
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of everything (default 0)")
     p.add_argument(
-        "--tau-max", type=int, metavar="N", help="delays drawn from 0..N frames (default 6)",
+        "--tau-max", type=int, metavar="N", help="delays drawn from 0..N frames (default 12)",
     )  # fmt: skip
     p.add_argument(
         "--fusion", action="append", metavar="NAME",
@@ -91,9 +91,9 @@ def _register_eval(sub: Any) -> None:
     p.add_argument("--ckpt", required=True, type=Path, metavar="DIR", help="checkpoint directory")
     p.add_argument("--speed", metavar="LO,HI", help="one regime with this speed range instead")
     p.add_argument(
-        "--max-delay", type=int, default=10, metavar="N", help="delays 0..N (default %(default)s)"
+        "--max-delay", type=int, default=16, metavar="N", help="delays 0..N (default %(default)s)"
     )
-    p.add_argument("--clips", type=int, default=96, metavar="N", help="clips per regime (96)")
+    p.add_argument("--clips", type=int, default=64, metavar="N", help="clips per regime (64)")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (default 0)")
     p.add_argument("--json", action="store_true", help="print the records as JSON")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="plot mIoU against delay")
@@ -135,7 +135,8 @@ def _train(args: argparse.Namespace) -> int:
         + ", ".join(
             f"{k} {v:.3f}" for k, v in phases["fusion"]["validation_miou_by_fusion"].items()
         )
-        + f" (held-out, delays 0..{result.meta['tau_max']}); {result.meta['seconds']:.0f} s"
+        + f" (held-out, delays 0..{result.meta['tau_max']}); {result.meta['seconds']:.0f} s wall, "
+        f"{result.meta['cpu_seconds']:.0f} s CPU"
     )
     return 0
 

@@ -85,8 +85,8 @@ def evaluate(
     checkpoint: Checkpoint,
     *,
     regimes: tuple[Regime, ...] = DEFAULT_REGIMES,
-    max_delay: int = 10,
-    clips: int = 96,
+    max_delay: int = 16,
+    clips: int = 64,
     seed: int = 0,
 ) -> list[EvalRecord]:
     """Score every trained variant on held-out clips.

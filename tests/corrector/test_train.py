@@ -65,6 +65,7 @@ def _same_but_time(a: dict, b: dict) -> bool:
     return strip(a) == strip(b)
 
 
+@pytest.mark.slow
 def test_training_below_its_bar_fails_loudly(tmp_path: Path) -> None:
     hopeless = dataclasses.replace(
         SMOKE, heavy_steps=2, fusion_steps=2, min_heavy_miou=0.99, extensions=1
@@ -75,6 +76,7 @@ def test_training_below_its_bar_fails_loudly(tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()  # nothing shipped
 
 
+@pytest.mark.slow
 def test_a_damaged_checkpoint_is_refused(smoke: TrainResult, tmp_path: Path) -> None:
     copy = tmp_path / "ckpt"
     copy.mkdir()
