@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -409,6 +410,13 @@ def _register_plan(subparsers: Any) -> None:
         "no tail runs",
     )
     plan.add_argument(
+        "--no-prune",
+        action="store_true",
+        help="run the tail for every lossy (cut, codec), even those an exact candidate beats on "
+        "every link (by default they are listed as not measured: they cannot be on a front or "
+        "picked); measurements made with --no-prune can be reused for any link",
+    )
+    plan.add_argument(
         "--input-mean",
         metavar="M,M,M",
         help="how camera pixels become the input: input = (pixels/255 - mean) / std, per "
@@ -443,7 +451,7 @@ def _plan(args: argparse.Namespace) -> int:
         write_plan_directory,
     )
     from splitwire.partitioner.profile_format import Profile
-    from splitwire.partitioner.report import outcome_json, plot, print_tables
+    from splitwire.partitioner.report import outcome_json, phase_summary, plot, print_tables
     from splitwire.protocol import CodecSpec
 
     links = tuple(parse_link(text) for text in args.link)
@@ -481,10 +489,14 @@ def _plan(args: argparse.Namespace) -> int:
         reuse_measurements=Path(args.reuse_measurements) if args.reuse_measurements else None,
         ship=tuple(args.ship),
         preprocess=_preprocess(args.input_mean, args.input_std, shape),
+        prune=not args.no_prune,
     )
     outcome = plan_model(request)
     plan_path = Path(args.out) / "plan.yaml"
+    start = time.perf_counter()
     write_plan_directory(outcome, Path(args.out))
+    outcome.seconds["export"] = time.perf_counter() - start
+    print(phase_summary(outcome), file=sys.stderr)
     if args.plot:
         plot(outcome, Path(args.plot))
     if args.json:

@@ -85,6 +85,10 @@ class Measurement:
         top1_agreement: for classifiers, the fraction of calibration inputs whose top-1 class
             is unchanged by the codec.
         metrics: every task metric measured (relative error, KL, top-1/5, pixel agreement).
+        dominated_by: ``"cut/codec"`` of an exact candidate that beats this lossy one on
+            latency, throughput, bytes and edge ms on every link, so its tail was never run
+            (:mod:`splitwire.partitioner.pruning`): its accuracy is unknown, ``accuracy_cost``
+            is ``inf`` and ``metrics`` None, so it is neither on a front nor ever picked.
     """
 
     cut: str
@@ -103,6 +107,7 @@ class Measurement:
     accuracy_cost: float
     top1_agreement: float | None
     metrics: TaskMetrics | None = None
+    dominated_by: str | None = None
 
     @property
     def sends(self) -> bool:
@@ -162,10 +167,13 @@ class Candidate:
             "latency_ms": round(self.latency_ms, 4),
             "throughput_fps": round(self.throughput_fps, 4),
             "bottleneck": self.bottleneck,
-            "accuracy_cost": m.accuracy_cost,
+            "accuracy_cost": None if m.dominated_by else m.accuracy_cost,
             "top1_agreement": m.top1_agreement,
             "metrics": asdict(m.metrics) if m.metrics is not None else None,
             "pareto": self.pareto,
+            "not_measured": (
+                f"dominated by {m.dominated_by} on every link" if m.dominated_by else None
+            ),
         }
 
 

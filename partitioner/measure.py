@@ -91,7 +91,8 @@ def measure_cut(
     all_nodes: Sequence[str],
     raw_baseline: bool = True,
 ) -> list[Measurement]:
-    """Measure ``cut`` with each codec (see the module docstring).
+    """Measure ``cut`` with each codec (see the module docstring): :func:`measure_cut_bytes`,
+    then :func:`measure_cut_accuracy` for every lossy codec.
 
     Args:
         all_nodes: the graph's compute nodes in order (``compute_nodes(graph)``).
@@ -100,6 +101,31 @@ def measure_cut(
         raw_baseline: whether cut 0 with ``fp32`` is the raw baseline; not for image inputs,
             whose raw baseline sends the camera's uint8 frame (:func:`measure_camera`).
     """
+    priced = measure_cut_bytes(
+        cut, codecs, reference, edge=edge, cloud=cloud, task=task, budget=budget,
+        all_nodes=all_nodes, raw_baseline=raw_baseline,
+    )  # fmt: skip
+    return measure_cut_accuracy(graph, cut, priced, reference, task=task, budget=budget)
+
+
+def measure_cut_bytes(
+    cut: Cut,
+    codecs: Sequence[CodecSpec],
+    reference: Reference,
+    *,
+    edge: Profile,
+    cloud: Profile,
+    task: str | None,
+    budget: AccuracyBudget,
+    all_nodes: Sequence[str],
+    raw_baseline: bool = True,
+) -> list[Measurement]:
+    """The cheap half of measuring ``cut``: bytes on the wire and times for each codec.
+
+    Lossless codecs are complete (accuracy cost 0); lossy ones are *pending*: no metrics yet,
+    ``accuracy_cost`` ``inf``, until :func:`measure_cut_accuracy` runs the tail (or the planner
+    skips them, :mod:`splitwire.partitioner.pruning`). Arguments as :func:`measure_cut`.
+    """
     if cut.index == len(all_nodes):  # all on the edge: nothing crosses, nothing is lost
         nothing_sent = unpriced(
             cut, codec="none", baseline=ALL_ON_EDGE, bytes_wire=0.0, result_bytes=0,
@@ -107,9 +133,7 @@ def measure_cut(
         )  # fmt: skip
         return [reprice(nothing_sent, cut, edge=edge, cloud=cloud, all_nodes=all_nodes)]
     crossing = [_crossing_value(reference, t.node) for t in cut.crossing]
-    tail = split(graph, cut).tail
     frames = [[t[i : i + 1] for t in crossing] for i in range(len(reference.inputs))]
-    effects = _codec_effects(tail, crossing, codecs, reference, task=task)
     out = []
     for codec in codecs:
         measured = unpriced(
@@ -120,10 +144,56 @@ def measure_cut(
             ),
             bytes_wire=_mean_wire_bytes(frames, codec),
             result_bytes=reference.result_bytes,
-            metrics=effects[codec],
+            metrics=TaskMetrics.exact(task),
             budget=budget,
         )
+        if not codec.lossless:
+            measured = not_measured(measured)
         out.append(reprice(measured, cut, edge=edge, cloud=cloud, all_nodes=all_nodes))
+    return out
+
+
+def not_measured(measurement: Measurement, *, dominated_by: str | None = None) -> Measurement:
+    """``measurement`` without an accuracy: pending (its tail has not run yet), or never to be
+    measured because the exact candidate ``dominated_by`` beats it on every link."""
+    return replace(
+        measurement,
+        accuracy_cost=math.inf,
+        top1_agreement=None,
+        metrics=None,
+        dominated_by=dominated_by,
+    )
+
+
+def measure_cut_accuracy(
+    graph: CapturedGraph,
+    cut: Cut,
+    measurements: Sequence[Measurement],
+    reference: Reference,
+    *,
+    task: str | None,
+    budget: AccuracyBudget,
+) -> list[Measurement]:
+    """``measurements`` of ``cut`` with the task metrics of the pending ones filled in (one
+    batched tail run; see :func:`_codec_effects`); the others are returned unchanged."""
+    pending = [m for m in measurements if m.metrics is None and not m.dominated_by]
+    if not pending:
+        return list(measurements)
+    crossing = [_crossing_value(reference, t.node) for t in cut.crossing]
+    codecs = [CodecSpec.parse(m.codec) for m in pending]
+    effects = _codec_effects(split(graph, cut).tail, crossing, codecs, reference, task=task)
+    waiting = {id(m) for m in pending}
+    out = []
+    for m in measurements:
+        if id(m) in waiting:
+            metrics = effects[CodecSpec.parse(m.codec)]
+            m = replace(
+                m,
+                accuracy_cost=budget.cost(metrics),
+                top1_agreement=metrics.top1,
+                metrics=metrics,
+            )
+        out.append(m)
     return out
 
 
@@ -280,20 +350,47 @@ def _codec_effects(
 
     Lossless codecs cost 0 without a run. The lossy ones share one tail call: their decoded
     batches are stacked along the batch dimension (the tail's batch is dynamic), which keeps
-    the tail busy with one large batch instead of several small ones.
+    the tail busy with one large batch instead of several small ones. A lossy codec whose
+    decoded tensors are bit for bit the originals (``int8`` on a cut that sends only integer
+    tensors, which travel exactly) costs 0 without a run, and one whose decoded tensors are
+    bit for bit another's (``int8`` and ``int8+zstd1``: zstd is lossless) shares its result.
     """
     effects = {codec: TaskMetrics.exact(task) for codec in codecs if codec.lossless}
-    lossy = [codec for codec in codecs if not codec.lossless]
-    if not lossy:
-        return effects
-    stacked = [torch.cat([_roundtrip(t, codec) for codec in lossy]) for t in crossing]
-    with torch.no_grad():
-        outputs = tuple(torch.utils._pytree.tree_leaves(tail(*stacked)))
-    count = len(reference.inputs)
-    for i, codec in enumerate(lossy):
-        mine = [o[i * count : (i + 1) * count] for o in outputs]
-        effects[codec] = task_metrics(reference.outputs, mine, task=task)
+    runs: list[tuple[CodecSpec, list[torch.Tensor]]] = []
+    same_as: dict[CodecSpec, CodecSpec] = {}
+    for codec in codecs:
+        if codec.lossless:
+            continue
+        decoded = [_roundtrip(t, codec) for t in crossing]
+        if _same_bits(decoded, crossing):
+            effects[codec] = TaskMetrics.exact(task)
+            continue
+        twin = next((other for other, seen in runs if _same_bits(decoded, seen)), None)
+        if twin is not None:
+            same_as[codec] = twin
+        else:
+            runs.append((codec, decoded))
+    if runs:
+        stacked = [torch.cat([decoded[k] for _, decoded in runs]) for k in range(len(crossing))]
+        with torch.no_grad():
+            outputs = tuple(torch.utils._pytree.tree_leaves(tail(*stacked)))
+        count = len(reference.inputs)
+        for i, (codec, _) in enumerate(runs):
+            mine = [o[i * count : (i + 1) * count] for o in outputs]
+            effects[codec] = task_metrics(reference.outputs, mine, task=task)
+    for codec, twin in same_as.items():
+        effects[codec] = effects[twin]
     return effects
+
+
+def _same_bits(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> bool:
+    """Whether two tensor lists are equal bit for bit (-0.0 and 0.0 differ, NaNs may match)."""
+    return all(
+        x.dtype == y.dtype
+        and x.shape == y.shape
+        and torch.equal(x.reshape(-1).view(torch.uint8), y.reshape(-1).view(torch.uint8))
+        for x, y in zip(a, b, strict=True)
+    )
 
 
 def _compute_ms(profile: Profile, nodes: Iterable[str]) -> float:

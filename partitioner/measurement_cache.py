@@ -26,7 +26,7 @@ from splitwire.partitioner.accuracy import AccuracyBudget, TaskMetrics
 from splitwire.partitioner.cost import Measurement
 from splitwire.partitioner.cuts import Cut
 from splitwire.partitioner.errors import PlanError
-from splitwire.partitioner.measure import is_camera_baseline, unpriced
+from splitwire.partitioner.measure import is_camera_baseline, not_measured, unpriced
 
 CACHE_FILE = "measurements.json"
 # 2: task metrics instead of one accuracy cost and top-1 agreement. 3: camera-frame baselines
@@ -100,6 +100,8 @@ def save_measurements(
                 "bytes_wire": m.bytes_wire,
                 "result_bytes": m.result_bytes,
                 "metrics": asdict(m.metrics) if m.metrics is not None else None,
+                # Not measured: an exact candidate beat it on every link planned for.
+                "dominated_by": m.dominated_by,
             }
         )
         if is_camera_baseline(m):  # undo the profiles' emulated slowdowns
@@ -198,6 +200,19 @@ def load_measurements(
 
 
 def _measurement(entry: Mapping[str, Any], cut: Cut, budget: AccuracyBudget) -> Measurement:
+    if entry.get("dominated_by"):  # its tail never ran; pruning.check_reuse checks it again
+        return not_measured(
+            unpriced(
+                cut,
+                codec=str(entry["codec"]),
+                baseline=entry["baseline"],
+                bytes_wire=float(entry["bytes_wire"]),
+                result_bytes=int(entry["result_bytes"]),
+                metrics=TaskMetrics.exact(None),
+                budget=budget,
+            ),
+            dominated_by=str(entry["dominated_by"]),
+        )
     values = {k: None if v is None else float(v) for k, v in entry["metrics"].items()}
     rel = values.pop("rel")
     if rel is None:

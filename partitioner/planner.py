@@ -7,8 +7,11 @@
 
 Phases (each timed in ``outcome.seconds``): ``capture`` the graph and enumerate its cuts;
 ``profile`` each side without a profile on this machine; ``measure`` every (cut, codec) on
-calibration inputs (:mod:`splitwire.partitioner.measure`); ``decide`` on every link
-(:mod:`splitwire.partitioner.decisions`); ``export`` the halves of the cuts the plan refers to.
+calibration inputs (:mod:`splitwire.partitioner.measure`) — first the bytes and times of every
+candidate (``measure.encode``), then the tails on decoded activations for the lossy candidates
+an exact one does not beat on every link (``measure.tails``, :mod:`splitwire.partitioner.pruning`);
+``decide`` on every link (:mod:`splitwire.partitioner.decisions`); ``export`` the halves of the
+cuts the plan refers to (timed by :func:`write_plan_directory`'s caller).
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ from splitwire.partitioner.measure import (
     RAW_CODEC,
     Reference,
     measure_camera,
-    measure_cut,
+    measure_cut_accuracy,
+    measure_cut_bytes,
     record_reference,
     reprice,
 )
@@ -67,6 +71,7 @@ from splitwire.partitioner.plan_file import (
 )
 from splitwire.partitioner.profile_format import Profile, check_profile_matches
 from splitwire.partitioner.profiling import profile_graph
+from splitwire.partitioner.pruning import check_reuse, dominated_lossy
 from splitwire.partitioner.split import export_split, split
 from splitwire.protocol import CodecSpec
 from splitwire.protocol.header import DTYPE_NAMES
@@ -109,6 +114,10 @@ class PlanRequest:
     # "synthetic", "skimage" (the photos bundled with scikit-image) or a directory of images;
     # None: real photos for a trained image model when they are installed, else synthetic.
     calibration_data: str | None = None
+    # Skip the tail runs of lossy candidates an exact one beats on every link (they cannot be
+    # on a front nor picked; see pruning.py). False measures everything, e.g. to reuse the
+    # measurements for other links later.
+    prune: bool = True
 
     def __post_init__(self) -> None:
         if not self.links:
@@ -220,7 +229,7 @@ def plan_model(request: PlanRequest) -> PlanOutcome:
                 )
             camera = (frames, preprocess)
             reference, measurements = _measure(
-                request, graph, cuts, nodes, edge, cloud, task, inputs, camera
+                request, graph, cuts, nodes, edge, cloud, task, inputs, camera, seconds=seconds
             )
         else:
             # Outputs only (their shapes go into the plan): one forward pass, nothing kept.
@@ -239,6 +248,7 @@ def plan_model(request: PlanRequest) -> PlanOutcome:
                         camera_ms=cached.camera_ms)
                 for m in cached.measurements
             ]  # fmt: skip
+            check_reuse(measurements, request.link_states(), window=request.window)
     with _timed(seconds, "decide"):
         decisions, choice, ratio = decide(measurements, request)
     return PlanOutcome(
@@ -269,45 +279,78 @@ def _measure(
     task: str | None,
     inputs: torch.Tensor,
     camera: tuple[torch.Tensor | None, Preprocess | None] = (None, None),
+    *,
+    seconds: dict[str, float] | None = None,
 ) -> tuple[Reference, list[Measurement]]:
     """Measure every (cut, codec) on the calibration inputs, and the camera-frame baselines
-    (raw frame, JPEG grid) on ``camera``'s uint8 frames, whose preprocessing gave ``inputs``."""
+    (raw frame, JPEG grid) on ``camera``'s uint8 frames, whose preprocessing gave ``inputs``.
+
+    Bytes and times first, for every candidate; then, with ``request.prune``, the lossy
+    candidates an exact one beats on every link are marked ``dominated_by`` and their tails
+    are not run; the tails of the rest run one cut at a time (``seconds`` gets both parts).
+    """
+    timings: dict[str, float] = {} if seconds is None else seconds
     frames, preprocess = camera
     keep = {t.node for cut in cuts for t in cut.crossing}
-    reference = record_reference(graph, inputs, keep)
-    measurements: list[Measurement] = []
-    for cut in tqdm(
-        cuts, desc="measuring cuts", unit="cut", disable=None if request.progress else True
-    ):
-        # The raw baseline is on every table, whichever codecs were asked for.
-        codecs = request.codecs
-        if cut.index == 0 and RAW_CODEC not in codecs:
-            codecs = (RAW_CODEC, *codecs)
-        measurements += measure_cut(
+    bar = None if request.progress else True  # None: a bar when stderr is a terminal
+    with _timed(timings, "measure.encode"):
+        reference = record_reference(graph, inputs, keep)
+        by_cut: dict[str, list[Measurement]] = {}
+        for cut in tqdm(cuts, desc="encoding cuts", unit="cut", disable=bar):
+            # The raw baseline is on every table, whichever codecs were asked for.
+            codecs = request.codecs
+            if cut.index == 0 and RAW_CODEC not in codecs:
+                codecs = (RAW_CODEC, *codecs)
+            by_cut[cut.id] = measure_cut_bytes(
+                cut,
+                codecs,
+                reference,
+                edge=edge,
+                cloud=cloud,
+                task=task,
+                budget=request.budget,
+                all_nodes=nodes,
+                raw_baseline=frames is None,  # an image's raw baseline is the camera frame
+            )
+        # The camera-frame baselines run the whole model: exact ones join the dominators.
+        baselines, _ = measure_camera(
             graph,
-            cut,
-            codecs,
+            cuts[0],
             reference,
+            frames=frames,
+            preprocess=preprocess,
+            codecs=request.camera_codecs,
             edge=edge,
             cloud=cloud,
             task=task,
             budget=request.budget,
             all_nodes=nodes,
-            raw_baseline=frames is None,  # an image's raw baseline is the camera frame
         )
-    baselines, _ = measure_camera(
-        graph,
-        cuts[0],
-        reference,
-        frames=frames,
-        preprocess=preprocess,
-        codecs=request.camera_codecs,
-        edge=edge,
-        cloud=cloud,
-        task=task,
-        budget=request.budget,
-        all_nodes=nodes,
-    )
+        measured = [m for cut in cuts for m in by_cut[cut.id]] + baselines
+        skip = (
+            dominated_lossy(measured, request.link_states(), window=request.window)
+            if request.prune
+            else {}
+        )
+    if skip:
+        pending = sum(m.metrics is None for m in measured)
+        logger.info(
+            "%d of %d lossy candidates not measured: an exact candidate beats each on every link",
+            len(skip),
+            pending,
+        )
+    with _timed(timings, "measure.tails"):
+        measurements: list[Measurement] = []
+        for cut in tqdm(cuts, desc="running tails", unit="cut", disable=bar):
+            mine = [
+                dataclasses.replace(m, dominated_by=skip[(m.cut, m.codec)])
+                if (m.cut, m.codec) in skip
+                else m
+                for m in by_cut[cut.id]
+            ]
+            measurements += measure_cut_accuracy(
+                graph, cut, mine, reference, task=task, budget=request.budget
+            )
     measurements += baselines
     return reference, measurements
 

@@ -1,6 +1,8 @@
 """How a plan is shown: a table per link (front, baselines, pick), JSON, and a plot.
 
-Marks in the table: ``*`` on the Pareto front, ``>`` the pick, ``B`` a baseline. Every baseline
+Marks in the table: ``*`` on the Pareto front, ``>`` the pick, ``B`` a baseline; a lossy
+candidate whose tail was never run (an exact one beats it on every link) shows ``n/m`` as its
+accuracy cost. Every baseline
 is its own row, named by its kind and told apart by its codec: ``all-in-cloud-raw`` with
 ``frame`` / ``frame+zstd1`` (the camera's uint8 frame; ``fp32`` for inputs that are no image),
 ``all-in-cloud-jpeg`` with ``jpeg75`` (4:2:0) / ``jpeg75s444`` (4:4:4) per quality,
@@ -64,6 +66,27 @@ def _pick_json(decision: LinkDecision) -> dict[str, Any]:
         "bytes_wire": pick["bytes_wire"],
         "accuracy_cost": pick["accuracy_cost"],
     }
+
+
+def phase_summary(outcome: PlanOutcome) -> str:
+    """One line: seconds per planning phase (``measure`` split into encoding and tails) and
+    how many lossy candidates were not measured, e.g. ``phases: capture 5.8 s, ...``."""
+    seconds = outcome.seconds
+    parts = []
+    for phase, s in seconds.items():
+        if "." in phase:
+            continue
+        subs = [f"{k.split('.', 1)[1]} {v:.1f} s" for k, v in seconds.items() if "." in k]
+        detail = f" ({', '.join(subs)})" if phase == "measure" and subs else ""
+        parts.append(f"{phase} {s:.1f} s{detail}")
+    skipped = sum(1 for m in outcome.measurements if m.dominated_by)
+    line = "phases: " + ", ".join(parts)
+    if skipped:
+        line += (
+            f"; {skipped} lossy candidates not measured (an exact one beats each on every "
+            "link; --no-prune measures them)"
+        )
+    return line
 
 
 def print_tables(outcome: PlanOutcome, out: TextIO, *, show_all: bool = False) -> None:
@@ -132,7 +155,8 @@ def _table(rows: Sequence[Candidate], pick: Candidate, out: TextIO, *, metric: s
         print(
             f"  {marks} {m.cut:<6} {name[:22]:<22} {m.codec:<11} {_bytes(m.bytes_wire):>9} "
             f"{c.edge_ms:>8.2f} {c.transfer_ms:>8.2f} {c.cloud_ms:>8.2f} {c.latency_ms:>8.2f} "
-            f"{c.throughput_fps:>7.1f} {m.accuracy_cost:>9.2e}",
+            f"{c.throughput_fps:>7.1f} "
+            + (f"{'n/m':>9}" if m.dominated_by else f"{m.accuracy_cost:>9.2e}"),
             file=out,
         )
 
