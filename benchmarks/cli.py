@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -98,10 +99,27 @@ def register(subparsers: Any) -> None:
     planning = which.add_parser(
         "planning",
         help="time each phase of splitwire plan (5 codecs x 4 links)",
-        description="Run the planner once and time each phase; the decision phase is repeated.",
+        description="Run the planner once and time each phase, from capture to the written "
+        "plan, against a target; the decision phase is repeated.",
     )
     planning.add_argument("--model", default="zoo:resnet50", metavar="SPEC")
     planning.add_argument("--input-shape", default="1,3,224,224", metavar="N,C,H,W")
+    planning.add_argument(
+        "--link",
+        action="append",
+        metavar="LINK",
+        help="links to plan for (repeatable; default ethernet, wifi, lte, 3g)",
+    )
+    planning.add_argument(
+        "--target",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds from capture to the written plan (default 60: ResNet-50, 4 links)",
+    )
+    planning.add_argument(
+        "--no-prune", action="store_true", help="measure every candidate (no pruning)"
+    )
     planning.add_argument("--calibration", type=int, default=2)
     planning.add_argument("--threads", type=int, default=1)
     planning.add_argument("--repeats", type=int, default=3)
@@ -170,6 +188,37 @@ def register(subparsers: Any) -> None:
         "--check", action="store_true", help="exit 1 if a target of the edge agent issue is missed"
     )
     pipeline.set_defaults(func=_pipeline)
+
+    corrector = which.add_parser(
+        "corrector",
+        help="the delay corrector in the running agent, against its offline evaluation",
+        description=(
+            "Serve a plan of the corrector's heavy model from a `splitwire cloud` child "
+            "process, run the agent with --corrector behind a loopback delay line on the "
+            "labelled video task, and compare the mIoU it scores (fused, local-only, "
+            "remote-only) with `splitwire corrector eval` at the delays it measured."
+        ),
+    )
+    corrector.add_argument("--ckpt", type=Path, required=True, metavar="DIR",
+                           help="a `splitwire corrector train` directory")  # fmt: skip
+    corrector.add_argument("--plan", type=Path, required=True, metavar="DIR",
+                           help="a plan of its heavy model that ships --cut")  # fmt: skip
+    corrector.add_argument("--cut", required=True, metavar="ID", help="the split to run")
+    corrector.add_argument("--codec", default="int8+zstd1", metavar="SPEC")
+    corrector.add_argument("--rtt-ms", type=float, default=100.0, metavar="MS",
+                           help="round trip the delay line adds (default %(default)s)")  # fmt: skip
+    corrector.add_argument("--fps", type=float, default=30.0, metavar="F")
+    corrector.add_argument("--frames", type=int, default=900, metavar="N")
+    corrector.add_argument("--speed", default="2-4", metavar="LO-HI",
+                           help="object speed, px/frame (default %(default)s)")  # fmt: skip
+    corrector.add_argument("--scene-frames", type=int, default=90, metavar="F",
+                           help="a new scene every F frames (default %(default)s)")  # fmt: skip
+    corrector.add_argument("--seed", type=int, default=0)
+    corrector.add_argument("--clips", type=int, default=64, metavar="N",
+                           help="held-out clips of the offline evaluation")  # fmt: skip
+    corrector.add_argument("--json", action="store_true", help="print the result as JSON")
+    corrector.add_argument("--check", action="store_true", help="exit 1 if a check is missed")
+    corrector.set_defaults(func=_corrector)
 
 
 def _codec(args: argparse.Namespace) -> int:
@@ -414,21 +463,29 @@ def _fidelity(args: argparse.Namespace) -> int:
 
 
 def _planning(args: argparse.Namespace) -> int:
-    from splitwire.benchmarks.planning import run_planning
+    from splitwire.benchmarks.planning import DEFAULT_LINKS, run_planning
     from splitwire.partitioner.cli import parse_shape
 
     result = run_planning(
         args.model, parse_shape(args.input_shape), calibration=args.calibration,
         threads=args.threads, repeats=args.repeats, progress=not args.json,
+        links=tuple(args.link or DEFAULT_LINKS), prune=not args.no_prune,
     )  # fmt: skip
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
     for key, value in result.items():
-        print(f"{key:<22} {value:.3f}" if isinstance(value, float) else f"{key:<22} {value}")
+        print(f"{key:<24} {value:.3f}" if isinstance(value, float) else f"{key:<24} {value}")
+    total = result["capture_to_plan_s"]
+    print(
+        f"\n{'PASS' if total <= args.target else 'MISS'}  {args.model} at {args.input_shape}, "
+        f"{result['links']} links: capture to written plan {total:.1f} s (target <= "
+        f"{args.target:g} s); {result['not_measured']} of {result['lossy']} lossy candidates "
+        "not measured (an exact one beats each on every link)"
+    )
     verdict = "PASS" if result["decide_s"] < 10 else "MISS"
     print(
-        f"\n{verdict}  deciding {result['codecs']} codecs x {result['links']} links over "
+        f"{verdict}  deciding {result['codecs']} codecs x {result['links']} links over "
         f"{result['cuts']} cuts: {result['decide_s']:.2f} s (target < 10 s after profiling); "
         f"measuring took {result['measure_s']:.1f} s, exporting {result['export_s']:.1f} s; "
         f"a re-plan with given profiles and reused measurements took "
@@ -542,6 +599,29 @@ def _pipeline(args: argparse.Namespace) -> int:
         model=args.model, after=args.after, codec=args.codec, window=args.window,
         frames=args.frames, warmup=args.warmup, overhead_model=args.overhead_model,
         overhead_after=args.overhead_after, rpc=not args.no_rpc,
+    )  # fmt: skip
+    print(json.dumps(result, indent=2) if args.json else table(result))
+    return 1 if args.check and not all(c["met"] for c in result["checks"]) else 0
+
+
+def _corrector(args: argparse.Namespace) -> int:
+    import torch
+
+    from splitwire.benchmarks.corrector_live import run_live, table
+    from splitwire.errors import SplitwireError
+
+    lo, _, hi = args.speed.partition("-")
+    try:
+        speed = (float(lo), float(hi or lo))
+    except ValueError as exc:
+        raise SplitwireError(f"--speed {args.speed!r}: expected LO-HI, e.g. 2-4") from exc
+    if args.frames < 10 or args.fps <= 0 or args.rtt_ms < 0 or args.clips < 1:
+        raise SplitwireError("expected --frames >= 10, --fps > 0, --rtt-ms >= 0, --clips >= 1")
+    torch.set_num_threads(1)
+    result = run_live(
+        ckpt=args.ckpt, plan_dir=args.plan, cut=args.cut, codec=args.codec, rtt_ms=args.rtt_ms,
+        fps=args.fps, frames=args.frames, speed=speed, scene_frames=args.scene_frames,
+        seed=args.seed, clips=args.clips,
     )  # fmt: skip
     print(json.dumps(result, indent=2) if args.json else table(result))
     return 1 if args.check and not all(c["met"] for c in result["checks"]) else 0

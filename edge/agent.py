@@ -113,6 +113,7 @@ class _Frame:
     fallback: bool = False  # computed locally because the cloud was away
     deadline: asyncio.TimerHandle | None = None
     emitted: bool = False  # its output line is out (a corrected frame awaiting its answer)
+    emitted_ns: int = 0  # perf_counter when it was
 
 
 @dataclass(frozen=True)
@@ -473,7 +474,7 @@ class EdgeAgent:
         batch_size: int | None = None,
         correction: Correction | None = None,
     ) -> None:
-        frame.emitted = True
+        frame.emitted, frame.emitted_ns = True, time.perf_counter_ns()
         option = frame.option
         record = FrameRecord(
             seq=frame.seq,
@@ -873,6 +874,7 @@ class EdgeAgent:
             # Its output went out long ago; its features serve the frames after it.
             self._corrector.remember(frame.seq, frame.captured_ns, result.outputs)
             self.stats.answers_after_output += 1
+            self.stats.answer_lags_ms.append((result.received_ns - frame.emitted_ns) / 1e6)
             self.stats.rtts_ms.append(timing.network_s * 1000.0)
             self._retire(frame)
             return

@@ -84,6 +84,8 @@ class RunStats:
     uplink_frames: int = 0  # frames whose output rests on what they sent (remote or fused)
     duplicates_ignored: int = 0
     answers_after_output: int = 0  # remote answers that arrived after a corrected output
+    # How long after a corrected frame's output its own answer arrived (> 0: it did not wait).
+    answer_lags_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     uplink_skipped: int = 0  # corrected frames not sent: the uplink was a window behind
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     rtts_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
@@ -123,6 +125,8 @@ class RunStats:
             ),
             "duplicates_ignored": self.duplicates_ignored,
             "answers_after_output": self.answers_after_output,
+            "answer_lag_min_ms": _percentile(self.answer_lags_ms, 0),
+            "answer_lag_p50_ms": _percentile(self.answer_lags_ms, 50),
             "uplink_skipped": self.uplink_skipped,
             "duration_s": round(duration_s, 3),
         }
@@ -131,6 +135,6 @@ class RunStats:
 def _percentile(values: deque[float], q: int) -> float | None:
     if not values:
         return None
-    if len(values) == 1:
-        return round(values[0], 3)
+    if len(values) == 1 or q == 0:
+        return round(min(values), 3)
     return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1], 3)

@@ -101,6 +101,7 @@ async def test_fused_outputs_come_before_their_own_answer(
     assert rtt is not None and rtt >= 2 * DELAY_MS
     # The answer for frame t takes a round trip; its output went out well before.
     assert max(r["latency_ms"] for r in fused) < rtt
+    assert summary["answer_lag_min_ms"] >= 2 * DELAY_MS
     assert all(1 <= r["delay_frames"] <= SMOKE.tau_max for r in fused)
     assert all(r["bytes_up"] > 0 for r in fused)
     assert summary["answers_after_output"] >= 40

@@ -1,0 +1,184 @@
+"""The delay corrector in the running agent, against its offline evaluation.
+
+    splitwire bench corrector --ckpt out/corrector --plan out/corrector-plan --rtt-ms 100
+
+A ``splitwire cloud`` child process serves the plan of the corrector's heavy model; the real
+agent runs the split behind a TCP delay line that adds the round trip, reads the corrector's
+labelled video task at camera pace, and answers every frame at once (local model fused with the
+newest remote features). It scores its own outputs (fused, and on the same frames the local
+model alone and the stale remote answer alone). The offline evaluation
+(:func:`splitwire.corrector.evaluate`) then scores the same checkpoint on held-out clips of the
+same motion at the delays the agent measured, weighted by how often it measured each: the two
+must agree within 2 mIoU points. It also reports how long after each fused output that frame's
+own remote answer arrived (all positive: no output waited for its answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from splitwire.benchmarks.delay_line import DelayLine
+from splitwire.benchmarks.processes import tail_process
+
+__all__ = ["AGREEMENT_POINTS", "run_live", "table"]
+
+# The agent's mIoU and the offline one at the same delays may differ by this much (0..1 scale).
+AGREEMENT_POINTS = 0.02
+
+
+def run_live(
+    *,
+    ckpt: Path,
+    plan_dir: Path,
+    cut: str,
+    codec: str,
+    rtt_ms: float,
+    fps: float,
+    frames: int,
+    speed: tuple[float, float],
+    scene_frames: int,
+    seed: int,
+    clips: int,
+) -> dict[str, Any]:
+    """Run the agent with the corrector behind the delay line, then the offline evaluation.
+
+    Returns:
+        ``{"setup", "agent", "offline", "checks"}`` (see :func:`table`).
+    """
+    from splitwire.corrector import evaluate, load_checkpoint
+    from splitwire.corrector.evaluate import Regime
+
+    source = f"video:seed={seed},speed={speed[0]:g}-{speed[1]:g},scene={scene_frames}"
+    with tail_process(plan_dir) as (address, _pid):
+        summary, records = asyncio.run(
+            _agent(ckpt, plan_dir, address, cut=cut, codec=codec, rtt_ms=rtt_ms, fps=fps,
+                   frames=frames, source=source)
+        )  # fmt: skip
+    fused_delays = Counter(r["delay_frames"] for r in records if r["source"] == "fused")
+    all_delays = Counter(r["delay_frames"] for r in records if r["delay_frames"] is not None)
+    checkpoint = load_checkpoint(ckpt)
+    max_delay = max(all_delays, default=0)
+    offline = evaluate(
+        checkpoint,
+        regimes=(Regime(f"{speed[0]:g}-{speed[1]:g}", speed),),
+        max_delay=max_delay,
+        clips=clips,
+    )
+    by_delay = {r.delay_frames: r for r in offline}
+    weighted = {
+        "fused": _weighted(fused_delays, {d: r.fused_miou for d, r in by_delay.items()}),
+        "local_only": _weighted(all_delays, {d: r.local_miou for d, r in by_delay.items()}),
+        "remote_only": _weighted(all_delays, {d: r.remote_miou for d, r in by_delay.items()}),
+    }
+    seg = summary["segmentation"]
+    agent_miou = seg["miou"]
+    checks = []
+    for kind in ("fused", "local_only", "remote_only"):
+        if kind in agent_miou and weighted[kind] is not None:
+            gap = agent_miou[kind] - weighted[kind]
+            checks.append({
+                "what": f"agent {kind} mIoU against offline at the measured delays",
+                "measured": agent_miou[kind], "reference": weighted[kind],
+                "gap_points": round(gap * 100, 2), "met": abs(gap) <= AGREEMENT_POINTS,
+            })  # fmt: skip
+    lag = summary["answer_lag_min_ms"]
+    checks.append({
+        "what": "every fused output left before its own remote answer arrived (min lag, ms)",
+        "measured": lag, "reference": 0.0, "met": lag is not None and lag > 0,
+    })  # fmt: skip
+    best_baseline = max(agent_miou.get("local_only", 0.0), agent_miou.get("remote_only", 0.0))
+    checks.append({
+        "what": "agent fused mIoU against the stronger of local-only and remote-only",
+        "measured": agent_miou.get("fused"), "reference": best_baseline,
+        "met": agent_miou.get("fused", 0.0) >= best_baseline,
+    })  # fmt: skip
+    return {
+        "setup": {
+            "ckpt": str(ckpt), "plan": str(plan_dir), "cut": cut, "codec": codec,
+            "added_rtt_ms": rtt_ms, "fps": fps, "frames": frames, "source": source,
+            "offline_clips": clips,
+        },
+        "agent": {
+            "by_source": summary["by_source"], "by_reason": summary["by_reason"],
+            "rtt_p50_ms": summary["rtt_p50_ms"], "latency_p50_ms": summary["latency_p50_ms"],
+            "answer_lag_min_ms": lag, "answer_lag_p50_ms": summary["answer_lag_p50_ms"],
+            "miou": agent_miou, "frames_scored": seg["frames"],
+            "delay_frames": dict(sorted(all_delays.items())),
+        },
+        "offline": {
+            "weighted": weighted,
+            "by_delay": [r.as_dict() for r in offline],
+        },
+        "checks": checks,
+    }  # fmt: skip
+
+
+async def _agent(
+    ckpt: Path,
+    plan_dir: Path,
+    address: str,
+    *,
+    cut: str,
+    codec: str,
+    rtt_ms: float,
+    fps: float,
+    frames: int,
+    source: str,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    import io
+    import json
+
+    from splitwire.edge.agent import EdgeAgent
+    from splitwire.edge.config import EdgeConfig
+
+    async with DelayLine(address, delay_ms=rtt_ms / 2) as line:
+        out = io.StringIO()
+        config = EdgeConfig(
+            plan=plan_dir, cloud=line.address, cut=cut, codec=codec, policy="fixed",
+            source=source, frames=frames, fps=fps, corrector=ckpt, edge_id="bench-corrector",
+            budget_ms=max(2000.0, 4 * rtt_ms),
+        )  # fmt: skip
+        summary = await EdgeAgent(config, output=out).run()
+    return summary, [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def _weighted(counts: Counter[int], miou: dict[int, float]) -> float | None:
+    total = sum(n for d, n in counts.items() if d in miou)
+    if not total:
+        return None
+    return round(sum(miou[d] * n for d, n in counts.items() if d in miou) / total, 4)
+
+
+def table(result: dict[str, Any]) -> str:
+    """The human report: setup, the agent's figures, the offline ones, the checks."""
+    s, a, o = result["setup"], result["agent"], result["offline"]
+    lines = [
+        f"agent: {s['frames']} frames of {s['source']} at {s['fps']:g} fps, cut {s['cut']} "
+        f"{s['codec']}, +{s['added_rtt_ms']:g} ms round trip (delay line on loopback)",
+        f"  by source {a['by_source']}, reasons {a['by_reason']}",
+        f"  network rtt p50 {a['rtt_p50_ms']} ms; output latency p50 {a['latency_p50_ms']} ms; "
+        f"own answer arrived {a['answer_lag_min_ms']} ms (min) / {a['answer_lag_p50_ms']} ms "
+        "(p50) after the fused output",
+        f"  delays measured (frames: count) {a['delay_frames']}",
+        "",
+        "mIoU          agent   offline (same delays, weighted)",
+    ]
+    for kind in ("fused", "local_only", "remote_only"):
+        agent = a["miou"].get(kind)
+        offline = o["weighted"].get(kind)
+        lines.append(f"  {kind:<11} {_fmt(agent):>6}   {_fmt(offline):>6}")
+    lines.append("")
+    for check in result["checks"]:
+        gap = f" ({check['gap_points']:+.2f} points)" if "gap_points" in check else ""
+        lines.append(
+            f"{'PASS' if check['met'] else 'MISS'}  {check['what']}: {check['measured']} vs "
+            f"{check['reference']}{gap}"
+        )
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
