@@ -61,8 +61,8 @@ class Preprocess:
 
         input = (pixels / 255 - mean) / std          pixels: (N, C, H, W) uint8
 
-    The edge applies it before the head; for an all-in-cloud JPEG plan the cloud applies it to
-    the decoded images.
+    The edge applies it before the head; under a camera codec (``frame``, ``jpegQ``,
+    ``jpegQs444``: the all-in-cloud camera baselines) the cloud applies it to the decoded frames.
     """
 
     mean: tuple[float, ...]
