@@ -1,5 +1,5 @@
 """The agent running the delay corrector: a smoke-trained corrector, a real plan of its heavy
-model (exported halves), a real tail on loopback behind a real TCP delay line."""
+model (exported halves), a real tail on loopback behind the link emulator (a fixed delay)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from splitwire.benchmarks.delay_line import DelayLine
+from splitwire.benchmarks.netem import LinkEmulator
 from splitwire.corrector import load_corrector
 from splitwire.corrector.train import TrainConfig, train
 from splitwire.edge.config import EdgeConfigError
@@ -86,7 +86,8 @@ async def test_fused_outputs_come_before_their_own_answer(
     frame's features (delay measured in frames), never waiting a round trip."""
     plan_dir, split = heavy_plan
     server = await start_server(plans=(plan_dir,))
-    async with DelayLine(server.address, delay_ms=DELAY_MS) as line:
+    link = parse_link(f"bw=10gbit,rtt={2 * DELAY_MS:g}ms")
+    async with LinkEmulator(upstream=server.address, link=link) as line:
         summary, records = await run_agent(
             plan_dir, cloud=line.address, cut=split, codec="int8+zstd1", policy="fixed",
             source="video:seed=2,speed=2-3", frames=45, fps=15, corrector=corrector_dir,
