@@ -15,6 +15,8 @@ __all__ = ["MEAN", "STD", "preprocess"]
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
+_SCALE = (1.0 / (255.0 * torch.tensor(STD))).view(1, 3, 1, 1)
+_SHIFT = (-torch.tensor(MEAN) / torch.tensor(STD)).view(1, 3, 1, 1)
 
 
 def preprocess(frames: torch.Tensor) -> torch.Tensor:
@@ -30,6 +32,5 @@ def preprocess(frames: torch.Tensor) -> torch.Tensor:
             f"frames: expected uint8 (N, 3, H, W) or (3, H, W), got {frames.dtype} "
             f"{tuple(frames.shape)}; pass the camera's frames unconverted"
         )
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
-    return (frames.float() / 255.0 - mean) / std
+    # x / 255 - mean) / std as one multiply-add per channel: x * scale + shift
+    return torch.addcmul(_SHIFT, frames.float(), _SCALE)

@@ -24,7 +24,7 @@ class Latency:
     """Median milliseconds per batch-1 frame over the measurement rounds.
 
     Attributes:
-        heavy_ms: the heavy model (logits and downlink) on one frame.
+        heavy_ms: the heavy model (logits and downlink) on one uint8 frame.
         local_ms: the local model, local-only (features + decoder).
         fused_ms: the local model fused with remote features (fusion included).
         local_ratio: local_ms / heavy_ms (target ≤ 0.25).
@@ -59,11 +59,11 @@ def measure_latency(corrector: Corrector, *, rounds: int = 15, per_round: int = 
     try:
         size = corrector.frame_size
         frame = torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8)
-        x = corrector.preprocess(frame)
         with torch.inference_mode():
-            _, remote = corrector.heavy(x)
+            _, remote = corrector.remote(frame)
+            # Every path starts from the uint8 frame (preprocessing included).
             paths: dict[str, Callable[[], object]] = {
-                "heavy": lambda: corrector.heavy(x),
+                "heavy": lambda: corrector.remote(frame),
                 "local": lambda: corrector.fuse(corrector.local_features(frame), None, 0),
                 "fused": lambda: corrector.fuse(corrector.local_features(frame), remote, 1),
             }

@@ -105,26 +105,35 @@ class Corrector:
             FeatureShapeError: remote features of another shape or dtype, or a negative delay.
         """
         n = local_feats.stage.shape[0]
-        delay = torch.as_tensor(delay_frames, dtype=torch.int64).reshape(-1).expand(n)
-        if bool((delay < 0).any()):
-            raise FeatureShapeError(
-                f"delay {delay.tolist()}: expected frames >= 0 (the remote frame is older)"
-            )
-        remote = remote_feats
-        if remote is not None:
+        if remote_feats is not None:
             expected = (n, *self.downlink_shape)
-            if tuple(remote.shape) != expected or remote.dtype != torch.float32:
+            if tuple(remote_feats.shape) != expected or remote_feats.dtype != torch.float32:
                 raise FeatureShapeError(
-                    f"remote features: expected {expected} float32, got {tuple(remote.shape)} "
-                    f"{remote.dtype}; the cloud runs another heavy model or cut"
+                    f"remote features: expected {expected} float32, got "
+                    f"{tuple(remote_feats.shape)} {remote_feats.dtype}; the cloud runs another "
+                    "heavy model or cut"
                 )
+        if isinstance(delay_frames, int):  # the edge's case: one delay, checked in Python
+            if delay_frames < 0:
+                raise FeatureShapeError(
+                    f"delay {delay_frames}: expected frames >= 0 (the remote frame is older)"
+                )
+            remote = remote_feats if delay_frames <= self.tau_max else None
+            delay = torch.full((n,), min(delay_frames, self.tau_max), dtype=torch.int64)
+        else:
+            delay = torch.as_tensor(delay_frames, dtype=torch.int64).reshape(-1).expand(n)
+            if bool((delay < 0).any()):
+                raise FeatureShapeError(
+                    f"delay {delay.tolist()}: expected frames >= 0 (the remote frame is older)"
+                )
+            remote = remote_feats
             fresh = delay <= self.tau_max  # (N,) beyond the trained range: drop
-            if not bool(fresh.any()):
-                remote = None
-            elif not bool(fresh.all()):  # zeros mean "no remote information", exactly
+            if remote is not None and not bool(fresh.all()):
+                # zeros mean "no remote information", exactly
                 remote = remote * fresh[:, None, None, None].to(remote.dtype)
+            delay = delay.clamp(max=self.tau_max)
         with torch.inference_mode():
-            return self.local.decode(local_feats, remote, delay.clamp(max=self.tau_max))
+            return self.local.decode(local_feats, remote, delay)
 
     def _input(self, frames: torch.Tensor) -> torch.Tensor:
         x = preprocess(frames)
