@@ -197,9 +197,10 @@ def register(subparsers: Any) -> None:
         help="the delay corrector in the running agent, against its offline evaluation",
         description=(
             "Serve a plan of the corrector's heavy model from a `splitwire cloud` child "
-            "process, run the agent with --corrector behind a loopback delay line on the "
-            "labelled video task, and compare the mIoU it scores (fused, local-only, "
-            "remote-only) with `splitwire corrector eval` at the delays it measured."
+            "process, run the agent with --corrector behind the link emulator (a fixed "
+            "delay on loopback) on the labelled video task, and compare the mIoU it scores "
+            "(fused, local-only, remote-only) with `splitwire corrector eval` at the "
+            "delays it measured."
         ),
     )
     corrector.add_argument("--ckpt", type=Path, required=True, metavar="DIR",
@@ -209,7 +210,7 @@ def register(subparsers: Any) -> None:
     corrector.add_argument("--cut", required=True, metavar="ID", help="the split to run")
     corrector.add_argument("--codec", default="int8+zstd1", metavar="SPEC")
     corrector.add_argument("--rtt-ms", type=float, default=100.0, metavar="MS",
-                           help="round trip the delay line adds (default %(default)s)")  # fmt: skip
+                           help="round trip the emulator adds (default %(default)s)")  # fmt: skip
     corrector.add_argument("--fps", type=float, default=30.0, metavar="F")
     corrector.add_argument("--frames", type=int, default=900, metavar="N")
     corrector.add_argument("--speed", default="2-4", metavar="LO-HI",

@@ -3,10 +3,10 @@
     splitwire bench corrector --ckpt out/corrector --plan out/corrector-plan --rtt-ms 100
 
 A ``splitwire cloud`` child process serves the plan of the corrector's heavy model; the real
-agent runs the split behind a TCP delay line that adds the round trip, reads the corrector's
-labelled video task at camera pace, and answers every frame at once (local model fused with the
-newest remote features). It scores its own outputs (fused, and on the same frames the local
-model alone and the stale remote answer alone). The offline evaluation
+agent runs the split behind the link emulator (a fixed delay adding the round trip), reads the
+corrector's labelled video task at camera pace, and answers every frame at once (local model
+fused with the newest remote features). It scores its own outputs (fused, and on the same
+frames the local model alone and the stale remote answer alone). The offline evaluation
 (:func:`splitwire.corrector.evaluate`) then scores the same checkpoint on held-out clips of the
 same motion at the delays the agent measured, weighted by how often it measured each: the two
 must agree within 2 mIoU points. It also reports how long after each fused output that frame's
@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from splitwire.benchmarks.delay_line import DelayLine
+from splitwire.benchmarks.netem import LinkEmulator
 from splitwire.benchmarks.processes import tail_process
 
 __all__ = ["AGREEMENT_POINTS", "run_live", "table"]
@@ -133,8 +133,10 @@ async def _agent(
 
     from splitwire.edge.agent import EdgeAgent
     from splitwire.edge.config import EdgeConfig
+    from splitwire.partitioner.link import parse_link
 
-    async with DelayLine(address, delay_ms=rtt_ms / 2) as line:
+    link = parse_link(f"bw=10gbit,rtt={rtt_ms:g}ms")  # a fixed delay, no rate limit
+    async with LinkEmulator(upstream=address, link=link) as line:
         out = io.StringIO()
         config = EdgeConfig(
             plan=plan_dir, cloud=line.address, cut=cut, codec=codec, policy="fixed",
@@ -157,7 +159,7 @@ def table(result: dict[str, Any]) -> str:
     s, a, o = result["setup"], result["agent"], result["offline"]
     lines = [
         f"agent: {s['frames']} frames of {s['source']} at {s['fps']:g} fps, cut {s['cut']} "
-        f"{s['codec']}, +{s['added_rtt_ms']:g} ms round trip (delay line on loopback)",
+        f"{s['codec']}, +{s['added_rtt_ms']:g} ms round trip (link emulator on loopback)",
         f"  by source {a['by_source']}, reasons {a['by_reason']}",
         f"  network rtt p50 {a['rtt_p50_ms']} ms; output latency p50 {a['latency_p50_ms']} ms; "
         f"own answer arrived {a['answer_lag_min_ms']} ms (min) / {a['answer_lag_p50_ms']} ms "
