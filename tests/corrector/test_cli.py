@@ -45,8 +45,9 @@ def test_eval_json_prints_every_regime_and_delay(
         assert all(0.0 <= r[k] <= 1.0 for k in FIELDS if k.endswith("_miou"))
         if r["beyond_tau_max"]:  # every variant falls back to its local-only path
             assert r["fused_miou"] == r["local_miou"]
-    static = [r for r in records if r["motion"] == "static"]
-    assert len({r["remote_miou"] for r in static}) == 1  # nothing moves: staleness costs 0
+    # Nothing moves in the static regime: a stale answer only sees other sensor noise.
+    static = [r["remote_miou"] for r in records if r["motion"] == "static"]
+    assert max(static) - min(static) < 0.02, static
 
 
 @pytest.mark.slow
