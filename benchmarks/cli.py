@@ -3,6 +3,7 @@
 splitwire bench codec [--models resnet18 ...] [--specs int8+zstd1 ...] [--json] [--check]
 splitwire bench tail --plan DIR [--cut ID] [--sessions N] [--duration S] [--max-batch N] [--json]
 splitwire bench pipeline [--model SPEC] [--after BLOCK] [--window N] [--frames N] [--json]
+splitwire bench e2e --model SPEC --link LINK [--link ...] [--edge-slowdown K] [--frames N] [--json]
 splitwire netem --listen HOST:PORT --upstream HOST:PORT (--link SPEC | --trace FILE) [--json]
 """
 
@@ -223,6 +224,87 @@ def register(subparsers: Any) -> None:
     corrector.add_argument("--json", action="store_true", help="print the result as JSON")
     corrector.add_argument("--check", action="store_true", help="exit 1 if a check is missed")
     corrector.set_defaults(func=_corrector)
+
+    e2e = which.add_parser(
+        "e2e",
+        help="the planner's predictions against the real agent and tail behind emulated links",
+        description=(
+            "Plan the model for the links (or take --plan), then on each link, behind the link "
+            "emulator (splitwire netem), run the real agent against a `splitwire cloud` child "
+            "process for each measured cut with the planner's best codec there, the planner's "
+            "pick and the baselines (all-on-edge, all-in-cloud raw and JPEG): p50/p95 latency "
+            "with one frame in flight, throughput with the plan's window, each next to the "
+            "planner's prediction. Cuts: all of them on models with at most 12, else each "
+            "link's pick, 5 front cuts per link and an even spread of 10 more. PyTorch RPC "
+            "(TensorPipe, fp32 tensors) runs at the pick's cut on loopback. Targets: fidelity "
+            "(predicted within 15 %% of measured p50 for >= 80 %% of options per link), choice "
+            "(pick within 10 %% of the measured best), >= 1.3x p50 over all-on-edge and JPEG on "
+            "one link, >= 1x torch RPC throughput on loopback."
+        ),
+    )
+    e2e.add_argument("--model", default="zoo:resnet18", metavar="SPEC")
+    e2e.add_argument("--input-shape", default="1,3,224,224", metavar="N,C,H,W")
+    e2e.add_argument(
+        "--link",
+        action="append",
+        metavar="LINK",
+        help="a link to run on (repeatable; default bw=20mbit,rtt=40ms and lte)",
+    )
+    e2e.add_argument(
+        "--edge-slowdown",
+        type=float,
+        default=1.0,
+        metavar="K",
+        help="emulate an edge K times slower: planned so, heads sleep (K-1)x",
+    )
+    e2e.add_argument(
+        "--frames",
+        type=int,
+        default=30,
+        metavar="N",
+        help="measured frames per run (two runs per option; default %(default)s)",
+    )
+    e2e.add_argument("--warmup", type=int, default=5, metavar="N")
+    e2e.add_argument(
+        "--plan",
+        type=Path,
+        metavar="DIR",
+        help="use this plan (its shipped cuts) instead of planning",
+    )
+    e2e.add_argument("--cuts", nargs="+", metavar="ID", help="measure these cuts only")
+    e2e.add_argument("--no-rpc", action="store_true", help="skip the PyTorch RPC comparison")
+    e2e.add_argument(
+        "--plot", type=Path, metavar="FILE.png", help="predicted vs measured p50 per link"
+    )
+    e2e.add_argument("--json", action="store_true", help="print records and checks as JSON")
+    e2e.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    e2e.set_defaults(func=_e2e)
+
+
+def _e2e(args: argparse.Namespace) -> int:
+    from splitwire.benchmarks.e2e import plot, run_e2e, table
+    from splitwire.errors import SplitwireError
+    from splitwire.partitioner.cli import parse_shape
+
+    if args.frames < 2 or args.warmup < 0 or args.edge_slowdown < 1:
+        raise SplitwireError("expected --frames >= 2, --warmup >= 0, --edge-slowdown >= 1")
+
+    def progress(message: str) -> None:
+        if not args.json:
+            print(f"... {message}", file=sys.stderr, flush=True)
+
+    result = run_e2e(
+        model=args.model, input_shape=parse_shape(args.input_shape),
+        links=args.link or ["bw=20mbit,rtt=40ms", "lte"], edge_slowdown=args.edge_slowdown,
+        frames=args.frames, warmup=args.warmup, plan_dir=args.plan, cuts=args.cuts,
+        rpc=not args.no_rpc, progress=progress,
+    )  # fmt: skip
+    if args.plot is not None:
+        plot(result, args.plot)
+    print(json.dumps(result, indent=1) if args.json else table(result))
+    failed = [c for c in result["checks"] if not c["met"] and not c["needed_on_one_link"]]
+    per_link = [c for c in result["checks"] if c["needed_on_one_link"]]
+    return 1 if args.check and (failed or (per_link and not any(c["met"] for c in per_link))) else 0
 
 
 def _register_netem(subparsers: Any) -> None:

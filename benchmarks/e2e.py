@@ -1,0 +1,466 @@
+"""End to end under emulated networks: the planner's predictions against the real agent and tail.
+
+    splitwire bench e2e --model zoo:resnet18 --link bw=20mbit,rtt=40ms --link lte --json
+
+For one model: plan it for the links (or take a given plan directory), then on each link, behind
+the link emulator (:mod:`splitwire.benchmarks.netem`), run the real agent (this process, one
+torch thread) against a real ``splitwire cloud`` child process (one thread) for each measured
+cut with the planner's best codec at that cut on that link, the planner's pick, and the
+baselines (all-on-edge, all-in-cloud raw, all-in-cloud JPEG). Each option runs twice:
+
+* **latency**: window 1 (one frame in flight, as the planner's latency assumes), p50/p95 of
+  capture → output over the answered frames after the warm-up;
+* **throughput**: the plan's window, frames as fast as the pipeline takes them; output lines
+  per second between the first and the last measured frame.
+
+Which cuts: every cut when the model has at most ``ALL_CUTS_UP_TO`` of them; otherwise each
+link's pick, the ``FRONT_PER_LINK`` cuts of the planner's front with the lowest predicted
+latency on each link, and an even spread of ``SPREAD`` more (the report says so).
+
+**Edge emulation** (``edge_slowdown`` K > 1): the plan is made with the planner's edge slowdown
+K, and the agent's head modules are wrapped so that each call sleeps (K − 1) × its measured
+time after computing. The agent's encode (and a camera baseline's JPEG encode) cannot be
+slowed from outside ``edge/agent.py``: it runs at this machine's speed while the planner
+prices it at K×. Every record carries the emulation.
+
+**PyTorch RPC** (:mod:`splitwire.benchmarks.torch_rpc`, TensorPipe carrying fp32 activations):
+TensorPipe's workers listen on ephemeral ports they advertise through their store, so a TCP
+proxy cannot sit between them; it runs on loopback only, next to the agent at the same cut and
+window on loopback (no slowdown on either side).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+import json
+import logging
+import math
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from splitwire.benchmarks.netem import LinkEmulator
+from splitwire.benchmarks.processes import tail_process
+from splitwire.errors import SplitwireError
+from splitwire.partitioner.link import LinkModel, parse_link
+from splitwire.partitioner.plan_file import PlanOption
+from splitwire.partitioner.runtime import RunnablePlan, open_plan
+
+logger = logging.getLogger("splitwire.bench")
+
+ALL_CUTS_UP_TO = 12
+FRONT_PER_LINK = 5
+SPREAD = 10
+# Targets of issue 10.
+FIDELITY_TOLERANCE = 0.15
+FIDELITY_SHARE = 0.80
+CHOICE_TOLERANCE = 0.10
+BASELINE_SPEEDUP = 1.3
+RPC_LOOPBACK = 1.0
+RPC_20MBIT = 2.0
+
+
+class SlowedHead(nn.Module):
+    """A head that takes ``slowdown`` × its measured time: it sleeps (K − 1) × the compute."""
+
+    def __init__(self, inner: nn.Module, slowdown: float) -> None:
+        super().__init__()
+        self.inner = inner
+        self.slowdown = slowdown
+
+    def forward(self, *args: Any) -> Any:
+        start = time.perf_counter()
+        out = self.inner(*args)
+        time.sleep((self.slowdown - 1.0) * (time.perf_counter() - start))
+        return out
+
+
+@dataclasses.dataclass
+class SlowedPlan(RunnablePlan):
+    """A plan whose heads run ``slowdown`` times slower (an emulated weaker edge)."""
+
+    slowdown: float = 1.0
+
+    def head(self, cut_id: str) -> nn.Module:
+        """The cut's head, wrapped in :class:`SlowedHead` when ``slowdown`` > 1."""
+        inner = super().head(cut_id)
+        return inner if self.slowdown == 1.0 else SlowedHead(inner, self.slowdown)
+
+
+def select_cuts(outcome: Any, links: Sequence[LinkModel]) -> tuple[list[str], str]:
+    """The cuts to measure (see the module docstring) and how they were chosen."""
+    ids = [cut.id for cut in outcome.cuts]
+    if len(ids) <= ALL_CUTS_UP_TO:
+        return ids, f"every cut ({len(ids)})"
+    chosen: dict[str, None] = {}
+    for decision in outcome.decisions:
+        chosen[decision.pick.measurement.cut] = None
+        front = sorted((c for c in decision.candidates if c.pareto), key=lambda c: c.latency_ms)
+        for candidate in [c for c in front if c.measurement.baseline is None][:FRONT_PER_LINK]:
+            chosen[candidate.measurement.cut] = None
+    splits = ids[1:-1]
+    spread = [splits[round(i * (len(splits) - 1) / (SPREAD - 1))] for i in range(SPREAD)]
+    extra = [c for c in spread if c not in chosen]
+    chosen.update(dict.fromkeys(extra))
+    how = (
+        f"{len(chosen)} of {len(ids)} cuts: each link's pick and the {FRONT_PER_LINK} cuts of its "
+        f"front with the lowest predicted latency, plus an even spread of {len(extra)} more"
+    )
+    return sorted(chosen), how
+
+
+def make_plan(
+    model: str, input_shape: tuple[int, ...], links: Sequence[LinkModel], *, slowdown: float,
+    directory: Path, cuts: Sequence[str] | None = None,
+) -> str:  # fmt: skip
+    """Plan ``model`` for ``links`` into ``directory``, shipping the cuts to measure; returns
+    how they were chosen."""
+    from splitwire.partitioner.planner import PlanRequest, plan_model, write_plan_directory
+
+    request = PlanRequest(
+        model_spec=model, input_shape=input_shape, links=tuple(links), calibration=2, repeats=3,
+        edge_slowdown=slowdown if slowdown != 1.0 else None, threads=1,
+    )  # fmt: skip
+    outcome = plan_model(request)
+    if cuts:
+        chosen, how = list(cuts), f"{len(cuts)} cuts given"
+    else:
+        chosen, how = select_cuts(outcome, links)
+    request = dataclasses.replace(request, ship=tuple(chosen))
+    write_plan_directory(dataclasses.replace(outcome, request=request), directory)
+    return how
+
+
+def options_to_run(
+    plan: RunnablePlan, link: LinkModel, cuts: Sequence[str]
+) -> list[tuple[PlanOption, str, bool]]:
+    """(option, backend label, planner's pick) for one link: the best codec of each cut, the
+    pick, and the baselines."""
+    from splitwire.partitioner import price_option
+
+    budget = plan.plan.accuracy_budget
+
+    def latency(option: PlanOption) -> float:
+        return price_option(option, link, window=_window(plan)).latency_ms
+
+    choice = next((c for c in plan.plan.links if c.link == str(link)), None)
+    eligible = [o for o in plan.options if o.accuracy_cost <= budget]
+    if choice is not None:
+        pick = plan.plan.option(choice.cut, choice.codec)
+    else:  # a plan made for other links: the planner's rule over what it ships
+        pick = min(eligible, key=lambda o: (latency(o), o.bytes_up))
+    chosen: list[tuple[PlanOption, str, bool]] = []
+    for cut in cuts:
+        at_cut = [o for o in eligible if o.cut == cut and o.baseline is None]
+        if at_cut:
+            best = min(at_cut, key=latency)
+            chosen.append((best, "splitwire", best == pick))
+    for kind in ("all-on-edge", "all-in-cloud-raw", "all-in-cloud-jpeg"):
+        of_kind = [o for o in plan.options if o.baseline == kind]
+        within = [o for o in of_kind if o.accuracy_cost <= budget] or of_kind
+        if within:
+            best = min(within, key=latency)
+            chosen.append((best, kind, best == pick))
+    if not any(is_pick for *_, is_pick in chosen):
+        chosen.append((pick, pick.baseline or "splitwire", True))
+    return chosen
+
+
+def _window(plan: RunnablePlan) -> int:
+    return int(plan.plan.provenance.get("window", 4))
+
+
+async def _agent(
+    plan: RunnablePlan, address: str, option: PlanOption, *, window: int, frames: int,
+    warmup: int,
+) -> list[dict[str, Any]]:  # fmt: skip
+    from splitwire.edge.agent import EdgeAgent
+    from splitwire.edge.config import EdgeConfig
+
+    out = io.StringIO()
+    config = EdgeConfig(
+        plan=plan.directory, cloud=address, frames=warmup + frames, window=window,
+        cut=option.cut, codec=option.codec, policy="fixed", threads=1, budget_ms=60_000,
+        edge_id="bench-e2e",
+    )  # fmt: skip
+    await EdgeAgent(config, plan=plan, output=out).run()
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    return sorted(records, key=lambda r: r["seq"])[warmup:]
+
+
+def _figures(latency_run: list[dict[str, Any]], rate_run: list[dict[str, Any]]) -> dict[str, Any]:
+    answered = [r for r in latency_run if r["source"] in ("remote", "local")]
+    latencies = [r["latency_ms"] for r in answered]
+    times = sorted(r["emit_ts_ns"] for r in rate_run if r["source"] != "dropped")
+    fps = (len(times) - 1) / ((times[-1] - times[0]) / 1e9) if len(times) > 1 else 0.0
+    sent = [r["bytes_up"] for r in answered if r.get("bytes_up")]
+    return {
+        "measured_p50_ms": round(percentile(latencies, 50), 3),
+        "measured_p95_ms": round(percentile(latencies, 95), 3),
+        "measured_fps": round(fps, 3),
+        "frames": len(latency_run) + len(rate_run),
+        "lost": len(latency_run) - len(answered),
+        "bytes_up": round(statistics.fmean(sent), 1) if sent else 0.0,
+    }
+
+
+async def _run_link(
+    plan: RunnablePlan, address: str, link: LinkModel, runs: list[tuple[PlanOption, str, bool]],
+    *, frames: int, warmup: int, progress: Callable[[str], None],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+    from splitwire.partitioner import price_option
+
+    window = _window(plan)
+    records = []
+    async with LinkEmulator(upstream=address, link=link, seed=0) as em:
+        for option, backend, is_pick in runs:
+            progress(f"{link.name}: {option.cut} {option.codec} ({backend})")
+            alone = await _agent(plan, em.address, option, window=1, frames=frames,
+                                 warmup=warmup)  # fmt: skip
+            piped = await _agent(plan, em.address, option, window=window, frames=frames,
+                                 warmup=warmup)  # fmt: skip
+            price = price_option(option, link, window=window)
+            records.append({
+                "link": str(link), "cut": option.cut, "cut_name": plan.plan.cut(option.cut).name,
+                "codec": option.codec, "backend": backend, "window": window,
+                "predicted_latency_ms": round(price.latency_ms, 3),
+                "predicted_fps": round(price.throughput_fps, 3), "planner_pick": is_pick,
+            } | _figures(alone, piped))  # fmt: skip
+        stats = em.stats()
+    return records, stats
+
+
+def run_e2e(
+    *, model: str, input_shape: tuple[int, ...], links: Sequence[str], edge_slowdown: float = 1.0,
+    frames: int = 30, warmup: int = 5, plan_dir: Path | None = None,
+    cuts: Sequence[str] | None = None, rpc: bool = True,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:  # fmt: skip
+    """Every run of the benchmark (see the module docstring); returns records and checks.
+
+    Args:
+        plan_dir: a plan to use as it is (its model, shape and shipped cuts) instead of
+            planning; ``cuts`` then picks among its shipped cuts (default: all of them).
+
+    Raises:
+        SplitwireError: a link that is a trace, a cut the plan does not ship, a failed run.
+    """
+    parsed = [parse_link(spec) for spec in links]
+    models = [link for link in parsed if isinstance(link, LinkModel)]
+    if len(models) != len(parsed) or not models:
+        raise SplitwireError("bench e2e needs one or more fixed links (--link), not traces")
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="splitwire-e2e-") as tmp:
+        started = time.monotonic()
+        if plan_dir is None:
+            progress(f"planning {model} at {input_shape} for {len(models)} links")
+            plan_dir = Path(tmp) / "plan"
+            how = make_plan(model, input_shape, models, slowdown=edge_slowdown,
+                            directory=plan_dir, cuts=cuts)  # fmt: skip
+            cuts = None
+        else:
+            how = "cuts given" if cuts else "every cut the given plan ships"
+        plain = open_plan(plan_dir)
+        shipped = sorted({o.cut for o in plain.options if o.baseline is None})
+        measured = list(cuts) if cuts else shipped
+        missing = [c for c in measured if c not in shipped]
+        if missing:
+            raise SplitwireError(f"cuts {missing}: the plan ships splits at {shipped} only")
+        plan = SlowedPlan(plain.plan, plain.directory, slowdown=edge_slowdown)
+        emulation = {
+            "edge_slowdown": edge_slowdown, "emulated": edge_slowdown != 1.0,
+            "how": "head modules sleep (K-1) x their compute; encode not slowed",
+        }  # fmt: skip
+        records: list[dict[str, Any]] = []
+        link_stats = {}
+        plan_s = time.monotonic() - started
+        with tail_process(plan_dir, threads=1) as (address, _):
+            for link in models:
+                runs = options_to_run(plan, link, measured)
+                found, stats = asyncio.run(_run_link(
+                    plan, address, link, runs, frames=frames, warmup=warmup, progress=progress,
+                ))  # fmt: skip
+                _mark_best(found)
+                records += found
+                link_stats[str(link)] = stats
+            pick = next((r for r in records if r["planner_pick"]
+                         and r["backend"] == "splitwire"), None)  # fmt: skip
+            if rpc and pick is not None:
+                progress(f"loopback: splitwire {pick['cut']} {pick['codec']}, window "
+                         f"{pick['window']}, no slowdown")  # fmt: skip
+                option = plain.plan.option(pick["cut"], pick["codec"])
+                piped = asyncio.run(_agent(plain, address, option, window=pick["window"],
+                                           frames=frames, warmup=warmup))  # fmt: skip
+                records.append(pick | {"link": "loopback", "backend": "splitwire",
+                                       "planner_pick": False, "predicted_latency_ms": None,
+                                       "predicted_fps": None} | _figures(piped, piped))  # fmt: skip
+        if rpc and pick is not None:
+            records.append(_rpc_record(plan_dir, pick, frames=frames, warmup=warmup,
+                                       progress=progress))  # fmt: skip
+    for record in records:
+        record.update(model=model, edge=emulation if record["link"] != "loopback" else
+                      {"edge_slowdown": 1.0, "emulated": False})  # fmt: skip
+    return {
+        "model": model, "input_shape": list(plain.plan.input_shape), "cuts": how,
+        "plan_s": round(plan_s, 1), "records": records, "netem": link_stats,
+        "checks": checks(records, [str(link) for link in models]),
+    }  # fmt: skip
+
+
+def _rpc_record(
+    plan_dir: Path, pick: dict[str, Any], *, frames: int, warmup: int,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:  # fmt: skip
+    from splitwire.benchmarks.torch_rpc import run_torch_rpc
+
+    progress(f"loopback: torch RPC {pick['cut']}, window {pick['window']}")
+    ref = run_torch_rpc(plan_dir, pick["cut"], frames=frames, window=pick["window"],
+                        warmup=warmup)  # fmt: skip
+    return {
+        "link": "loopback", "cut": pick["cut"], "cut_name": pick["cut_name"],
+        "codec": "fp32 (pickled tensors)", "backend": "torch-rpc", "window": pick["window"],
+        "predicted_latency_ms": None, "predicted_fps": None, "planner_pick": False,
+        "measured_p50_ms": round(percentile(ref.latencies_ms, 50), 3),
+        "measured_p95_ms": round(percentile(ref.latencies_ms, 95), 3),
+        "measured_fps": round(ref.throughput_fps, 3), "frames": ref.frames, "lost": 0,
+        "bytes_up": ref.bytes_per_frame,
+    }  # fmt: skip
+
+
+def _mark_best(records: list[dict[str, Any]]) -> None:
+    best = min(records, key=lambda r: r["measured_p50_ms"])
+    for record in records:
+        record["measured_best"] = record is best
+
+
+def checks(records: list[dict[str, Any]], links: Sequence[str]) -> list[dict[str, Any]]:
+    """Issue 10's targets, per link where they are per link."""
+    out = []
+    for link in links:
+        mine = [r for r in records if r["link"] == link]
+        close = [
+            abs(r["predicted_latency_ms"] - r["measured_p50_ms"]) <= FIDELITY_TOLERANCE
+            * r["measured_p50_ms"] for r in mine
+        ]  # fmt: skip
+        share = sum(close) / len(close) if close else math.nan
+        out.append(_check(f"fidelity on {link}: share of options with predicted p50 within "
+                          f"{FIDELITY_TOLERANCE:.0%} of measured", share, 1.0, FIDELITY_SHARE,
+                          higher=True))  # fmt: skip
+        pick = next(r for r in mine if r["planner_pick"])
+        best = min(mine, key=lambda r: r["measured_p50_ms"])
+        out.append(_check(f"choice on {link}: pick {pick['cut']} {pick['codec']} p50 / measured "
+                          f"best {best['cut']} {best['codec']} p50", pick["measured_p50_ms"],
+                          best["measured_p50_ms"], 1 + CHOICE_TOLERANCE, higher=False))  # fmt: skip
+        for kind in ("all-on-edge", "all-in-cloud-jpeg"):
+            base = next((r for r in mine if r["backend"] == kind), None)
+            if base is not None:
+                out.append(_check(f"vs {kind} on {link}: baseline p50 / pick p50",
+                                  base["measured_p50_ms"], pick["measured_p50_ms"],
+                                  BASELINE_SPEEDUP, higher=True, per_link=True))  # fmt: skip
+    loop = {r["backend"]: r for r in records if r["link"] == "loopback"}
+    if {"splitwire", "torch-rpc"} <= set(loop):
+        out.append(_check("vs torch RPC on loopback, same cut and window: throughput ratio",
+                          loop["splitwire"]["measured_fps"], loop["torch-rpc"]["measured_fps"],
+                          RPC_LOOPBACK, higher=True))  # fmt: skip
+    return out
+
+
+def _check(
+    what: str, measured: float, reference: float, target: float, *, higher: bool,
+    per_link: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    ratio = measured / reference if reference else math.nan
+    met = ratio >= target if higher else ratio <= target
+    return {
+        "check": what, "measured": round(measured, 3), "reference": round(reference, 3),
+        "ratio": round(ratio, 3), "target": ("≥ " if higher else "≤ ") + f"{target:g}",
+        "met": bool(met), "needed_on_one_link": per_link,
+    }  # fmt: skip
+
+
+def table(result: dict[str, Any]) -> str:
+    """The records and checks as text."""
+    out = [
+        f"{result['model']} at {'x'.join(map(str, result['input_shape']))}; cuts: "
+        f"{result['cuts']}; edge: {_edge_text(result['records'])}",
+        f"{'link':<34} {'cut':<6} {'name':<18} {'codec':<22} {'backend':<18} {'pred':>8} "
+        f"{'p50':>8} {'p95':>8} {'fps':>7}",
+    ]
+    for r in result["records"]:
+        mark = ("P" if r["planner_pick"] else " ") + ("B" if r.get("measured_best") else " ")
+        pred = "-" if r["predicted_latency_ms"] is None else f"{r['predicted_latency_ms']:.1f}"
+        out.append(
+            f"{r['link'][:34]:<34} {r['cut']:<6} {r['cut_name'][:18]:<18} {r['codec'][:22]:<22} "
+            f"{r['backend']:<18} {pred:>8} {r['measured_p50_ms']:8.1f} "
+            f"{r['measured_p95_ms']:8.1f} {r['measured_fps']:7.2f} {mark}"
+        )
+    out.append("P = planner's pick, B = measured best (lowest p50); times in ms")
+    for link, stats in result["netem"].items():
+        up, down = stats["up"], stats["down"]
+        out.append(f"emulator on {link}: up delay p50 {up['delay_p50_ms']:.1f} ms, down "
+                   f"{down['delay_p50_ms']:.1f} ms (requested one-way "
+                   f"{up['requested_one_way_ms']:g} ms + jitter)")  # fmt: skip
+    out.append("")
+    for c in result["checks"]:
+        flag = "PASS" if c["met"] else "MISS"
+        note = " (needed on one realistic link)" if c["needed_on_one_link"] else ""
+        out.append(f"{flag} {c['check']}: {c['measured']} vs {c['reference']} (ratio "
+                   f"{c['ratio']}, target {c['target']}){note}")  # fmt: skip
+    out.append("not measured: torch RPC through the emulator (≥ 2x throughput on 20 Mbit/s): "
+               "TensorPipe connects to ephemeral ports a proxy cannot sit in front of")  # fmt: skip
+    return "\n".join(out)
+
+
+def _edge_text(records: list[dict[str, Any]]) -> str:
+    edge = next((r["edge"] for r in records if r["link"] != "loopback"), None)
+    if not edge or not edge["emulated"]:
+        return "this machine, 1 thread (no emulation)"
+    return f"EMULATED {edge['edge_slowdown']:g}x slower ({edge['how']})"
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Predicted against measured p50 latency, one panel per link."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    links = [link for link in dict.fromkeys(r["link"] for r in result["records"])
+             if link != "loopback"]  # fmt: skip
+    fig, axes = plt.subplots(1, len(links), figsize=(5 * len(links), 4.5), squeeze=False)
+    for ax, link in zip(axes[0], links, strict=True):
+        mine = [r for r in result["records"] if r["link"] == link]
+        xs = [r["predicted_latency_ms"] for r in mine]
+        ys = [r["measured_p50_ms"] for r in mine]
+        ax.scatter(xs, ys, c=["C1" if r["backend"] != "splitwire" else "C0" for r in mine])
+        for r in mine:
+            if r["planner_pick"] or r.get("measured_best") or r["backend"] != "splitwire":
+                label = r["backend"] if r["backend"] != "splitwire" else r["cut"]
+                label += " (pick)" if r["planner_pick"] else ""
+                ax.annotate(label, (r["predicted_latency_ms"], r["measured_p50_ms"]), fontsize=7)
+        top = max(xs + ys) * 1.1
+        ax.plot([0, top], [0, top], "k--", lw=0.8)
+        ax.fill_between([0, top], [0, top / 1.15], [0, top / 0.85], alpha=0.1)
+        ax.set(xlabel="predicted latency (ms)", ylabel="measured p50 (ms)", title=link[:40])
+    fig.suptitle(f"{result['model']}: prediction vs measurement ({_edge_text(result['records'])})",
+                 fontsize=9)  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def percentile(values: Sequence[float], q: int) -> float:
+    """The q-th percentile (inclusive method); NaN for no values."""
+    if not values:
+        return math.nan
+    if len(values) == 1:
+        return float(values[0])
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
