@@ -161,7 +161,7 @@ def _eval(args: argparse.Namespace) -> int:
     from splitwire.corrector.evaluate import DEFAULT_REGIMES, Regime, evaluate
     from splitwire.corrector.report import format_table
 
-    regimes = DEFAULT_REGIMES
+    regimes: tuple[Regime, ...] = DEFAULT_REGIMES
     if args.speed is not None:
         lo, hi = parse_speed(args.speed)
         regimes = (Regime(f"{lo:g}-{hi:g}", (lo, hi)),)

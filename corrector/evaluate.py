@@ -106,8 +106,7 @@ def evaluate(
     """
     if max_delay < 0 or clips < 1:
         raise TaskConfigError(f"max_delay {max_delay} (>= 0), clips {clips} (>= 1): out of range")
-    task = TaskConfig(**{k: tuple(v) if isinstance(v, list) else v
-                         for k, v in checkpoint.meta["task"].items()})  # fmt: skip
+    task = TaskConfig.from_dict(checkpoint.meta["task"])
     primary = checkpoint.primary
     correctors = {name: Corrector.from_checkpoint(checkpoint, name) for name in checkpoint.locals}
     records = []

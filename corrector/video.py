@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,6 +60,24 @@ class TaskConfig:
     radius: tuple[float, float] = (5.0, 8.0)
     amplitude: tuple[float, float] = (35.0, 55.0)
     noise: float = 6.0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskConfig:
+        """The config recorded in ``corrector.json`` (lists back to tuples).
+
+        Raises:
+            TaskConfigError: a missing, unknown or malformed key.
+        """
+        try:
+            return cls(
+                size=int(data["size"]),
+                objects=(int(data["objects"][0]), int(data["objects"][1])),
+                radius=(float(data["radius"][0]), float(data["radius"][1])),
+                amplitude=(float(data["amplitude"][0]), float(data["amplitude"][1])),
+                noise=float(data["noise"]),
+            )
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise TaskConfigError(f"task config {data!r}: {type(exc).__name__}: {exc}") from exc
 
     def __post_init__(self) -> None:
         if self.size < 16 or self.size % 8:
