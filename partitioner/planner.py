@@ -71,7 +71,7 @@ from splitwire.partitioner.plan_file import (
 )
 from splitwire.partitioner.profile_format import Profile, check_profile_matches
 from splitwire.partitioner.profiling import profile_graph
-from splitwire.partitioner.pruning import check_reuse, dominated_lossy
+from splitwire.partitioner.pruning import dominated_lossy, is_pending, recheck_skipped
 from splitwire.partitioner.split import export_split, split
 from splitwire.protocol import CodecSpec
 from splitwire.protocol.header import DTYPE_NAMES
@@ -214,19 +214,7 @@ def plan_model(request: PlanRequest) -> PlanOutcome:
     # Nothing is timed while measuring bytes and accuracy: use every core.
     with _timed(seconds, "measure"), torch_threads(os.cpu_count() or 1):
         if request.reuse_measurements is None:
-            frames = calibration_frames(
-                request.input_shape,
-                request.calibration,
-                data=request.calibration_data or SYNTHETIC,
-                preprocess=preprocess,
-            )
-            if frames is not None:
-                assert preprocess is not None  # calibration_frames needs it
-                inputs = preprocess.apply(frames)
-            else:
-                inputs = calibration_inputs(
-                    request.input_shape, request.calibration, data=SYNTHETIC, preprocess=None
-                )
+            frames, inputs = _calibration(request, preprocess)
             camera = (frames, preprocess)
             reference, measurements = _measure(
                 request, graph, cuts, nodes, edge, cloud, task, inputs, camera, seconds=seconds
@@ -248,7 +236,9 @@ def plan_model(request: PlanRequest) -> PlanOutcome:
                         camera_ms=cached.camera_ms)
                 for m in cached.measurements
             ]  # fmt: skip
-            check_reuse(measurements, request.link_states(), window=request.window)
+            measurements = _measure_skipped(
+                request, graph, by_id, measurements, task=task, preprocess=preprocess
+            )
     with _timed(seconds, "decide"):
         decisions, choice, ratio = decide(measurements, request)
     return PlanOutcome(
@@ -267,6 +257,55 @@ def plan_model(request: PlanRequest) -> PlanOutcome:
         trained=loaded.trained,
         preprocess=loaded.preprocess,
     )
+
+
+def _calibration(
+    request: PlanRequest, preprocess: Preprocess | None
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The calibration camera frames (None for inputs that are no image) and the inputs."""
+    frames = calibration_frames(
+        request.input_shape,
+        request.calibration,
+        data=request.calibration_data or SYNTHETIC,
+        preprocess=preprocess,
+    )
+    if frames is not None:
+        assert preprocess is not None  # calibration_frames needs it
+        return frames, preprocess.apply(frames)
+    inputs = calibration_inputs(
+        request.input_shape, request.calibration, data=SYNTHETIC, preprocess=None
+    )
+    return None, inputs
+
+
+def _measure_skipped(
+    request: PlanRequest,
+    graph: CapturedGraph,
+    cuts: dict[str, Cut],
+    measurements: Sequence[Measurement],
+    *,
+    task: str | None,
+    preprocess: Preprocess | None,
+) -> list[Measurement]:
+    """Reused measurements for these links: candidates skipped when they were made that an
+    exact one no longer beats on every link are measured now, on the same calibration inputs
+    (the cache key fixes them); the rest are kept."""
+    rechecked = recheck_skipped(measurements, request.link_states(), window=request.window)
+    pending = list(dict.fromkeys(m.cut for m in rechecked if is_pending(m)))
+    if not pending:
+        return rechecked
+    logger.info("measuring %d cuts whose skipped candidates may be on these fronts", len(pending))
+    _, inputs = _calibration(request, preprocess)
+    keep = {t.node for cut_id in pending for t in cuts[cut_id].crossing}
+    reference = record_reference(graph, inputs, keep)
+    done: dict[str, list[Measurement]] = {}
+    for cut_id in pending:
+        mine = [m for m in rechecked if m.cut == cut_id and m.baseline is None]
+        done[cut_id] = measure_cut_accuracy(
+            graph, cuts[cut_id], mine, reference, task=task, budget=request.budget
+        )
+    fresh = {(m.cut, m.codec): m for ms in done.values() for m in ms}
+    return [fresh.get((m.cut, m.codec), m) if m.baseline is None else m for m in rechecked]
 
 
 def _measure(

@@ -21,8 +21,8 @@ time less the encode, no RTT) beats it on every objective: its tail is not run.
 Such a candidate stays in the table with ``dominated_by`` naming ``L`` (accuracy unknown,
 ``accuracy_cost`` = ``inf``). The dominance is decided on the very figures the decision uses
 (:func:`splitwire.partitioner.cost.evaluate`), so it is exact, not an estimate. It holds for the
-links planned for only: measurements reused for other links are checked again
-(:func:`check_reuse`).
+links planned for only: measurements reused for other links are checked again, and the
+candidates no longer dominated are measured then (:func:`recheck_skipped`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from dataclasses import replace
 import numpy as np
 
 from splitwire.partitioner.cost import DEFAULT_WINDOW, Measurement, evaluate
-from splitwire.partitioner.errors import PartitionerError
 from splitwire.partitioner.link import LinkModel
 
 # The objectives besides accuracy, as "smaller is better" signs (throughput is maximised).
@@ -83,32 +82,23 @@ def dominated_lossy(
     return out
 
 
-def check_reuse(
+def recheck_skipped(
     measurements: Sequence[Measurement],
     links: Sequence[LinkModel],
     *,
     window: float = DEFAULT_WINDOW,
-) -> None:
-    """Refuse reused measurements whose skipped candidates might be on these links' fronts.
-
-    Raises:
-        PartitionerError: a candidate skipped when the measurements were made is not dominated
-            on every one of ``links`` (its accuracy is needed now).
-    """
-    skipped = [m for m in measurements if m.dominated_by]
-    if not skipped:
-        return
-    # Dominance is checked again against the exact candidates, with the skipped ones pending.
+) -> list[Measurement]:
+    """Reused measurements on other links: a candidate skipped when they were made keeps its
+    mark only if an exact candidate still beats it on every one of ``links``; the others come
+    back pending (:func:`is_pending`), to be measured now."""
+    if not any(m.dominated_by for m in measurements):
+        return list(measurements)
     fresh = [replace(m, dominated_by=None) if m.dominated_by else m for m in measurements]
     still = dominated_lossy(fresh, links, window=window)
-    lost = [f"{m.cut}/{m.codec}" for m in skipped if (m.cut, m.codec) not in still]
-    if lost:
-        raise PartitionerError(
-            f"{len(lost)} candidates (e.g. {', '.join(lost[:3])}) were not measured when these "
-            "measurements were made (dominated on those links) but may be on the front of these "
-            "links; measure again (drop --reuse-measurements), or measure with --no-prune to "
-            "make measurements reusable for any link"
-        )
+    return [
+        replace(m, dominated_by=still[(m.cut, m.codec)]) if (m.cut, m.codec) in still else m
+        for m in fresh
+    ]
 
 
 def _points(measurements: Sequence[Measurement], link: LinkModel, window: float) -> np.ndarray:

@@ -11,11 +11,10 @@ import pytest
 
 from splitwire.partitioner.accuracy import AccuracyBudget, TaskMetrics
 from splitwire.partitioner.cost import Measurement
-from splitwire.partitioner.errors import PartitionerError
 from splitwire.partitioner.link import parse_link
 from splitwire.partitioner.measure import is_camera_baseline
 from splitwire.partitioner.planner import PlanRequest, decide, plan_model, write_plan_directory
-from splitwire.partitioner.pruning import check_reuse, dominated_lossy
+from splitwire.partitioner.pruning import dominated_lossy, is_pending, recheck_skipped
 
 FAST = parse_link("bw=100mbit,rtt=2ms")
 SLOW = parse_link("bw=1mbit,rtt=100ms")
@@ -68,15 +67,16 @@ def test_only_exact_candidates_dominate() -> None:
     assert dominated_lossy([measured, lossy], [FAST, SLOW]) == {}
 
 
-def test_reuse_for_links_where_a_skipped_candidate_may_win_is_refused() -> None:
+def test_reused_skips_are_checked_again_for_the_new_links() -> None:
     exact = _m("c0001", "fp32", edge=5, cloud=3, up=9_000, exact=True)
     lossy = _m("c0002", "int8", edge=25, cloud=3, up=1_000, exact=False)
     skipped = dataclasses.replace(lossy, dominated_by="c0001/fp32")
-    # On a link where bytes do not matter enough it stays dominated... by bytes it never is:
-    with pytest.raises(PartitionerError, match="may be on the front of these links"):
-        check_reuse([exact, skipped], [FAST])
+    # It sends fewer bytes: on these links nothing beats it everywhere, it must be measured.
+    (_, again) = recheck_skipped([exact, skipped], [FAST])
+    assert is_pending(again)
     beaten = dataclasses.replace(skipped, bytes_wire=10_000)
-    check_reuse([exact, beaten], [FAST, SLOW])  # still dominated: fine
+    (_, kept) = recheck_skipped([exact, beaten], [FAST, SLOW])
+    assert kept.dominated_by == "c0001/fp32"
 
 
 @pytest.mark.slow
@@ -142,3 +142,20 @@ def test_pruning_keeps_every_front_and_pick(tmp_path: Path) -> None:
     assert {(m.cut, m.codec) for m in again.measurements if m.dominated_by} == {
         (m.cut, m.codec) for m in skipped
     }
+    # With a cloud 40x slower, running less of the tail there pays: earlier exact cuts no
+    # longer beat the skipped candidates everywhere, and the reused plan measures those.
+    slow = plan_model(
+        dataclasses.replace(
+            pruned.request,
+            cloud_profile=full.cloud.scaled(40),
+            reuse_measurements=tmp_path / "plan",
+        )
+    )
+    remeasured = [
+        m for m in slow.measurements if (m.cut, m.codec) in {(s.cut, s.codec) for s in skipped}
+    ]
+    assert any(m.metrics is not None for m in remeasured)
+    for m in remeasured:
+        if m.metrics is not None:
+            want = by_key[(m.cut, m.codec)].accuracy_cost
+            assert m.accuracy_cost == pytest.approx(want, rel=1e-2, abs=1e-9)
