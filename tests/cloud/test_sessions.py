@@ -100,6 +100,10 @@ async def test_camera_frame_options_equal_the_whole_model(
     bad = await exchange(session, [encoded([inputs(2)], "fp32")], first_seq=9)
     assert isinstance(bad[9], SessionFrameError) and bad[9].code_name == "INVALID_ARGUMENT"
     assert "expected dtype uint8, got float32" in bad[9].message
+    small = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)  # a frame of another camera
+    wrong = await exchange(session, [encoded([small], codec)], first_seq=10)
+    assert isinstance(wrong[10], SessionFrameError) and wrong[10].code_name == "INVALID_ARGUMENT"
+    assert "expected shape (N, 3, 64, 64) uint8, got (1, 3, 32, 32) uint8" in wrong[10].message
 
 
 async def test_two_sessions_on_different_cuts_at_once(
