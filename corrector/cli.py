@@ -192,7 +192,12 @@ def _latency(args: argparse.Namespace) -> int:
         print(
             f"heavy {result.heavy_ms:.2f} ms, local {result.local_ms:.2f} ms "
             f"({100 * result.local_ratio:.0f} % of heavy; target <= 25 %), local + fusion "
-            f"{result.fused_ms:.2f} ms (+{100 * result.fusion_overhead:.1f} %; target <= 15 %); "
-            "batch 1, 1 thread, medians of interleaved rounds"
+            f"{result.fused_ms:.2f} ms ({100 * result.fusion_overhead:+.1f} %; target <= 15 %); "
+            "batch 1, 1 thread, medians of interleaved rounds\n"
+            f"conv MACs: heavy {result.heavy_macs / 1e6:.1f} M, local "
+            f"{result.local_macs / 1e6:.2f} M "
+            f"({100 * result.local_macs / result.heavy_macs:.0f} %), local + fusion "
+            f"{result.fused_macs / 1e6:.2f} M "
+            f"({100 * (result.fused_macs / result.local_macs - 1):+.1f} %)"
         )
     return 0

@@ -1,6 +1,8 @@
 """Single-thread latency of the heavy model, the local model alone and the local model with the
 fusion, at batch 1, measured in one process and interleaved so that a busy machine slows all
-three alike (only their ratios are meant to be compared).
+three alike (only their ratios are meant to be compared). Each ratio is the median of the
+per-round ratios, so load that changes between rounds cancels. Convolution multiply-accumulates
+are counted too: a figure no load can disturb.
 
     splitwire corrector latency --ckpt out/corrector
 """
@@ -13,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
+from torch import nn
 
 from splitwire.corrector.runtime import Corrector
 
@@ -30,6 +33,7 @@ class Latency:
         local_ratio: local_ms / heavy_ms (target ≤ 0.25).
         fusion_overhead: fused_ms / local_ms - 1 (target ≤ 0.15).
         threads: torch threads during the measurement.
+        heavy_macs / local_macs / fused_macs: convolution multiply-accumulates per frame.
     """
 
     heavy_ms: float
@@ -38,12 +42,15 @@ class Latency:
     local_ratio: float
     fusion_overhead: float
     threads: int
+    heavy_macs: int
+    local_macs: int
+    fused_macs: int
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
 
 
-def measure_latency(corrector: Corrector, *, rounds: int = 15, per_round: int = 20) -> Latency:
+def measure_latency(corrector: Corrector, *, rounds: int = 40, per_round: int = 10) -> Latency:
     """Time the three paths on a synthetic frame with one torch thread.
 
     Args:
@@ -77,14 +84,42 @@ def measure_latency(corrector: Corrector, *, rounds: int = 15, per_round: int = 
                     for _ in range(per_round):
                         fn()
                     times[name].append((time.perf_counter() - start) / per_round * 1e3)
+        macs = {name: _conv_macs(corrector, fn) for name, fn in paths.items()}
     finally:
         torch.set_num_threads(previous)
     heavy, local, fused = (statistics.median(times[k]) for k in ("heavy", "local", "fused"))
+    pairs = list(zip(times["heavy"], times["local"], times["fused"], strict=True))
     return Latency(
         heavy_ms=heavy,
         local_ms=local,
         fused_ms=fused,
-        local_ratio=local / heavy,
-        fusion_overhead=fused / local - 1.0,
+        local_ratio=statistics.median(lo / h for h, lo, _ in pairs),
+        fusion_overhead=statistics.median(f / lo for _, lo, f in pairs) - 1.0,
         threads=1,
+        heavy_macs=macs["heavy"],
+        local_macs=macs["local"],
+        fused_macs=macs["fused"],
     )
+
+
+def _conv_macs(corrector: Corrector, fn: Callable[[], object]) -> int:
+    """Multiply-accumulates of every convolution ``fn`` runs (hooks on both models)."""
+    total = 0
+
+    def count(module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal total
+        assert isinstance(module, nn.Conv2d)
+        kh, kw = module.kernel_size
+        total += out.numel() * (module.in_channels // module.groups) * kh * kw
+
+    convs = [
+        m for model in (corrector.heavy, corrector.local) for m in model.modules()
+        if isinstance(m, nn.Conv2d)
+    ]  # fmt: skip
+    handles = [m.register_forward_hook(count) for m in convs]
+    try:
+        fn()
+    finally:
+        for h in handles:
+            h.remove()
+    return total

@@ -86,6 +86,8 @@ def test_the_train_help_states_the_real_defaults() -> None:
 def test_latency_reports_both_ratios(smoke: TrainResult) -> None:
     result = measure_latency(load_corrector(smoke.directory), rounds=3, per_round=3)
     assert result.heavy_ms > 0 and result.local_ms > 0 and result.fused_ms > 0
-    assert result.local_ratio == pytest.approx(result.local_ms / result.heavy_ms)
-    assert result.fusion_overhead == pytest.approx(result.fused_ms / result.local_ms - 1)
+    assert 0 < result.local_ratio < 10 and -1 < result.fusion_overhead < 10
     assert result.threads == 1
+    # The smoke models are tiny but the fusion adds convolutions: MACs are exact counts.
+    assert 0 < result.local_macs < result.fused_macs
+    assert result.local_macs < result.heavy_macs
