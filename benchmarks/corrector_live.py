@@ -48,8 +48,8 @@ def run_live(
     Returns:
         ``{"setup", "agent", "offline", "checks"}`` (see :func:`table`).
     """
-    from splitwire.corrector import evaluate, load_checkpoint
-    from splitwire.corrector.evaluate import Regime
+    from splitwire.corrector import load_checkpoint
+    from splitwire.corrector.evaluate import Regime, evaluate
 
     source = f"video:seed={seed},speed={speed[0]:g}-{speed[1]:g},scene={scene_frames}"
     with tail_process(plan_dir) as (address, _pid):
