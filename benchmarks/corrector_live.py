@@ -49,7 +49,7 @@ def run_live(
         ``{"setup", "agent", "offline", "checks"}`` (see :func:`table`).
     """
     from splitwire.corrector import load_checkpoint
-    from splitwire.corrector.evaluate import Regime, evaluate
+    from splitwire.corrector.evaluation import Regime, evaluate
 
     source = f"video:seed={seed},speed={speed[0]:g}-{speed[1]:g},scene={scene_frames}"
     with tail_process(plan_dir) as (address, _pid):

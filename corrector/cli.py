@@ -112,7 +112,7 @@ def _register_latency(sub: Any) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from splitwire.corrector.train import DEFAULT_FUSIONS, TrainConfig, train
+    from splitwire.corrector.training import DEFAULT_FUSIONS, TrainConfig, train
 
     if not args.quiet and args.verbose == 0:
         logging.getLogger("splitwire").setLevel(logging.INFO)
@@ -158,7 +158,7 @@ def parse_speed(text: str) -> tuple[float, float]:
 
 def _eval(args: argparse.Namespace) -> int:
     from splitwire.corrector.checkpoint import load_checkpoint
-    from splitwire.corrector.evaluate import DEFAULT_REGIMES, Regime, evaluate
+    from splitwire.corrector.evaluation import DEFAULT_REGIMES, Regime, evaluate
     from splitwire.corrector.report import format_table
 
     regimes: tuple[Regime, ...] = DEFAULT_REGIMES

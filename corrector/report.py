@@ -7,7 +7,7 @@ from pathlib import Path
 
 from splitwire.corrector.checkpoint import Checkpoint
 from splitwire.corrector.errors import CorrectorError
-from splitwire.corrector.evaluate import EvalRecord
+from splitwire.corrector.evaluation import EvalRecord
 
 __all__ = ["format_table", "plot_curves"]
 

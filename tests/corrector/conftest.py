@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from splitwire.corrector.train import TrainConfig, TrainResult, train
+from splitwire.corrector.training import TrainConfig, TrainResult, train
 
 SMOKE = TrainConfig(
     seed=3,

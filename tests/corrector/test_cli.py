@@ -12,7 +12,7 @@ import pytest
 from splitwire.cli import build_parser, main
 from splitwire.corrector.latency import measure_latency
 from splitwire.corrector.runtime import load_corrector
-from splitwire.corrector.train import TrainConfig, TrainResult
+from splitwire.corrector.training import TrainConfig, TrainResult
 
 FIELDS = {
     "motion",

@@ -1,4 +1,4 @@
-"""Training (splitwire.corrector.train) at smoke size: the loss falls, the checkpoint round-trips
+"""Training (splitwire.corrector.training) at smoke size: the loss falls, the checkpoint round-trips
 through torch.load(weights_only=True), runs repeat from the seed, and a run below its bar fails."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from splitwire.corrector.checkpoint import META_FILE, load_checkpoint, local_file
 from splitwire.corrector.errors import CheckpointError, ConvergenceError, TaskConfigError
 from splitwire.corrector.runtime import load_corrector
-from splitwire.corrector.train import TrainConfig, TrainResult, train
+from splitwire.corrector.training import TrainConfig, TrainResult, train
 from splitwire.partitioner.models import load_model
 
 from .conftest import SMOKE

@@ -13,7 +13,7 @@ import torch
 
 from splitwire.benchmarks.netem import LinkEmulator
 from splitwire.corrector import load_corrector
-from splitwire.corrector.train import TrainConfig, train
+from splitwire.corrector.training import TrainConfig, train
 from splitwire.edge.config import EdgeConfigError
 from splitwire.edge.correction import FrameCorrector
 from splitwire.partitioner.link import parse_link

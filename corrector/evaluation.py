@@ -25,7 +25,7 @@ from splitwire.corrector.errors import TaskConfigError
 from splitwire.corrector.inputs import preprocess
 from splitwire.corrector.metrics import ConfusionMatrix
 from splitwire.corrector.runtime import Corrector
-from splitwire.corrector.train import PURPOSE_EVAL
+from splitwire.corrector.training import PURPOSE_EVAL
 from splitwire.corrector.video import FPS, NUM_CLASSES, TaskConfig, check_speed, scene
 
 __all__ = ["DEFAULT_REGIMES", "EvalRecord", "Regime", "evaluate", "variant_key"]
