@@ -4,6 +4,7 @@ splitwire bench codec [--models resnet18 ...] [--specs int8+zstd1 ...] [--json] 
 splitwire bench tail --plan DIR [--cut ID] [--sessions N] [--duration S] [--max-batch N] [--json]
 splitwire bench pipeline [--model SPEC] [--after BLOCK] [--window N] [--frames N] [--json]
 splitwire bench e2e --model SPEC --link LINK [--link ...] [--edge-slowdown K] [--frames N] [--json]
+splitwire bench adaptive --model SPEC --trace FILE [--edge-slowdown K] [--fps F] [--json]
 splitwire netem --listen HOST:PORT --upstream HOST:PORT (--link SPEC | --trace FILE) [--json]
 """
 
@@ -266,6 +267,10 @@ def register(subparsers: Any) -> None:
     )
     e2e.add_argument("--warmup", type=int, default=5, metavar="N")
     e2e.add_argument(
+        "--max-run-s", type=float, default=20.0, metavar="S",
+        help="stop taking frames after S seconds per run (slow options on slow links)",
+    )  # fmt: skip
+    e2e.add_argument(
         "--plan",
         type=Path,
         metavar="DIR",
@@ -280,6 +285,50 @@ def register(subparsers: Any) -> None:
     e2e.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
     e2e.set_defaults(func=_e2e)
 
+    adaptive = which.add_parser(
+        "adaptive",
+        help="the agent's cut switch on a link that drops, against staying on the first plan",
+        description=(
+            "Plan the model for each state of a link trace, then replay the trace in the link "
+            "emulator twice while the real agent streams paced frames to a `splitwire cloud` "
+            "child process: once with --policy auto, once fixed on the first state's pick. "
+            "Prints p50/p95 latency before and after the first change, the options the auto "
+            "run moved to, and the target: p95 after the change, fixed / auto >= 1.5."
+        ),
+        epilog="trace example (YAML): [{t: 0, bw: 50mbit, rtt: 20ms}, {t: 10, bw: 2mbit, "
+        "rtt: 60ms}]; a trace with 'end: S' runs S seconds",
+    )
+    adaptive.add_argument("--model", default="zoo:resnet18", metavar="SPEC")
+    adaptive.add_argument("--input-shape", default="1,3,224,224", metavar="N,C,H,W")
+    adaptive.add_argument(
+        "--trace",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="a link trace (.yaml/.csv; stall entries are outages)",
+    )
+    adaptive.add_argument(
+        "--plan",
+        type=Path,
+        metavar="DIR",
+        help="use this plan instead of planning for the trace's states",
+    )
+    adaptive.add_argument("--edge-slowdown", type=float, default=1.0, metavar="K")
+    adaptive.add_argument("--fps", type=float, default=10.0, metavar="F")
+    adaptive.add_argument(
+        "--duration", type=float, metavar="S", help="seconds per run (default: the trace's length)"
+    )
+    adaptive.add_argument(
+        "--hold",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="the auto policy's hold before a switch (default %(default)s)",
+    )
+    adaptive.add_argument("--json", action="store_true", help="print the result as JSON")
+    adaptive.add_argument("--check", action="store_true", help="exit 1 if the target is missed")
+    adaptive.set_defaults(func=_adaptive)
+
 
 def _e2e(args: argparse.Namespace) -> int:
     from splitwire.benchmarks.e2e import plot, run_e2e, table
@@ -290,14 +339,13 @@ def _e2e(args: argparse.Namespace) -> int:
         raise SplitwireError("expected --frames >= 2, --warmup >= 0, --edge-slowdown >= 1")
 
     def progress(message: str) -> None:
-        if not args.json:
-            print(f"... {message}", file=sys.stderr, flush=True)
+        print(f"... {message}", file=sys.stderr, flush=True)
 
     result = run_e2e(
         model=args.model, input_shape=parse_shape(args.input_shape),
         links=args.link or ["bw=20mbit,rtt=40ms", "lte"], edge_slowdown=args.edge_slowdown,
         frames=args.frames, warmup=args.warmup, plan_dir=args.plan, cuts=args.cuts,
-        rpc=not args.no_rpc, progress=progress,
+        rpc=not args.no_rpc, max_run_s=args.max_run_s, progress=progress,
     )  # fmt: skip
     if args.plot is not None:
         plot(result, args.plot)
@@ -305,6 +353,23 @@ def _e2e(args: argparse.Namespace) -> int:
     failed = [c for c in result["checks"] if not c["met"] and not c["needed_on_one_link"]]
     per_link = [c for c in result["checks"] if c["needed_on_one_link"]]
     return 1 if args.check and (failed or (per_link and not any(c["met"] for c in per_link))) else 0
+
+
+def _adaptive(args: argparse.Namespace) -> int:
+    from splitwire.benchmarks.adaptive import run_adaptive, table
+    from splitwire.errors import SplitwireError
+    from splitwire.partitioner.cli import parse_shape
+
+    if args.fps <= 0 or args.edge_slowdown < 1 or args.hold < 0:
+        raise SplitwireError("expected --fps > 0, --edge-slowdown >= 1, --hold >= 0")
+    result = run_adaptive(
+        model=args.model, input_shape=parse_shape(args.input_shape), trace_path=args.trace,
+        edge_slowdown=args.edge_slowdown, fps=args.fps, duration_s=args.duration,
+        hold_s=args.hold, plan_dir=args.plan,
+        progress=lambda m: print(f"... {m}", file=sys.stderr, flush=True),
+    )  # fmt: skip
+    print(json.dumps(result, indent=1) if args.json else table(result))
+    return 1 if args.check and not result["check"]["met"] else 0
 
 
 def _register_netem(subparsers: Any) -> None:

@@ -59,6 +59,7 @@ logger = logging.getLogger("splitwire.bench")
 ALL_CUTS_UP_TO = 12
 FRONT_PER_LINK = 5
 SPREAD = 10
+MAX_RUN_S = 20.0
 # Targets of issue 10.
 FIDELITY_TOLERANCE = 0.15
 FIDELITY_SHARE = 0.80
@@ -130,7 +131,7 @@ def make_plan(
         edge_slowdown=slowdown if slowdown != 1.0 else None, threads=1,
     )  # fmt: skip
     outcome = plan_model(request)
-    if cuts:
+    if cuts is not None:  # () ships the picks only
         chosen, how = list(cuts), f"{len(cuts)} cuts given"
     else:
         chosen, how = select_cuts(outcome, links)
@@ -180,7 +181,7 @@ def _window(plan: RunnablePlan) -> int:
 
 async def _agent(
     plan: RunnablePlan, address: str, option: PlanOption, *, window: int, frames: int,
-    warmup: int,
+    warmup: int, max_s: float = math.inf,
 ) -> list[dict[str, Any]]:  # fmt: skip
     from splitwire.edge.agent import EdgeAgent
     from splitwire.edge.config import EdgeConfig
@@ -191,7 +192,15 @@ async def _agent(
         cut=option.cut, codec=option.codec, policy="fixed", threads=1, budget_ms=60_000,
         edge_id="bench-e2e",
     )  # fmt: skip
-    await EdgeAgent(config, plan=plan, output=out).run()
+    agent = EdgeAgent(config, plan=plan, output=out)
+    # A slow option on a slow link stops reading frames after max_s and drains what is in flight.
+    loop = asyncio.get_running_loop()
+    stop = loop.call_later(max_s, agent.request_stop) if math.isfinite(max_s) else None
+    try:
+        await agent.run()
+    finally:
+        if stop is not None:
+            stop.cancel()
     records = [json.loads(line) for line in out.getvalue().splitlines()]
     return sorted(records, key=lambda r: r["seq"])[warmup:]
 
@@ -214,7 +223,7 @@ def _figures(latency_run: list[dict[str, Any]], rate_run: list[dict[str, Any]]) 
 
 async def _run_link(
     plan: RunnablePlan, address: str, link: LinkModel, runs: list[tuple[PlanOption, str, bool]],
-    *, frames: int, warmup: int, progress: Callable[[str], None],
+    *, frames: int, warmup: int, max_run_s: float, progress: Callable[[str], None],
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
     from splitwire.partitioner import price_option
 
@@ -224,9 +233,9 @@ async def _run_link(
         for option, backend, is_pick in runs:
             progress(f"{link.name}: {option.cut} {option.codec} ({backend})")
             alone = await _agent(plan, em.address, option, window=1, frames=frames,
-                                 warmup=warmup)  # fmt: skip
+                                 warmup=warmup, max_s=max_run_s)  # fmt: skip
             piped = await _agent(plan, em.address, option, window=window, frames=frames,
-                                 warmup=warmup)  # fmt: skip
+                                 warmup=warmup, max_s=max_run_s)  # fmt: skip
             price = price_option(option, link, window=window)
             records.append({
                 "link": str(link), "cut": option.cut, "cut_name": plan.plan.cut(option.cut).name,
@@ -241,7 +250,7 @@ async def _run_link(
 def run_e2e(
     *, model: str, input_shape: tuple[int, ...], links: Sequence[str], edge_slowdown: float = 1.0,
     frames: int = 30, warmup: int = 5, plan_dir: Path | None = None,
-    cuts: Sequence[str] | None = None, rpc: bool = True,
+    cuts: Sequence[str] | None = None, rpc: bool = True, max_run_s: float = MAX_RUN_S,
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:  # fmt: skip
     """Every run of the benchmark (see the module docstring); returns records and checks.
@@ -249,6 +258,8 @@ def run_e2e(
     Args:
         plan_dir: a plan to use as it is (its model, shape and shipped cuts) instead of
             planning; ``cuts`` then picks among its shipped cuts (default: all of them).
+        max_run_s: each agent run stops taking frames after this long (then drains): a
+            slow option on a slow link measures fewer frames (``frames`` in its record).
 
     Raises:
         SplitwireError: a link that is a trace, a cut the plan does not ship, a failed run.
@@ -287,6 +298,7 @@ def run_e2e(
                 runs = options_to_run(plan, link, measured)
                 found, stats = asyncio.run(_run_link(
                     plan, address, link, runs, frames=frames, warmup=warmup, progress=progress,
+                    max_run_s=max_run_s,
                 ))  # fmt: skip
                 _mark_best(found)
                 records += found
