@@ -101,7 +101,7 @@ def select_cuts(outcome: Any, links: Sequence[LinkModel]) -> tuple[list[str], st
     ids = [cut.id for cut in outcome.cuts]
     if len(ids) <= ALL_CUTS_UP_TO:
         return ids, f"every cut ({len(ids)})"
-    chosen: dict[str, None] = {}
+    chosen: dict[str, None] = {ids[0]: None, ids[-1]: None}  # the baselines run there
     for decision in outcome.decisions:
         chosen[decision.pick.measurement.cut] = None
         front = sorted((c for c in decision.candidates if c.pareto), key=lambda c: c.latency_ms)
@@ -131,8 +131,9 @@ def make_plan(
         edge_slowdown=slowdown if slowdown != 1.0 else None, threads=1,
     )  # fmt: skip
     outcome = plan_model(request)
-    if cuts is not None:  # () ships the picks only
-        chosen, how = list(cuts), f"{len(cuts)} cuts given"
+    if cuts is not None:  # () ships the picks (and the baselines' cuts) only
+        ids = [cut.id for cut in outcome.cuts]
+        chosen, how = list(dict.fromkeys([ids[0], *cuts, ids[-1]])), f"{len(cuts)} cuts given"
     else:
         chosen, how = select_cuts(outcome, links)
     request = dataclasses.replace(request, ship=tuple(chosen))
@@ -205,6 +206,25 @@ async def _agent(
     return sorted(records, key=lambda r: r["seq"])[warmup:]
 
 
+def machine_drift(plan: RunnablePlan, slowdown: float, repeats: int = 7) -> float | None:
+    """How much slower this machine runs the whole model now than when it was profiled:
+    the median of ``repeats`` timed runs of the all-on-edge head (no slowdown) over the plan's
+    all-on-edge edge time / ``slowdown``. None when the plan ships no all-on-edge option."""
+    option = next((o for o in plan.options if o.baseline == "all-on-edge"), None)
+    if option is None or option.edge_ms <= 0:
+        return None
+    whole = RunnablePlan.head(plan, option.cut)
+    x = plan.preprocess(torch.zeros(plan.camera_frame().shape, dtype=torch.uint8))
+    times = []
+    with torch.inference_mode():
+        whole(x)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            whole(x)
+            times.append(1e3 * (time.perf_counter() - start))
+    return statistics.median(times) / (option.edge_ms / slowdown)
+
+
 def _figures(latency_run: list[dict[str, Any]], rate_run: list[dict[str, Any]]) -> dict[str, Any]:
     answered = [r for r in latency_run if r["source"] in ("remote", "local")]
     latencies = [r["latency_ms"] for r in answered]
@@ -229,6 +249,7 @@ async def _run_link(
 
     window = _window(plan)
     records = []
+    drift = machine_drift(plan, getattr(plan, "slowdown", 1.0))
     async with LinkEmulator(upstream=address, link=link, seed=0) as em:
         for option, backend, is_pick in runs:
             progress(f"{link.name}: {option.cut} {option.codec} ({backend})")
@@ -241,6 +262,10 @@ async def _run_link(
                 "link": str(link), "cut": option.cut, "cut_name": plan.plan.cut(option.cut).name,
                 "codec": option.codec, "backend": backend, "window": window,
                 "predicted_latency_ms": round(price.latency_ms, 3),
+                # The same with compute scaled by the drift of this machine since profiling.
+                "predicted_drift_ms": None if drift is None else round(
+                    price.transfer_ms + drift * (price.edge_ms + price.cloud_ms), 3),
+                "drift": None if drift is None else round(drift, 3),
                 "predicted_fps": round(price.throughput_fps, 3), "planner_pick": is_pick,
             } | _figures(alone, piped))  # fmt: skip
         stats = em.stats()
@@ -303,17 +328,22 @@ def run_e2e(
                 _mark_best(found)
                 records += found
                 link_stats[str(link)] = stats
-            pick = next((r for r in records if r["planner_pick"]
-                         and r["backend"] == "splitwire"), None)  # fmt: skip
+            # The pick's cut, or the best measured split when the pick is a baseline.
+            splits = [r for r in records if r["backend"] == "splitwire" and r["cut_name"]
+                      != "input" and r["link"] == str(models[0])]  # fmt: skip
+            pick = next((r for r in splits if r["planner_pick"]), None) or min(
+                splits, key=lambda r: r["measured_p50_ms"], default=None)  # fmt: skip
             if rpc and pick is not None:
                 progress(f"loopback: splitwire {pick['cut']} {pick['codec']}, window "
                          f"{pick['window']}, no slowdown")  # fmt: skip
                 option = plain.plan.option(pick["cut"], pick["codec"])
                 piped = asyncio.run(_agent(plain, address, option, window=pick["window"],
                                            frames=frames, warmup=warmup))  # fmt: skip
-                records.append(pick | {"link": "loopback", "backend": "splitwire",
-                                       "planner_pick": False, "predicted_latency_ms": None,
-                                       "predicted_fps": None} | _figures(piped, piped))  # fmt: skip
+                unpriced = dict.fromkeys(
+                    ("predicted_latency_ms", "predicted_fps", "predicted_drift_ms", "drift")
+                )
+                records.append(pick | unpriced | {"link": "loopback", "backend": "splitwire",
+                               "planner_pick": False} | _figures(piped, piped))  # fmt: skip
         if rpc and pick is not None:
             records.append(_rpc_record(plan_dir, pick, frames=frames, warmup=warmup,
                                        progress=progress))  # fmt: skip
@@ -366,6 +396,14 @@ def checks(records: list[dict[str, Any]], links: Sequence[str]) -> list[dict[str
         out.append(_check(f"fidelity on {link}: share of options with predicted p50 within "
                           f"{FIDELITY_TOLERANCE:.0%} of measured", share, 1.0, FIDELITY_SHARE,
                           higher=True))  # fmt: skip
+        drifted = [r for r in mine if r.get("predicted_drift_ms") is not None]
+        if drifted:
+            close = [abs(r["predicted_drift_ms"] - r["measured_p50_ms"])
+                     <= FIDELITY_TOLERANCE * r["measured_p50_ms"] for r in drifted]  # fmt: skip
+            out.append(_check(f"fidelity on {link}, compute scaled by the machine's drift "
+                              f"({drifted[0]['drift']:.2f}x) since profiling",
+                              sum(close) / len(close), 1.0, FIDELITY_SHARE,
+                              higher=True))  # fmt: skip
         pick = next(r for r in mine if r["planner_pick"])
         best = min(mine, key=lambda r: r["measured_p50_ms"])
         out.append(_check(f"choice on {link}: pick {pick['cut']} {pick['codec']} p50 / measured "
@@ -404,17 +442,21 @@ def table(result: dict[str, Any]) -> str:
         f"{result['model']} at {'x'.join(map(str, result['input_shape']))}; cuts: "
         f"{result['cuts']}; edge: {_edge_text(result['records'])}",
         f"{'link':<34} {'cut':<6} {'name':<18} {'codec':<22} {'backend':<18} {'pred':>8} "
-        f"{'p50':>8} {'p95':>8} {'fps':>7}",
+        f"{'drift':>8} {'p50':>8} {'p95':>8} {'fps':>7} {'pred fps':>8}",
     ]
     for r in result["records"]:
         mark = ("P" if r["planner_pick"] else " ") + ("B" if r.get("measured_best") else " ")
-        pred = "-" if r["predicted_latency_ms"] is None else f"{r['predicted_latency_ms']:.1f}"
+        pred, drift, fps = (
+            "-" if r.get(key) is None else f"{r[key]:.1f}"
+            for key in ("predicted_latency_ms", "predicted_drift_ms", "predicted_fps")
+        )
         out.append(
             f"{r['link'][:34]:<34} {r['cut']:<6} {r['cut_name'][:18]:<18} {r['codec'][:22]:<22} "
-            f"{r['backend']:<18} {pred:>8} {r['measured_p50_ms']:8.1f} "
-            f"{r['measured_p95_ms']:8.1f} {r['measured_fps']:7.2f} {mark}"
+            f"{r['backend']:<18} {pred:>8} {drift:>8} {r['measured_p50_ms']:8.1f} "
+            f"{r['measured_p95_ms']:8.1f} {r['measured_fps']:7.2f} {fps:>8} {mark}"
         )
-    out.append("P = planner's pick, B = measured best (lowest p50); times in ms")
+    out.append("P = planner's pick, B = measured best (lowest p50); times in ms; drift = the "
+               "prediction with compute scaled by the machine's drift since profiling")  # fmt: skip
     for link, stats in result["netem"].items():
         up, down = stats["up"], stats["down"]
         out.append(f"emulator on {link}: up delay p50 {up['delay_p50_ms']:.1f} ms, down "
