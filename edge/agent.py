@@ -290,7 +290,8 @@ class EdgeAgent:
         self._started_s = time.monotonic()
         workers = [asyncio.create_task(self._compute_loop(), name="edge-compute")]
         try:
-            if self.config.cloud is not None:
+            # A plan that only runs on the edge has nothing to send: no session, even with --cloud.
+            if self.config.cloud is not None and any(o.codec != "none" for o in self.plan.options):
                 first = await self._first_session()
                 workers.append(asyncio.create_task(self._send_loop(), name="edge-send"))
                 workers.append(asyncio.create_task(self._session_loop(first), name="edge-session"))

@@ -4,6 +4,7 @@ budget, refusals, TLS, and a tail that goes away."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import socket
 from pathlib import Path
@@ -79,6 +80,21 @@ async def test_all_on_edge_needs_no_cloud(plan_dir: Path, plan: RunnablePlan) ->
         assert r["result"] == reference(plan, r["seq"])
         assert r["bytes_up"] == 0 and r["rtt_ms"] is None
     assert summary["by_source"]["local"] == 5
+
+
+async def test_an_edge_only_plan_opens_no_session_even_with_a_cloud(
+    plan_dir: Path, plan: RunnablePlan
+) -> None:
+    """A plan that ships only all-on-edge options has nothing to send: --cloud is ignored
+    (before, the hello found no option to name and the run crashed)."""
+    edge_only = [o for o in plan.options if o.codec == "none"]
+    only = RunnablePlan(dataclasses.replace(plan.plan, options=tuple(edge_only)), plan_dir)
+    summary, records = await run_agent(
+        plan_dir, frames=4, cloud="127.0.0.1:1", plan=only, cut=edge_only[0].cut, codec="none"
+    )
+    assert_each_frame_once(records, 4)
+    assert {(r["source"], r["reason"]) for r in records} == {("local", "all-on-edge")}
+    assert summary["reconnects"] == 0
 
 
 def test_a_split_without_cloud_is_a_config_error(plan_dir: Path, split_cuts) -> None:
