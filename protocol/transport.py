@@ -50,6 +50,11 @@ CLIENT_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
+    # The edge opens a new channel per session attempt and backs off itself (capped). With
+    # grpc's process-wide subchannel pool a new channel would inherit the old one's connect
+    # backoff (1 s, x1.6 per refusal, up to 120 s) and stay away from a restarted tail for
+    # seconds after it is back.
+    ("grpc.use_local_subchannel_pool", 1),
 )
 
 

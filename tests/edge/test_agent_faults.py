@@ -4,6 +4,7 @@ server that answers twice or wrongly, a tail killed with SIGKILL and started aga
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import signal
@@ -15,9 +16,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import torch
 from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from splitwire.edge.link_monitor import LinkMonitor
 from splitwire.partitioner.link import LinkModel
@@ -201,16 +204,20 @@ def _start_tail(plan_dir: Path, port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
+    # Ready means its health check says SERVING (the port listens a little earlier).
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the tail exited: {process.stderr.read().decode()}")  # type: ignore[union-attr]
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return process
-        time.sleep(0.1)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise AssertionError(f"the tail exited: {process.stderr.read().decode()}")  # type: ignore[union-attr]
+            with contextlib.suppress(grpc.RpcError):
+                answer = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return process
+            time.sleep(0.1)
     process.kill()
-    raise AssertionError("the tail did not listen within 60 s")
+    raise AssertionError("the tail was not SERVING within 60 s")
 
 
 @pytest.mark.slow
