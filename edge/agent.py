@@ -57,13 +57,14 @@ import torch
 
 from splitwire.edge.config import CloudRefused, EdgeConfig, EdgeConfigError
 from splitwire.edge.correction import Correction, FrameCorrector, SegmentationScore
-from splitwire.edge.link_monitor import FrameTiming, LinkMonitor
+from splitwire.edge.link_monitor import FrameTiming, LinkMonitor, Unanswered
 from splitwire.edge.policy import CutPolicy, CutSwitch, PolicySettings, option_label
 from splitwire.edge.records import FrameRecord, RecordWriter, RunStats
 from splitwire.edge.results import summarise_outputs
 from splitwire.edge.sources import FrameSource, open_source
 from splitwire.errors import SplitwireError
 from splitwire.partitioner.errors import PlanError
+from splitwire.partitioner.link import LinkModel
 from splitwire.partitioner.plan_file import PlanOption
 from splitwire.partitioner.runtime import RunnablePlan, check_tensors, open_plan
 from splitwire.protocol import PROTOCOL_VERSION, CodecSpec, EncodedTensor, encode
@@ -87,6 +88,9 @@ FATAL_REJECTS = frozenset(
 # While running all-on-edge with a session open: how often a frame goes remote to keep the
 # link measured (without samples, the policy could never move back off the edge).
 PROBE_INTERVAL_S = 1.0
+# How often the auto policy looks at the link between frames: when frames stop being answered
+# the compute loop waits on the window, and the policy must still see the link go.
+POLICY_TICK_S = 0.1
 # Frames of a new option the edge-speed estimate waits for (the first calls are slow).
 EDGE_SCALE_WARMUP = 3
 # Heads planned faster than this say little about the edge's speed (fixed costs dominate:
@@ -114,6 +118,7 @@ class _Frame:
     deadline: asyncio.TimerHandle | None = None
     emitted: bool = False  # its output line is out (a corrected frame awaiting its answer)
     emitted_ns: int = 0  # perf_counter when it was
+    probe: PlanOption | None = None  # a local frame also sent with this option to measure
 
 
 @dataclass(frozen=True)
@@ -295,6 +300,7 @@ class EdgeAgent:
                 first = await self._first_session()
                 workers.append(asyncio.create_task(self._send_loop(), name="edge-send"))
                 workers.append(asyncio.create_task(self._session_loop(first), name="edge-session"))
+                workers.append(asyncio.create_task(self._policy_loop(), name="edge-policy"))
             for task in workers:
                 task.add_done_callback(self._worker_done)
             await self._source_loop()
@@ -331,6 +337,8 @@ class EdgeAgent:
                 "policy": self.policy_mode,
                 "switches": [s.as_json() for s in self.switches],
                 "reconnects": self.reconnects,
+                # Stated in every summary: figures from an emulated device are not a device's.
+                "edge_slowdown": self.config.edge_slowdown,
             }
             | self._correction_summary()
         )
@@ -494,6 +502,7 @@ class EdgeAgent:
             cloud_ms=cloud_ms,
             batch_size=batch_size,
             delay_frames=correction.delay_frames if correction else None,
+            probe=option_label(frame.probe) if frame.probe is not None else None,
         )
         self._writer.write(record)
         self.stats.add(record)
@@ -521,10 +530,16 @@ class EdgeAgent:
     async def _compute_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await self._wait(lambda: bool(self._pending) and self._started() < self.config.window)
+            # A frame the edge answers alone needs no place in the window: after a switch to
+            # all-on-edge it must not wait for frames stuck on a link that just slowed down.
+            await self._wait(lambda: bool(self._pending) and (
+                self._started() < self.config.window or self.option.codec == "none"))  # fmt: skip
             frame = self._pending.popleft()
             self._consider_switch()
             option, fallback = self._option_for_frame()
+            if option is not self.option and self.option.codec == "none":
+                await self._compute_probe(frame, option)
+                continue
             frame.state, frame.option, frame.fallback = "computing", option, fallback
             pixels = frame.pixels
             assert pixels is not None
@@ -566,6 +581,30 @@ class EdgeAgent:
             self._ready.append(frame)
             self._wake()
 
+    async def _compute_probe(self, frame: _Frame, probe: PlanOption) -> None:
+        """A frame of an all-on-edge run that also measures the link: its output is computed
+        here and emitted at once; the copy sent with ``probe`` only feeds the link monitor."""
+        loop = asyncio.get_running_loop()
+        frame.state, frame.option = "computing", self.option
+        pixels = frame.pixels
+        assert pixels is not None
+        try:
+            local = await loop.run_in_executor(self._executor, self._compute, self.option, pixels)
+            sent = await loop.run_in_executor(self._executor, self._compute, probe, pixels)
+        except SplitwireError as exc:
+            logger.error("frame %d: %s", frame.seq, exc)
+            self._emit_dropped(frame, "error:EDGE")
+            return
+        if frame.seq not in self._frames:
+            return  # its budget ran out while the head ran
+        frame.head_ms, frame.encode_ms, frame.probe = local.head_ms, local.encode_ms, probe
+        self._write(frame, "local", "all-on-edge", outputs=local.outputs)
+        frame.option, frame.encoded, frame.pixels = probe, sent.encoded, None
+        frame.bytes_up = sum(e.header.payload_size for e in sent.encoded)
+        frame.state = "ready"
+        self._ready.append(frame)
+        self._wake()
+
     def _option_for_frame(self) -> tuple[PlanOption, bool]:
         """The option this frame runs, and whether it is the local fallback."""
         option = self.option
@@ -590,7 +629,7 @@ class EdgeAgent:
         if not usable:
             return None
         self._last_remote_s = time.monotonic()  # one probe in flight at a time, at most
-        link = self.monitor.link()
+        link = self._measured_link()
         if link is None:
             return min(usable, key=lambda o: o.bytes_up)
         prices = self._policy.prices(link, edge_scale=self._edge_scale)
@@ -609,12 +648,14 @@ class EdgeAgent:
         correction = None
         if corrected is not None:
             assert self._corrector is not None
+            start = time.perf_counter_ns()
             correction = self._corrector.correct(
                 pixels,
                 seq=corrected.seq,
                 captured_ns=corrected.captured_ns,
                 scoring=self._score is not None,
             )
+            self._emulate_slower_edge(start)
             if not remote:
                 return _Computed([], (), 0.0, 0.0, correction)
         start = time.perf_counter_ns()
@@ -624,20 +665,31 @@ class EdgeAgent:
             else:
                 out = self.plan.head(option.cut)(self.plan.preprocess(pixels))
                 tensors = tuple(out) if isinstance(out, tuple | list) else (out,)
-        head_done = time.perf_counter_ns()
+        head_done = self._emulate_slower_edge(start)
         if option.codec == "none":
             return _Computed([], tensors, (head_done - start) / 1e6, 0.0)
         specs = self.plan.crossing(option.cut, option.codec)
         encoded = [
             encode(t, option.codec, name=s.name) for t, s in zip(tensors, specs, strict=True)
         ]
+        encode_done = self._emulate_slower_edge(head_done)
         return _Computed(
             encoded,
             (),
             (head_done - start) / 1e6,
-            (time.perf_counter_ns() - head_done) / 1e6,
+            (encode_done - head_done) / 1e6,
             correction,
         )
+
+    def _emulate_slower_edge(self, start_ns: int) -> int:
+        """With ``--edge-slowdown K``, make the step begun at ``start_ns`` take K times as long
+        by sleeping (the worker thread is busy, the CPU is free for the cloud on this machine);
+        returns the step's end (``perf_counter_ns``)."""
+        now = time.perf_counter_ns()
+        if self.config.edge_slowdown > 1.0:
+            time.sleep((self.config.edge_slowdown - 1.0) * (now - start_ns) / 1e9)
+            now = time.perf_counter_ns()
+        return now
 
     def _observe_edge_speed(self, option: PlanOption, computed: _Computed) -> None:
         self._scale_frames += 1
@@ -654,10 +706,24 @@ class EdgeAgent:
             self._accept is not None and option.cut in self._accept.cut_ids
         )
 
+    def _measured_link(self) -> LinkModel | None:
+        """The link monitor's estimate, bounded by how long the oldest frame in flight has
+        gone unanswered."""
+        sent = [f for f in self._frames.values() if f.state == "sent" and f.epoch == self._epoch]
+        oldest = min(sent, key=lambda f: f.sent_ns, default=None)
+        return self.monitor.link(
+            oldest=Unanswered(oldest.sent_ns, oldest.bytes_up) if oldest is not None else None
+        )
+
+    async def _policy_loop(self) -> None:
+        while True:
+            await asyncio.sleep(POLICY_TICK_S)
+            self._consider_switch()
+
     def _consider_switch(self) -> None:
         if self.policy_mode != "auto" or self._session is None:
             return
-        link = self.monitor.link()
+        link = self._measured_link()
         if link is None:
             return
         switch = self._policy.consider(
@@ -961,7 +1027,7 @@ class EdgeAgent:
 
     def telemetry(self) -> dict[str, Any]:
         """A snapshot of the link, the frames and the plan (published every few seconds)."""
-        link = self.monitor.link()
+        link = self._measured_link()
         uplink = self.monitor.uplink_bps
         elapsed = max(time.monotonic() - self._started_s, 1e-9)
         rtt = self.monitor.smoothed_rtt_s

@@ -101,6 +101,12 @@ def register(subparsers: Any) -> None:
     )  # fmt: skip
     pipe.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads")
     pipe.add_argument(
+        "--edge-slowdown", type=float, default=1.0, metavar="K",
+        help="emulate a device K times slower than this one: each edge compute step (head, "
+        "encode, the corrector's local model) sleeps (K-1) times its measured time; plan with "
+        "the same K (splitwire plan --edge-slowdown). Default %(default)s: no emulation",
+    )  # fmt: skip
+    pipe.add_argument(
         "--grace-s",
         type=float,
         default=defaults.DEFAULT_GRACE_S,
@@ -179,6 +185,7 @@ def _edge(args: argparse.Namespace) -> int:
         token_file=args.token_file,
         tls=tls,
         threads=args.threads,
+        edge_slowdown=args.edge_slowdown,
         loop=args.loop,
         seed=args.seed,
         grace_s=args.grace_s,

@@ -44,6 +44,8 @@ class EdgeConfig:
 
     ``cut``/``codec`` pick the starting option (default: the plan's choice); ``frames`` None
     runs until stopped; ``fps`` None reads the source as fast as the pipeline takes frames.
+    ``edge_slowdown`` K > 1 emulates a weaker device: every compute step on the edge (head,
+    encode, the corrector's local model) takes K times its measured time.
     """
 
     plan: Path
@@ -69,6 +71,7 @@ class EdgeConfig:
     margin: float = 0.15
     corrector: Path | None = None
     corrector_fusion: str | None = None
+    edge_slowdown: float = 1.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -77,6 +80,10 @@ class EdgeConfig:
             (self.frames is None or self.frames >= 1, f"--frames {self.frames}: expected >= 1"),
             (self.fps is None or self.fps > 0, f"--fps {self.fps}: expected > 0"),
             (self.threads >= 1, f"--threads {self.threads}: expected >= 1"),
+            (
+                self.edge_slowdown >= 1.0,
+                f"--edge-slowdown {self.edge_slowdown}: expected a factor of at least 1",
+            ),
             (self.grace_s >= 0, f"--grace-s {self.grace_s}: expected >= 0"),
             (
                 self.policy in (None, "auto", "fixed"),

@@ -14,7 +14,14 @@ Each answered frame gives, all on the edge's ``perf_counter``:
 
 The uplink estimate is the maximum of these samples over a sliding time window, as BBR does
 (each sample is a lower bound; the maximum tracks the link, and old samples age out when the
-link slows down). The base RTT is the smallest round trip once the estimated serialisation of
+link slows down). Samples only come with answers, so a link that has just slowed down (or
+stopped) would keep its old estimate for the whole window while frames pile up unanswered.
+The oldest unanswered frame therefore gives an **upper bound**: if it is still unanswered
+``age`` seconds after it was sent, its bytes (and those of earlier frames still on their way
+when it left) have not crossed in ``age`` − base RTT − the cloud's usual time, so the
+uplink is at most their bits over that. The estimate is the smaller of the two.
+
+The base RTT is the smallest round trip once the estimated serialisation of
 the frame's bytes is taken off; the mean extra over it, among frames that had the uplink to
 themselves, is reported as jitter. The downlink is
 assumed to be as fast as the uplink: results of classifiers are a few kB, so this matters
@@ -59,6 +66,15 @@ class FrameTiming:
         return self.received_ns - self.cloud_ns
 
 
+@dataclass(frozen=True)
+class Unanswered:
+    """The oldest frame sent and not yet answered: when it was sent (``perf_counter_ns``) and
+    its bytes."""
+
+    sent_ns: int
+    bytes_up: int
+
+
 @dataclass
 class _Sample:
     at_s: float
@@ -67,6 +83,7 @@ class _Sample:
     bytes_up: int
     bytes_down: int
     queued: bool  # sent while an earlier frame was still on its way: its trip includes a wait
+    cloud_s: float
 
 
 class LinkMonitor:
@@ -95,7 +112,15 @@ class LinkMonitor:
         queued = bool(self._recent) and timing.sent_ns < self._recent[-1].arrival_ns
         self._recent.append(timing)
         self._samples.append(
-            _Sample(now, rate, network, timing.bytes_up, timing.bytes_down, queued)
+            _Sample(
+                now,
+                rate,
+                network,
+                timing.bytes_up,
+                timing.bytes_down,
+                queued,
+                timing.cloud_ns / 1e9,
+            )
         )
         self._expire(now)
         if self.smoothed_rtt_s is None:
@@ -127,8 +152,17 @@ class LinkMonitor:
         finite = [s.uplink_bps for s in self._samples if math.isfinite(s.uplink_bps)]
         return max(finite) if finite else None
 
-    def link(self, *, now_s: float | None = None) -> LinkModel | None:
-        """The measured link as the cost model takes it, or None with too few samples."""
+    def link(
+        self, *, now_s: float | None = None, oldest: Unanswered | None = None,
+        now_ns: int | None = None,
+    ) -> LinkModel | None:  # fmt: skip
+        """The measured link as the cost model takes it, or None with too few samples.
+
+        Args:
+            now_s: ``time.monotonic()`` (for the sample window).
+            oldest: the oldest frame still unanswered, whose age bounds the uplink from above.
+            now_ns: ``time.perf_counter_ns()``, the clock of ``oldest.sent_ns``.
+        """
         self._expire(time.monotonic() if now_s is None else now_s)
         if len(self._samples) < self.min_samples:
             return None
@@ -137,6 +171,9 @@ class LinkMonitor:
             # Round trips too short to time (a loopback): call it 10 Gbit/s rather than infinity,
             # which LinkModel (rightly) refuses.
             uplink = 10e9
+        if oldest is not None:
+            now = time.perf_counter_ns() if now_ns is None else now_ns
+            uplink = min(uplink, self._stall_bound(oldest, now, uplink))
         residuals = [
             (max(s.network_s - (s.bytes_up + s.bytes_down) * 8.0 / uplink, 0.0), s.queued)
             for s in self._samples
@@ -149,3 +186,20 @@ class LinkMonitor:
         return LinkModel(
             name="measured", uplink_bps=uplink, downlink_bps=uplink, rtt_s=base, jitter_s=jitter
         )
+
+    def _stall_bound(self, oldest: Unanswered, now_ns: int, uplink_bps: float) -> float:
+        """The uplink's upper bound from the oldest unanswered frame (see the module
+        docstring), or ``inf`` while its age is within what the samples explain."""
+        base = min(
+            max(s.network_s - (s.bytes_up + s.bytes_down) * 8.0 / uplink_bps, 0.0)
+            for s in self._samples
+        )
+        cloud = sorted(s.cloud_s for s in self._samples)[len(self._samples) // 2]
+        # Our own earlier frames still crossing when it left were ahead of it in the queue.
+        ahead = sum(t.bytes_up for t in self._recent if t.sent_ns < oldest.sent_ns
+                    and t.arrival_ns > oldest.sent_ns)  # fmt: skip
+        crossing_s = (now_ns - oldest.sent_ns) / 1e9 - base - cloud
+        bits = (oldest.bytes_up + ahead) * 8.0
+        if crossing_s <= 0 or bits / crossing_s >= uplink_bps:
+            return math.inf
+        return max(bits / crossing_s, 1.0)  # LinkModel needs a positive rate

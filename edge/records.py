@@ -9,7 +9,9 @@ budget ran out), ``window_full`` (a newer frame took its place), ``error:CODE`` 
 refused it), ``all-on-edge`` (the plan runs it locally), ``shutdown`` (still unanswered when
 the grace period ended); with a corrector, ``no_features`` (no remote answer yet) and
 ``stale_features`` (the newest is older than the corrector's range). ``delay_frames`` is the
-age, in frames, of the remote answer a corrected frame could use.
+age, in frames, of the remote answer a corrected frame could use. ``probe`` names the option
+(``c0000 jpeg50``) a frame answered on the edge was also sent with, to keep the link measured
+while the agent runs all-on-edge; its remote answer is not its output.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class FrameRecord:
     cloud_ms: float | None = None
     batch_size: int | None = None
     delay_frames: int | None = None
+    probe: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The record as printed, times rounded to microseconds."""

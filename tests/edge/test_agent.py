@@ -7,9 +7,11 @@ import asyncio
 import dataclasses
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from splitwire.cloud import TlsConfig
@@ -80,6 +82,46 @@ async def test_all_on_edge_needs_no_cloud(plan_dir: Path, plan: RunnablePlan) ->
         assert r["result"] == reference(plan, r["seq"])
         assert r["bytes_up"] == 0 and r["rtt_ms"] is None
     assert summary["by_source"]["local"] == 5
+
+
+class _FixedTimeHead(torch.nn.Module):
+    """The whole model, plus a fixed 20 ms of "compute" (a sleep counts as the step's time)."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *args: object) -> object:
+        time.sleep(0.020)
+        return self.inner(*args)
+
+
+class _FixedTimePlan(RunnablePlan):
+    def head(self, cut_id: str) -> torch.nn.Module:
+        return _FixedTimeHead(super().head(cut_id))
+
+
+async def test_edge_slowdown_makes_each_step_k_times_longer(
+    plan_dir: Path, plan: RunnablePlan
+) -> None:
+    """--edge-slowdown 3: a head step of at least 20 ms is reported (and takes) at least 60 ms,
+    the answers are unchanged, and the summary states the emulation."""
+    last = max(plan.plan.cuts)
+    timed = _FixedTimePlan(plan.plan, plan_dir)
+    summary, records = await run_agent(
+        plan_dir, frames=3, cut=last, codec="none", plan=timed, edge_slowdown=3.0
+    )
+    assert_each_frame_once(records, 3)
+    for r in records:
+        assert r["head_ms"] >= 3 * 20.0, r
+        assert r["latency_ms"] >= r["head_ms"]
+        assert r["result"] == reference(plan, r["seq"])
+    assert summary["edge_slowdown"] == 3.0
+
+
+def test_an_edge_slowdown_below_one_is_a_config_error(plan_dir: Path) -> None:
+    with pytest.raises(EdgeConfigError, match=r"--edge-slowdown 0\.5: expected a factor"):
+        make_agent(plan_dir, edge_slowdown=0.5)
 
 
 async def test_an_edge_only_plan_opens_no_session_even_with_a_cloud(

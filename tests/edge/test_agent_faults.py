@@ -41,7 +41,7 @@ class SteeredMonitor(LinkMonitor):
         super().__init__()
         self.steered = link
 
-    def link(self, *, now_s: float | None = None) -> LinkModel | None:
+    def link(self, **_: object) -> LinkModel | None:
         return self.steered
 
 
@@ -97,9 +97,14 @@ async def test_adaptive_policy_follows_the_link(
     assert local and all(r["reason"] == "all-on-edge" for r in local)
     # No frame is lost to a switch; a camera faster than the edge's whole model gives way.
     assert {r["reason"] for r in records if r["source"] == "dropped"} <= {"window_full"}
-    # On the edge, a frame a second still goes to the cloud so the link stays measured.
-    probes = [r for r in records if dead_at + 5 < r["seq"] <= back_at and r["source"] == "remote"]
+    # On the edge, a frame a second still goes to the cloud so the link stays measured; its
+    # output is the edge's own, out at once, and its line says which option measured the link.
+    on_edge = [r for r in records if dead_at + 5 < r["seq"] <= back_at]
+    assert {r["source"] for r in on_edge} <= {"local", "dropped"}
+    probes = [r for r in on_edge if r["probe"] is not None]
     assert probes and len(probes) <= 1 + (back_at - dead_at) / 20 * 1.5
+    assert all(r["source"] == "local" and r["cut"] == last for r in probes)
+    assert {r["probe"] for r in probes} <= {f"{o.cut} {o.codec}" for o in plan.options}
     assert records[-1]["source"] == "remote"
 
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from splitwire.edge.link_monitor import FrameTiming, LinkMonitor
+from splitwire.edge.link_monitor import FrameTiming, LinkMonitor, Unanswered
 from splitwire.edge.policy import CutPolicy, PolicySettings
 from splitwire.partitioner.link import LinkModel
 from splitwire.partitioner.plan_file import PlanOption
@@ -218,3 +218,26 @@ def test_too_few_samples_give_no_link() -> None:
     for t in simulate(rate_bps=10e6, rtt_s=0.02, frames=2, bytes_up=1000, every_s=0.1, window=1):
         monitor.observe(t, now_s=t.received_ns / 1e9)
     assert monitor.link(now_s=0.5) is None
+
+
+def test_a_frame_stuck_on_a_link_that_just_slowed_bounds_the_estimate() -> None:
+    """50 Mbit/s, then a frame of 50 kB sent and not answered: while its age is what the old
+    link explains the estimate stays; once it is overdue the uplink is at most its bits over
+    the time it has had (age − base RTT − the cloud's time), so it falls with every moment
+    and the policy sees the slower link without waiting for an answer."""
+    monitor = LinkMonitor(window_s=5.0)
+    timings = simulate(rate_bps=50e6, rtt_s=0.010, frames=40, bytes_up=50_000,
+                       every_s=0.002, window=4)  # fmt: skip
+    feed(monitor, timings)
+    now_s = timings[-1].received_ns / 1e9
+    sent_ns = timings[-1].received_ns + 1_000_000
+    stuck = Unanswered(sent_ns, 50_000)
+    on_time = monitor.link(now_s=now_s, oldest=stuck, now_ns=sent_ns + 15_000_000)
+    assert on_time is not None and on_time.uplink_bps == pytest.approx(50e6, rel=0.05)
+    late = monitor.link(now_s=now_s, oldest=stuck, now_ns=sent_ns + 410_000_000)
+    assert late is not None
+    # 400 kbit in 0.41 s − 10 ms RTT − 5 ms cloud ≈ 1.0 Mbit/s at most.
+    assert late.uplink_bps == pytest.approx(400_000 / 0.395, rel=0.03)
+    later = monitor.link(now_s=now_s, oldest=stuck, now_ns=sent_ns + 2_010_000_000)
+    assert later is not None and later.uplink_bps < late.uplink_bps / 4
+    assert monitor.uplink_bps == pytest.approx(50e6, rel=0.05)  # the samples are unchanged
