@@ -8,8 +8,8 @@ replaying the trace from the agent's start, frames paced at ``fps``: once with `
 auto`` and once ``fixed``, both starting on the first state's pick. Reported: each run's p50 /
 p95 latency before and after the trace's first change (by capture time), the options the
 auto run used after it and when it first left the initial one, and the target: p95 after the
-change, fixed / auto ≥ 1.5. The edge emulation (``edge_slowdown``) is that of
-:mod:`splitwire.benchmarks.e2e`.
+change, fixed / auto ≥ 1.5. The edge emulation (``edge_slowdown``) is the agent's
+``--edge-slowdown``, as in :mod:`splitwire.benchmarks.e2e`.
 """
 
 from __future__ import annotations
@@ -26,20 +26,21 @@ from typing import Any
 
 import torch
 
-from splitwire.benchmarks.e2e import SlowedPlan, make_plan, percentile
+from splitwire.benchmarks.e2e import make_plan, percentile
 from splitwire.benchmarks.netem import LinkEmulator, Outage, load_emulated_trace
 from splitwire.benchmarks.processes import tail_process
 from splitwire.errors import SplitwireError
 from splitwire.partitioner.link import LinkTrace
 from splitwire.partitioner.plan_file import PlanOption
-from splitwire.partitioner.runtime import open_plan
+from splitwire.partitioner.runtime import RunnablePlan, open_plan
 
 P95_TARGET = 1.5
 
 
 async def _run(
-    plan: SlowedPlan, address: str, trace: LinkTrace, outages: tuple[Outage, ...],
+    plan: RunnablePlan, address: str, trace: LinkTrace, outages: tuple[Outage, ...],
     start: PlanOption, *, policy: str, fps: float, duration_s: float, hold_s: float,
+    slowdown: float,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
     from splitwire.edge.agent import EdgeAgent
     from splitwire.edge.config import EdgeConfig
@@ -51,12 +52,24 @@ async def _run(
             plan=plan.directory, cloud=em.address, frames=max(2, round(fps * duration_s)),
             fps=fps, cut=start.cut, codec=start.codec, policy=policy, threads=1,
             budget_ms=60_000, hold_s=hold_s, edge_id=f"bench-adaptive-{policy}",
+            edge_slowdown=slowdown,
         )  # fmt: skip
         summary = await EdgeAgent(config, plan=plan, output=out).run()
     records = [json.loads(line) for line in out.getvalue().splitlines()]
     for record in records:
         record["trace_s"] = (record["capture_ts_ns"] - wall0) / 1e9
     return summary, records
+
+
+async def _warm_up(plan: RunnablePlan, address: str, start: PlanOption, frames: int = 8) -> None:
+    from splitwire.edge.agent import EdgeAgent
+    from splitwire.edge.config import EdgeConfig
+
+    config = EdgeConfig(
+        plan=plan.directory, cloud=address, frames=frames, cut=start.cut, codec=start.codec,
+        policy="fixed", threads=1, edge_id="bench-adaptive-warm-up",
+    )  # fmt: skip
+    await EdgeAgent(config, plan=plan).run()
 
 
 def _figures(records: list[dict[str, Any]], change_s: float, start: PlanOption) -> dict[str, Any]:
@@ -99,18 +112,20 @@ def run_adaptive(
             plan_dir = Path(tmp) / "plan"
             make_plan(model, input_shape, trace.states(), slowdown=edge_slowdown,
                       directory=plan_dir, cuts=())  # fmt: skip
-        plain = open_plan(plan_dir)
-        plan = SlowedPlan(plain.plan, plain.directory, slowdown=edge_slowdown)
+        plan = open_plan(plan_dir)
         first = str(trace.points[0][1])
         choice = next((c for c in plan.plan.links if c.link == first), plan.plan.choice)
         start = plan.plan.option(choice.cut, choice.codec)
         runs = {}
         with tail_process(plan_dir, threads=1) as (address, _):
+            # The tail's first frames at a cut are slow (lazy init): neither run should pay them.
+            progress(f"warm-up: {start.cut} {start.codec} on loopback")
+            asyncio.run(_warm_up(plan, address, start))
             for policy in ("auto", "fixed"):
                 progress(f"{policy}: from {start.cut} {start.codec}, {duration:g} s at {fps:g} fps")
                 summary, records = asyncio.run(_run(
                     plan, address, trace, outages, start, policy=policy, fps=fps,
-                    duration_s=duration, hold_s=hold_s,
+                    duration_s=duration, hold_s=hold_s, slowdown=edge_slowdown,
                 ))  # fmt: skip
                 runs[policy] = _figures(records, change_s, start) | {
                     "switches": summary.get("switches", [])

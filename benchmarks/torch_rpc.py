@@ -3,6 +3,11 @@ ParetoPipe splits a model between two devices.
 
     result = run_torch_rpc(Path("plans/resnet18"), "c0050", frames=60, window=4)
     result.throughput_fps, result.percentile(50), result.bytes_per_frame
+    run_torch_rpc(Path("plans/resnet18"), "c0050", frames=60, window=4,
+                  link="bw=20mbit,rtt=40ms").as_json()  # + what the emulator achieved
+
+    python -m splitwire.benchmarks.torch_rpc run --plan plans/resnet18 --cut c0050 \
+        --frames 60 --window 4 [--link bw=20mbit,rtt=40ms]
 
 The run has two processes besides the caller, both started fresh for each run with
 ``python -m splitwire.benchmarks.torch_rpc``:
@@ -28,12 +33,13 @@ What is carried, and how (the choices this reference makes):
   buffer next to the pickle, so the bytes on the wire are the fp32 bytes plus a small pickle;
   ``bytes_per_frame`` is the fp32 bytes, ``sum(t.numel() * t.element_size())``, which is what
   ``len(pickle.dumps(activations))`` comes to within a few hundred bytes of header.
-* **Transport**: ``transport="tcp"`` (default) restricts TensorPipe to what it negotiates
-  between two hosts: the ``uv`` (TCP) transport and the ``mpt_uv`` channel (tensor data split
-  over several TCP connections), with ``basic`` as fallback. Left alone on one host
+* **Transport**: ``transport="tcp"`` (the default on loopback) restricts TensorPipe to what it
+  negotiates between two hosts: the ``uv`` (TCP) transport and the ``mpt_uv`` channel (tensor
+  data split over several TCP connections), with ``basic`` as fallback. Left alone on one host
   (``transport="auto"``) TensorPipe would use shared memory (``shm``) and cross-memory attach
-  (``cma``) and not touch a socket, which no edge and cloud share. ``"tcp-basic"`` keeps one
-  TCP connection (``uv`` + ``basic``). Everything binds to 127.0.0.1 (``TP_SOCKET_IFNAME=lo``,
+  (``cma``) and not touch a socket, which no edge and cloud share. ``"tcp-basic"`` (``uv`` +
+  ``basic``: tensors on one TCP connection per pipe) is the default, and the only choice,
+  through a link. Everything binds to 127.0.0.1 (``TP_SOCKET_IFNAME=lo``,
   ``GLOO_SOCKET_IFNAME=lo``).
 * **Compute**: both processes run torch with ``threads`` intra-op threads (default 1). The
   tail runs one frame at a time (``serial_tail=True``), like ``splitwire cloud``'s one compute
@@ -55,6 +61,32 @@ Figures, all on the edge's ``perf_counter``:
 
 :func:`rpc_tail_outputs` runs the same machinery on given inputs and returns the outputs the
 edge received, to check them against the plan's halves run locally.
+
+Through an emulated link (``link="bw=20mbit,rtt=40ms"``, any spec ``splitwire netem --link``
+takes): the edge's calls to the tail and the tail's answers cross a
+:class:`~splitwire.benchmarks.netem.LinkEmulator` run by the caller (in a thread) on
+127.0.0.1. TensorPipe gives no say over where a worker connects: each agent publishes its
+ephemeral listening address in the rendezvous store. So the caller hosts that store, and the
+edge reads an address of the caller's instead of the tail's
+(:mod:`~splitwire.benchmarks.rpc_proxy` tells how, and what it relies on in torch 2.13). What
+this shows and what it does not:
+
+* Every connection of the edge's pipe to the tail crosses the emulator: the pickled calls,
+  the tensors, the answers. After the run the caller checks that the emulator carried at least
+  the ``warmup + frames`` frames' tensor bytes from edge to tail, and fails otherwise.
+* The link is the same emulator, with the same settings and seed, as splitwire's runs; but
+  there it runs in the agent's process, here in the caller's, so neither peer pays for it.
+* Start-up and shutdown are not all emulated: the store, Gloo's barriers and the tail's own
+  pipe to the edge (``init_rpc``'s all-gather) use plain loopback. None of them is in a
+  measured frame.
+* TensorPipe's ``mpt_uv`` channel (several TCP lanes, whose addresses travel inside the
+  channel) cannot be proxied this way, so through a link the tensors go over one TCP
+  connection per pipe (``basic``), not the lanes TensorPipe would pick between two hosts.
+  Frames still overlap up to ``window``. At the rates emulated here one connection is not what
+  limits a transfer; on a fast link it may be.
+* The result's ``emulator`` holds the emulator's statistics at the end of the run (including
+  start-up, warm-up and the last answers): bytes, achieved rate while saturated and delay per
+  direction; ``as_json`` flattens the main ones into ``link_*`` keys.
 """
 
 from __future__ import annotations
@@ -72,14 +104,19 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from splitwire.errors import SplitwireError
+from splitwire.partitioner.link import LinkModel, parse_link
+
+if TYPE_CHECKING:
+    from splitwire.benchmarks.rpc_proxy import TailLinkProxy
 
 # Transports and channels TensorPipe may use, by ``transport`` name (None: its own choice).
 TRANSPORTS: dict[str, tuple[list[str] | None, list[str] | None]] = {
@@ -112,6 +149,10 @@ class RpcRunResult:
         latencies_ms: per measured frame, capture (before the head) to outputs on the edge.
         throughput_fps: ``frames / duration_s``.
         bytes_per_frame: fp32 bytes of the activations one frame carries.
+        link: ``"loopback"``, or the emulated link's spec (canonical for a fixed link).
+        emulator: with a link, the emulator's statistics at the end of the run
+            (:meth:`~splitwire.benchmarks.netem.LinkEmulator.stats`: bytes, achieved rate and
+            delay per direction, connections); None on loopback.
     """
 
     frames: int
@@ -120,6 +161,8 @@ class RpcRunResult:
     latencies_ms: list[float]
     throughput_fps: float
     bytes_per_frame: float
+    link: str = "loopback"
+    emulator: dict[str, Any] | None = None
 
     def percentile(self, q: float) -> float:
         """The q-th percentile (0..100) of the latencies, in ms (nearest rank; NaN if none)."""
@@ -129,8 +172,11 @@ class RpcRunResult:
         return data[min(len(data) - 1, round(q / 100 * (len(data) - 1)))]
 
     def as_json(self) -> dict[str, Any]:
-        """The run as a flat record."""
-        return {
+        """The run as a flat record; with a link, what the emulator achieved (``link_*``:
+        bytes per direction, the rate while saturated in Mbit/s or None if it never was, the
+        delay line's p50 per chunk, connections carried)."""
+        record: dict[str, Any] = {
+            "link": self.link,
             "frames": self.frames,
             "window": self.window,
             "duration_s": round(self.duration_s, 4),
@@ -140,6 +186,15 @@ class RpcRunResult:
             "p99_ms": round(self.percentile(99), 3),
             "bytes_per_frame": self.bytes_per_frame,
         }
+        if self.emulator is not None:
+            record["link_connections"] = self.emulator["connections"]
+            for name in ("up", "down"):
+                side = self.emulator[name]
+                bps = side["achieved_bps"]
+                record[f"link_{name}_bytes"] = side["bytes"]
+                record[f"link_{name}_achieved_mbps"] = None if bps is None else round(bps / 1e6, 3)
+                record[f"link_{name}_delay_p50_ms"] = round(side["delay_p50_ms"], 3)
+        return record
 
 
 def rpc_available() -> bool:
@@ -158,8 +213,9 @@ def run_torch_rpc(
     warmup: int = 5,
     threads: int = 1,
     timeout_s: float = 120.0,
-    transport: str = "tcp",
+    transport: str | None = None,
     serial_tail: bool = True,
+    link: str | None = None,
 ) -> RpcRunResult:
     """Run ``warmup + frames`` frames of ``plan_dir``'s ``cut`` through PyTorch RPC, at most
     ``window`` in flight, and report the last ``frames`` (see the module docstring).
@@ -167,12 +223,18 @@ def run_torch_rpc(
     Args:
         timeout_s: bound on the whole run (start-up, frames, shutdown) and on each RPC call;
             past it both processes are killed.
-        transport: a key of :data:`TRANSPORTS`.
+        transport: a key of :data:`TRANSPORTS`; None: ``"tcp"`` on loopback, ``"tcp-basic"``
+            (the only one allowed) with a link.
         serial_tail: one tail at a time on the cloud side (``splitwire cloud``'s way).
+        link: a link spec in the planner's syntax (``"bw=20mbit,rtt=40ms"``, ``"lte"``, a trace
+            file): the edge's calls and their answers cross a link emulator (see "Through an
+            emulated link" in the module docstring). None: plain loopback.
 
     Raises:
-        TorchRpcError: RPC is not available, or a process failed or did not finish in time
-            (the message carries its output).
+        TorchRpcError: RPC is not available, a transport other than ``"tcp-basic"`` with a
+            link, a process failed or did not finish in time (the message carries its output),
+            or the emulator carried fewer bytes up than the frames' tensors.
+        LinkError: ``link`` does not parse.
         PlanError: the plan does not load, or ships no head and tail for ``cut``.
     """
     if frames < 1 or window < 1 or warmup < 0:
@@ -181,6 +243,7 @@ def run_torch_rpc(
     report = _launch(
         plan_dir, cut, frames=frames, window=window, warmup=warmup, threads=threads,
         timeout_s=timeout_s, transport=transport, serial_tail=serial_tail, inputs=None,
+        link=link,
     )  # fmt: skip
     duration = float(report["duration_s"])
     return RpcRunResult(
@@ -190,6 +253,8 @@ def run_torch_rpc(
         latencies_ms=[float(v) for v in report["latencies_ms"]],
         throughput_fps=frames / duration if duration > 0 else float("nan"),
         bytes_per_frame=float(report["bytes_per_frame"]),
+        link=report["link"],
+        emulator=report["emulator"],
     )
 
 
@@ -201,11 +266,13 @@ def rpc_tail_outputs(
     window: int = 1,
     threads: int = 1,
     timeout_s: float = 120.0,
-    transport: str = "tcp",
+    transport: str | None = None,
     serial_tail: bool = True,
+    link: str | None = None,
 ) -> list[tuple[torch.Tensor, ...]]:
     """The outputs the edge receives for ``inputs`` (model inputs, one frame each), in order,
-    through the same processes and RPC calls as :func:`run_torch_rpc` (no warm-up).
+    through the same processes and RPC calls as :func:`run_torch_rpc` (no warm-up), over
+    ``link`` if given.
 
     Raises:
         TorchRpcError, PlanError: as :func:`run_torch_rpc`.
@@ -215,6 +282,7 @@ def rpc_tail_outputs(
     report = _launch(
         plan_dir, cut, frames=len(inputs), window=window, warmup=0, threads=threads,
         timeout_s=timeout_s, transport=transport, serial_tail=serial_tail, inputs=list(inputs),
+        link=link,
     )  # fmt: skip
     return [tuple(out) for out in report["outputs"]]
 
@@ -264,16 +332,84 @@ def _launch(
     warmup: int,
     threads: int,
     timeout_s: float,
-    transport: str,
+    transport: str | None,
     serial_tail: bool,
     inputs: list[torch.Tensor] | None,
+    link: str | None,
 ) -> dict[str, Any]:
-    if transport not in TRANSPORTS:
-        raise TorchRpcError(f"unknown transport {transport!r}; expected one of {list(TRANSPORTS)}")
+    transport = _transport_for(transport, link)
+    emulated = None if link is None else parse_link(link)
     if not rpc_available():
         raise TorchRpcError("this torch build has no torch.distributed.rpc (is_available() False)")
     _check_plan(Path(plan_dir), cut)
-    port = _free_port()
+    # Imported here: it subclasses torch.distributed.Store, absent from builds without RPC.
+    from splitwire.benchmarks.rpc_proxy import TailLinkProxy
+
+    with contextlib.ExitStack() as stack:
+        proxy = None
+        if emulated is not None:
+            proxy = stack.enter_context(
+                TailLinkProxy(link=emulated, timeout=timedelta(seconds=timeout_s))
+            )
+        report = _run_processes(
+            plan_dir, cut, frames=frames, window=window, warmup=warmup, threads=threads,
+            timeout_s=timeout_s, transport=transport, serial_tail=serial_tail, inputs=inputs,
+            proxy=proxy,
+        )  # fmt: skip
+    if emulated is None:
+        report.update(link="loopback", emulator=None)
+        return report
+    stats = report["emulator"]
+    carried = (frames + warmup) * int(report["bytes_per_frame"])
+    if stats is None or stats["up"]["bytes"] < carried:
+        seen = "it never started" if stats is None else (
+            f"it carried {stats['up']['bytes']} bytes over {stats['connections']} connections, "
+            f"{stats['rewrites']} address rewrites"
+        )  # fmt: skip
+        raise TorchRpcError(
+            f"the link emulator should have carried at least the {carried} bytes of the "
+            f"{frames + warmup} frames' tensors from edge to tail, but {seen}: some bypassed "
+            "it, so the run is not reported. Does this torch's TensorPipe still connect as "
+            "splitwire.benchmarks.rpc_proxy describes?"
+        )
+    report["link"] = str(emulated) if isinstance(emulated, LinkModel) else link
+    return report
+
+
+def _transport_for(transport: str | None, link: str | None) -> str:
+    if transport is None:
+        return "tcp" if link is None else "tcp-basic"
+    if transport not in TRANSPORTS:
+        raise TorchRpcError(f"unknown transport {transport!r}; expected one of {list(TRANSPORTS)}")
+    if link is not None and transport != "tcp-basic":
+        raise TorchRpcError(
+            f"transport {transport!r} with link {link!r}: only 'tcp-basic' (uv + basic) opens "
+            "every connection to an address the emulator can stand in for (mpt_uv's lanes "
+            "connect to addresses exchanged inside the channel; shm and cma use no socket); "
+            "pass transport='tcp-basic' or None"
+        )
+    return transport
+
+
+def _run_processes(
+    plan_dir: Path,
+    cut: str,
+    *,
+    frames: int,
+    window: int,
+    warmup: int,
+    threads: int,
+    timeout_s: float,
+    transport: str,
+    serial_tail: bool,
+    inputs: list[torch.Tensor] | None,
+    proxy: TailLinkProxy | None,
+) -> dict[str, Any]:
+    """Both RPC processes, the edge's report, and with a proxy its statistics
+    (``"emulator"``, read once the edge is done)."""
+    port = _free_port() if proxy is None else proxy.port
+    tail_init = f"tcp://127.0.0.1:{port}" if proxy is None else proxy.tail_init_method
+    edge_init = tail_init if proxy is None else proxy.edge_init_method
     env = dict(
         os.environ,
         OMP_NUM_THREADS=str(threads),
@@ -284,8 +420,7 @@ def _launch(
         MASTER_PORT=str(port),
     )
     common = [
-        "--plan", str(Path(plan_dir).resolve()), "--cut", cut,
-        "--init-method", f"tcp://127.0.0.1:{port}", "--threads", str(threads),
+        "--plan", str(Path(plan_dir).resolve()), "--cut", cut, "--threads", str(threads),
         "--timeout-s", str(timeout_s), "--transport", transport,
     ]  # fmt: skip
     # -P: not the working directory on sys.path (the repository root would shadow splitwire).
@@ -294,13 +429,13 @@ def _launch(
     with tempfile.TemporaryDirectory(prefix="splitwire-rpc-") as tmp:
         result_path = Path(tmp) / "result.pt"
         edge_args = [
-            "--frames", str(frames), "--window", str(window), "--warmup", str(warmup),
-            "--result", str(result_path),
+            "--init-method", edge_init, "--frames", str(frames), "--window", str(window),
+            "--warmup", str(warmup), "--result", str(result_path),
         ]  # fmt: skip
         if inputs is not None:
             torch.save([t.detach().cpu() for t in inputs], Path(tmp) / "inputs.pt")
             edge_args += ["--inputs", str(Path(tmp) / "inputs.pt"), "--keep-outputs"]
-        tail_args = [] if serial_tail else ["--concurrent"]
+        tail_args = ["--init-method", tail_init, *([] if serial_tail else ["--concurrent"])]
         with (
             open(Path(tmp) / "tail.log", "w+") as tail_log,
             open(Path(tmp) / "edge.log", "w+") as edge_log,
@@ -308,9 +443,12 @@ def _launch(
             tail = _start([*module, "tail", *common, *tail_args], tail_log, env, tmp)
             edge = None
             done = False
+            stats = None
             try:
                 edge = _start([*module, "edge", *common, *edge_args], edge_log, env, tmp)
-                _wait(edge, tail, edge_log, tail_log, deadline)
+                _wait(edge, tail, edge_log, tail_log, deadline,
+                      poll=None if proxy is None else proxy.poll)  # fmt: skip
+                stats = None if proxy is None else proxy.stats()
                 done = True
             finally:
                 # After a clean run the tail leaves by itself (its graceful shutdown returns
@@ -319,6 +457,7 @@ def _launch(
                     _stop(edge, grace_s=0)
                 _stop(tail, grace_s=EXIT_GRACE_S if done else 0)
         report: dict[str, Any] = torch.load(result_path, weights_only=True)
+    report["emulator"] = stats
     return report
 
 
@@ -344,9 +483,21 @@ def _wait(
     edge_log: Any,
     tail_log: Any,
     deadline: float,
+    *,
+    poll: Callable[[], object] | None = None,
 ) -> None:
-    """Until the edge exits 0; TorchRpcError (with the logs) if either fails or time is up."""
+    """Until the edge exits 0, calling ``poll`` meanwhile; TorchRpcError (with the logs) if
+    either fails, ``poll`` raises or time is up."""
     while True:
+        if poll is not None:
+            try:
+                poll()
+            except SplitwireError as err:
+                raise TorchRpcError(
+                    f"cannot put the link emulator in front of the tail: {err}"
+                    + _also("edge", edge, edge_log)
+                    + _also("tail", tail, tail_log)
+                ) from err
         try:
             code = edge.wait(timeout=0.1)
         except subprocess.TimeoutExpired:
@@ -456,9 +607,12 @@ def _serve_tail(args: argparse.Namespace) -> int:
 def _run_edge(args: argparse.Namespace) -> int:
     import torch.distributed.rpc as rpc
 
+    from splitwire.benchmarks import rpc_proxy
     from splitwire.partitioner.runtime import open_plan
 
     torch.set_num_threads(args.threads)
+    if args.init_method.startswith(f"{rpc_proxy.SCHEME}://"):
+        rpc_proxy.register_rendezvous()  # the tail's address is read as the emulator's
     plan = open_plan(Path(args.plan))
     head = plan.head(args.cut)
     if args.inputs:
@@ -523,7 +677,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--init-method", default="")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--timeout-s", type=float, default=120.0)
-    parser.add_argument("--transport", choices=list(TRANSPORTS), default="tcp")
+    parser.add_argument("--transport", choices=list(TRANSPORTS), default=None)
+    parser.add_argument("--link", default=None, help="run: through an emulated link (SPEC)")
     parser.add_argument("--concurrent", action="store_true", help="tails run concurrently")
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--window", type=int, default=1)
@@ -543,12 +698,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_torch_rpc(
             Path(args.plan), args.cut, frames=args.frames, window=args.window,
             warmup=args.warmup, threads=args.threads, timeout_s=args.timeout_s,
-            transport=args.transport, serial_tail=not args.concurrent,
+            transport=args.transport, serial_tail=not args.concurrent, link=args.link,
         )  # fmt: skip
     except SplitwireError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    print(json.dumps({"cut": args.cut, "transport": args.transport, **result.as_json()}))
+    transport = _transport_for(args.transport, args.link)
+    print(json.dumps({"cut": args.cut, "transport": transport, **result.as_json()}))
     return 0
 
 
