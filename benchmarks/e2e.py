@@ -74,6 +74,7 @@ CHOICE_TOLERANCE = 0.10
 BASELINE_SPEEDUP = 1.3
 RPC_LOOPBACK = 1.0
 RPC_20MBIT = 2.0
+UPLINK_TOLERANCE = 0.20
 
 
 def select_cuts(outcome: Any, links: Sequence[LinkModel]) -> tuple[list[str], str]:
@@ -160,10 +161,19 @@ def _window(plan: RunnablePlan) -> int:
     return int(plan.plan.provenance.get("window", 4))
 
 
+@dataclasses.dataclass(frozen=True)
+class AgentRun:
+    """One agent run: its output lines after the warm-up, and its uplink estimate at the end
+    (bits per second, None when it sent too little to tell)."""
+
+    records: list[dict[str, Any]]
+    uplink_bps: float | None
+
+
 async def _agent(
     plan: RunnablePlan, address: str, option: PlanOption, *, window: int, frames: int,
     warmup: int, slowdown: float = 1.0, max_s: float = math.inf,
-) -> list[dict[str, Any]]:  # fmt: skip
+) -> AgentRun:  # fmt: skip
     from splitwire.edge.agent import EdgeAgent
     from splitwire.edge.config import EdgeConfig
 
@@ -191,7 +201,7 @@ async def _agent(
         if stop is not None:
             stop.cancel()
     records = [json.loads(line) for line in out.getvalue().splitlines()]
-    return sorted(records, key=lambda r: r["seq"])[warmup:]
+    return AgentRun(sorted(records, key=lambda r: r["seq"])[warmup:], agent.monitor.uplink_bps)
 
 
 def machine_drift(plan: RunnablePlan, slowdown: float, repeats: int = 7) -> float | None:
@@ -281,8 +291,12 @@ async def _run_link(
                 "predicted_terms": {"edge_ms": round(price.edge_ms, 3),
                                     "transfer_ms": round(price.transfer_ms, 3),
                                     "cloud_ms": round(price.cloud_ms, 3)},
-            } | _figures(alone, piped))  # fmt: skip
+                "uplink_estimate_bps": None if piped.uplink_bps is None
+                else round(piped.uplink_bps),
+            } | _figures(alone.records, piped.records))  # fmt: skip
         stats = em.stats()
+    for record in records:
+        record["netem_up_bps"] = stats["up"]["achieved_bps"]
     return records, stats
 
 
@@ -390,7 +404,7 @@ def _rpc_comparisons(
         piped = asyncio.run(_agent_through(plan, address, link, option, window=pick["window"],
                                            frames=frames, warmup=warmup))  # fmt: skip
         out.append(common | {"codec": pick["codec"], "backend": "splitwire"}
-                   | _figures(piped, piped))  # fmt: skip
+                   | _figures(piped.records, piped.records))  # fmt: skip
         progress(f"{where}: torch RPC {pick['cut']}, window {pick['window']}")
         ref = run_torch_rpc(plan_dir, pick["cut"], frames=frames, window=pick["window"],
                             warmup=warmup, link=None if link is None else str(link))  # fmt: skip
@@ -407,7 +421,7 @@ def _rpc_comparisons(
 async def _agent_through(
     plan: RunnablePlan, address: str, link: LinkModel | None, option: PlanOption, *,
     window: int, frames: int, warmup: int,
-) -> list[dict[str, Any]]:  # fmt: skip
+) -> AgentRun:  # fmt: skip
     """One agent run at ``option``, straight to ``address`` or across an emulated ``link``."""
     if link is None:
         return await _agent(plan, address, option, window=window, frames=frames, warmup=warmup)
@@ -448,6 +462,14 @@ def checks(records: list[dict[str, Any]], links: Sequence[str]) -> list[dict[str
         out.append(_check(f"choice on {link}: pick {pick['cut']} {pick['codec']} p50 / measured "
                           f"best {best['cut']} {best['codec']} p50", pick["measured_p50_ms"],
                           best["measured_p50_ms"], 1 + CHOICE_TOLERANCE, higher=False))  # fmt: skip
+        estimates = [r["uplink_estimate_bps"] / r["netem_up_bps"] for r in mine
+                     if r.get("uplink_estimate_bps") and r.get("netem_up_bps")]  # fmt: skip
+        if estimates:
+            ratio = statistics.median(estimates)
+            out.append(_check(f"uplink estimate on {link}: the agent's estimate at the end of "
+                              "each throughput run / the emulator's achieved rate, median of "
+                              f"{len(estimates)} runs, |ratio - 1|", abs(ratio - 1), 1.0,
+                              UPLINK_TOLERANCE, higher=False))  # fmt: skip
         for kind in ("all-on-edge", "all-in-cloud-jpeg"):
             base = next((r for r in mine if r["backend"] == kind), None)
             if base is not None:

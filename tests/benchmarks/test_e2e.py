@@ -12,7 +12,8 @@ from splitwire.partitioner.link import parse_link
 
 FIELDS = {
     "model", "link", "cut", "codec", "backend", "predicted_latency_ms", "measured_p50_ms",
-    "measured_p95_ms", "measured_fps", "planner_pick", "edge",
+    "measured_p95_ms", "measured_fps", "planner_pick", "edge", "measured_terms", "predicted_terms",
+    "uplink_estimate_bps", "netem_up_bps",
 }  # fmt: skip
 
 
@@ -37,6 +38,9 @@ def test_records_have_every_field(plan_dir: Path, split_cuts: tuple[str, str]) -
         if r["backend"] != "all-on-edge":  # a round trip through the emulator at least
             assert r["measured_p50_ms"] >= 20.0
         assert r["measured_fps"] > 0 and r["predicted_latency_ms"] > 0
+        if r["backend"] == "splitwire":
+            assert r["measured_terms"]["network_ms"] >= 20.0, r
+            assert r["uplink_estimate_bps"] > 0, r
     assert {c["check"].split(" on ")[0] for c in result["checks"]} >= {"choice", "vs all-on-edge"}
     text = table(result)
     assert "EMULATED 2x slower" in text and ("PASS" in text or "MISS" in text)
