@@ -42,8 +42,11 @@ demo: $(STAMP)
 
 # `bin/pytest`, not `python -m pytest`: -m would put the repository root on sys.path, where
 # the role folders look like top-level packages (`protocol`, ...) that are not installed.
+# Two passes: most tests on both cores, then the `timed` ones (agents, links and tails against
+# the wall clock) alone, so that a neighbour's load cannot make them late.
 test: $(STAMP) system-deps
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile -m "not timed"
+	$(VENV)/bin/pytest -q -m timed
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -37,6 +37,20 @@ settings.register_profile("thorough", max_examples=2000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+# These folders' tests run the agent, the link emulator and tails against wall-clock rates,
+# delays and deadlines: `make test` runs them after the rest, with nothing beside them.
+TIMED_FOLDERS = ("edge", "benchmarks")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test under :data:`TIMED_FOLDERS` ``timed``."""
+    here = Path(__file__).parent
+    for item in items:
+        folder = item.path.relative_to(here).parts[0]
+        if folder in TIMED_FOLDERS:
+            item.add_marker(pytest.mark.timed)
+
+
 @pytest.fixture(scope="session")
 def plan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real plan directory: cut 0 (all in cloud), two splits and the last cut."""
