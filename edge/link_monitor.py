@@ -21,6 +21,13 @@ The oldest unanswered frame therefore gives an **upper bound**: if it is still u
 when it left) have not crossed in ``age`` − base RTT − the cloud's usual time, so the
 uplink is at most their bits over that. The estimate is the smaller of the two.
 
+A window of samples forgets a faster past only when it ends, and for the whole window the
+old round trips keep the base RTT low too. So when the last few answered frames all took
+``CHANGE_FACTOR`` × the smallest earlier round trip *and* none of them reached
+1 / ``CHANGE_FACTOR`` of the earlier best rate, the link has got worse and the earlier samples go
+at once. Both must hold: a bigger frame takes longer but also shows a higher rate, and our own
+frames queued behind each other are not a slower link unless the rate falls with them.
+
 The base RTT is the smallest round trip once the estimated serialisation of
 the frame's bytes is taken off; the mean extra over it, among frames that had the uplink to
 themselves, is reported as jitter. The downlink is
@@ -40,6 +47,10 @@ from splitwire.partitioner.link import LinkModel
 
 # Frames spanned by one delivery-rate sample: more smooths bursty arrivals, fewer reacts faster.
 DELIVERY_SPAN = 4
+# A worse link (see the module docstring): this many answered frames in a row, each this many
+# times slower in round trip and rate than the best before them.
+CHANGE_SAMPLES = 3
+CHANGE_FACTOR = 2.0
 
 
 @dataclass(frozen=True)
@@ -122,6 +133,7 @@ class LinkMonitor:
                 timing.cloud_ns / 1e9,
             )
         )
+        self._forget_a_faster_past()
         self._expire(now)
         if self.smoothed_rtt_s is None:
             self.smoothed_rtt_s = network
@@ -141,6 +153,16 @@ class LinkMonitor:
         if elapsed <= 0:
             return 0.0
         return sum(t.bytes_up for t in span[1:]) * 8.0 / elapsed
+
+    def _forget_a_faster_past(self) -> None:
+        samples = list(self._samples)
+        recent, older = samples[-CHANGE_SAMPLES:], samples[:-CHANGE_SAMPLES]
+        if len(recent) < CHANGE_SAMPLES or len(older) < self.min_samples:
+            return
+        slower = min(s.network_s for s in recent) > CHANGE_FACTOR * min(s.network_s for s in older)
+        finite = [s.uplink_bps for s in older if math.isfinite(s.uplink_bps)]
+        if slower and finite and CHANGE_FACTOR * max(s.uplink_bps for s in recent) < max(finite):
+            self._samples = deque(recent)
 
     def _expire(self, now_s: float) -> None:
         while self._samples and now_s - self._samples[0].at_s > self.window_s:

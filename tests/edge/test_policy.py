@@ -213,6 +213,49 @@ def test_a_slower_link_shows_once_old_samples_age_out() -> None:
     assert monitor.uplink_bps == pytest.approx(5e6, rel=0.05)
 
 
+def _shifted(timings: list[FrameTiming], offset: int) -> list[FrameTiming]:
+    return [FrameTiming(t.sent_ns + offset, t.received_ns + offset, t.cloud_ns, t.bytes_up,
+                        t.bytes_down) for t in timings]  # fmt: skip
+
+
+@pytest.mark.parametrize("slow_frames", [2, 3])
+def test_a_link_that_got_worse_replaces_the_window_after_three_answers(slow_frames: int) -> None:
+    """50 Mbit/s 10 ms, then 500 kbit/s 100 ms: after three slow answers in a row the estimate
+    is the new link's, not the old window's maximum (two could be a burst of jitter)."""
+    monitor = LinkMonitor(window_s=5.0)
+    fast = simulate(rate_bps=50e6, rtt_s=0.010, frames=40, bytes_up=10_000,
+                    every_s=0.01, window=4)  # fmt: skip
+    feed(monitor, fast)
+    before = monitor.uplink_bps
+    slow = simulate(rate_bps=500e3, rtt_s=0.100, frames=slow_frames, bytes_up=10_000,
+                    every_s=0.1, window=4)  # fmt: skip
+    feed(monitor, _shifted(slow, fast[-1].received_ns + 10_000_000))
+    link = monitor.link(now_s=(fast[-1].received_ns + 10_000_000 + slow[-1].received_ns) / 1e9)
+    assert link is not None
+    slow_trip = link.transfer_s(10_000, 1_000)
+    if slow_frames < 3:
+        assert link.uplink_bps == before, link
+    else:
+        # Each slow sample is a lower bound; the model they give prices a frame that has the
+        # link to itself as measured.
+        assert link.uplink_bps <= 500e3 * 1.05, link
+        assert slow_trip == pytest.approx(slow[0].network_s, rel=0.15)  # + the 1 kB answer
+
+
+def test_bigger_frames_on_the_same_link_are_not_a_worse_link() -> None:
+    monitor = LinkMonitor(window_s=5.0)
+    small = simulate(rate_bps=10e6, rtt_s=0.010, frames=20, bytes_up=5_000,
+                     every_s=0.1, window=1)  # fmt: skip
+    feed(monitor, small)
+    before = monitor.uplink_bps
+    big = simulate(rate_bps=10e6, rtt_s=0.010, frames=5, bytes_up=200_000,
+                   every_s=0.3, window=1)  # fmt: skip
+    feed(monitor, _shifted(big, small[-1].received_ns + 10_000_000))
+    assert before is not None and monitor.uplink_bps is not None
+    assert monitor.uplink_bps >= before
+    assert len(monitor._samples) == 25  # nothing forgotten
+
+
 def test_too_few_samples_give_no_link() -> None:
     monitor = LinkMonitor(min_samples=3)
     for t in simulate(rate_bps=10e6, rtt_s=0.02, frames=2, bytes_up=1000, every_s=0.1, window=1):
