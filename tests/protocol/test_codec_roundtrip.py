@@ -4,6 +4,7 @@ documented bound where it is not."""
 from __future__ import annotations
 
 import itertools
+import zlib
 
 import pytest
 import torch
@@ -85,8 +86,10 @@ def _assert_within_quantisation_bound(x: torch.Tensor, y: torch.Tensor, enc: Enc
     if header.channel_axis != -1:
         shape[header.channel_axis] = x.shape[header.channel_axis]
     bound = scales.view(shape) / 2 * (1 + 1e-3) + 1e-6 * xf.abs() + 1e-30
-    if y.dtype != torch.float32:  # the reconstruction is rounded once more to the output dtype
-        bound = bound + xf.abs() * (2**-7 if y.dtype == torch.bfloat16 else 2**-10)
+    if y.dtype != torch.float32:
+        # The reconstruction is rounded once more to the output dtype, relative to the value
+        # rounded (y, not x: a tiny x can be reconstructed as a value half a step away).
+        bound = bound + yf.abs() * (2**-8 if y.dtype == torch.bfloat16 else 2**-11)
     assert bool(((xf - yf).abs() <= bound).all()), (xf - yf).abs().max()
 
 
@@ -95,7 +98,8 @@ def _assert_within_quantisation_bound(x: torch.Tensor, y: torch.Tensor, enc: Enc
 @pytest.mark.parametrize("kind", KINDS)
 def test_roundtrip(spec_text: str, dtype: torch.dtype, kind: str) -> None:
     spec = CodecSpec.parse(spec_text)
-    gen = torch.Generator().manual_seed(hash((spec_text, str(dtype), kind)) & 0xFFFF)
+    # crc32, not hash(): str hashes change with every interpreter, and so would the data.
+    gen = torch.Generator().manual_seed(zlib.crc32(f"{spec_text}/{dtype}/{kind}".encode()))
     x = _shaped(kind, dtype, gen)
     enc = encode(x, spec, name="t")
     y = decode(enc.header, enc.payload)
