@@ -122,6 +122,30 @@ def register(subparsers: Any) -> None:
     cloud.add_argument("--server-id", default="", help="this replica's name (default: HOST:PORT)")
     cloud.set_defaults(func=_cloud)
 
+    health = subparsers.add_parser(
+        "health",
+        help="ask a tail (or a load balancer in front of tails) whether it serves",
+        description=(
+            "Ask the grpc.health.v1 service at ADDRESS whether it serves new sessions; prints "
+            "SERVING, NOT_SERVING (starting or draining), SERVICE_UNKNOWN or UNREACHABLE. "
+            "For container health checks and scripts that wait for a tail."
+        ),
+        epilog="exit codes: 0 SERVING, 1 anything else. example: splitwire health 127.0.0.1:8500 "
+        "--wait 60",
+    )
+    health.add_argument("address", metavar="HOST:PORT")
+    health.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="keep asking for up to S seconds until it answers SERVING (default: ask once)",
+    )
+    health.add_argument("--timeout", type=float, default=1.0, metavar="S", help="per probe")
+    health.add_argument("--tls-ca", type=Path, metavar="F", help="CA for a TLS tail (PEM)")
+    health.add_argument("--json", action="store_true", help='print {"address":..,"status":..}')
+    health.set_defaults(func=_health)
+
 
 def _cloud(args: argparse.Namespace) -> int:
     import asyncio
@@ -155,3 +179,15 @@ def _cloud(args: argparse.Namespace) -> int:
         server_id=args.server_id or args.listen,
     )
     return asyncio.run(serve(config))
+
+
+def _health(args: argparse.Namespace) -> int:
+    import json
+
+    from splitwire.protocol.health import check_health, wait_until_serving
+
+    if args.wait > 0:
+        wait_until_serving(args.address, timeout_s=args.wait, tls_ca=args.tls_ca)
+    status = check_health(args.address, timeout_s=args.timeout, tls_ca=args.tls_ca)
+    print(json.dumps({"address": args.address, "status": status}) if args.json else status)
+    return 0 if status == "SERVING" else 1

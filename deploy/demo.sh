@@ -18,22 +18,7 @@ tail_pid=$!
 trap 'kill -TERM $tail_pid 2>/dev/null || true; wait $tail_pid 2>/dev/null || true' EXIT
 
 # Wait until the tail's health check says SERVING (it loads every shipped tail first).
-"$py" - "$address" <<'PY'
-import sys, time
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-deadline = time.monotonic() + 120
-with grpc.insecure_channel(sys.argv[1]) as channel:
-    stub = health_pb2_grpc.HealthStub(channel)
-    while time.monotonic() < deadline:
-        try:
-            if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
-                sys.exit(0)
-        except grpc.RpcError:
-            pass
-        time.sleep(0.2)
-sys.exit("the tail did not become SERVING within 120 s")
-PY
+"$bin" health --wait 120 "$address" >/dev/null || { echo "the tail did not become SERVING within 120 s" >&2; exit 1; }
 
 echo "== edge agent: $frames frames at $fps fps from the synthetic camera, tail at $address" >&2
 "$bin" edge --cloud "$address" --plan "$plan" --source synthetic --fps "$fps" \

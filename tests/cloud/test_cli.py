@@ -7,12 +7,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from splitwire.protocol.health import wait_until_serving
 
 pytestmark = pytest.mark.slow
 
@@ -36,19 +35,12 @@ def test_serves_until_sigterm_then_exits_0(plan_dir: Path) -> None:
     address = f"127.0.0.1:{free_port()}"
     process = cloud("--listen", address, "--plan", str(plan_dir), "--grace-s", "2")
     try:
-        deadline = time.monotonic() + 120
-        with grpc.insecure_channel(address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while True:
-                assert process.poll() is None, process.stderr.read() if process.stderr else ""
-                assert time.monotonic() < deadline, "not SERVING after 120 s"
-                try:
-                    status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-                except grpc.RpcError:
-                    time.sleep(0.2)
-                    continue
-                if status == health_pb2.HealthCheckResponse.SERVING:
-                    break
+        serving = wait_until_serving(
+            address, timeout_s=120, still_starting=lambda: process.poll() is None
+        )
+        assert serving, (
+            process.stderr.read() if process.poll() is not None and process.stderr else ""
+        )
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
     finally:
@@ -102,3 +94,15 @@ def test_bench_tail_reports_every_figure(plan_dir: Path, split_cuts: tuple[str, 
     assert set(single["batch_sizes"]) == {"1"}
     assert report["batching_gain"] == pytest.approx(batched["fps"] / single["fps"], rel=0.01)
     assert report["overhead"]["results"] == 20 and report["grpc_echo"]["results"] == 20
+
+
+def _health(address: str) -> tuple[int, str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "splitwire", "health", "--json", address],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    return done.returncode, json.loads(done.stdout)["status"]
+
+
+def test_health_of_a_closed_port_is_unreachable_exit_1() -> None:
+    assert _health(f"127.0.0.1:{free_port()}") == (1, "UNREACHABLE")

@@ -4,23 +4,19 @@ server that answers twice or wrongly, a tail killed with SIGKILL and started aga
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 import torch
 from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from splitwire.edge.link_monitor import LinkMonitor
 from splitwire.partitioner.link import LinkModel
@@ -29,6 +25,7 @@ from splitwire.protocol import PROTOCOL_VERSION, encode
 from splitwire.protocol import splitwire_pb2 as pb
 from splitwire.protocol import splitwire_pb2_grpc as pb_grpc
 from splitwire.protocol.framing import ResultTimings, result_chunks
+from splitwire.protocol.health import wait_until_serving
 
 from .agent_runs import assert_each_frame_once, lines, make_agent, run_agent
 
@@ -210,19 +207,13 @@ def _start_tail(plan_dir: Path, port: int) -> subprocess.Popen[bytes]:
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     # Ready means its health check says SERVING (the port listens a little earlier).
-    deadline = time.monotonic() + 60
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise AssertionError(f"the tail exited: {process.stderr.read().decode()}")  # type: ignore[union-attr]
-            with contextlib.suppress(grpc.RpcError):
-                answer = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return process
-            time.sleep(0.1)
+    if wait_until_serving(
+        f"127.0.0.1:{port}", timeout_s=60, still_starting=lambda: process.poll() is None
+    ):
+        return process
     process.kill()
-    raise AssertionError("the tail was not SERVING within 60 s")
+    stderr = process.stderr.read().decode()  # type: ignore[union-attr]
+    raise AssertionError(f"the tail was not SERVING within 60 s: {stderr}")
 
 
 @pytest.mark.slow
