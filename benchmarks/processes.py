@@ -1,5 +1,6 @@
-"""``splitwire cloud`` as a child process on a free loopback port, for benchmarks that must not
-share this process's interpreter lock (or its cores' time) with the tail."""
+"""``splitwire cloud`` as a child process on a loopback port, for benchmarks that must not share
+this process's interpreter lock (or its cores' time) with the tail, and for scenarios that kill,
+drain and restart tail replicas."""
 
 from __future__ import annotations
 
@@ -10,17 +11,117 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
-
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from typing import IO, Any
 
 from splitwire.errors import SplitwireError
+from splitwire.protocol.health import wait_until_serving
 
 SERVING_TIMEOUT_S = 180.0
+# How long a SIGTERM'd tail may drain before it is killed.
+STOP_TIMEOUT_S = 30.0
+
+
+class TailReplica:
+    """One ``splitwire cloud`` process on a fixed loopback port that can be started again after
+    it stopped or was killed (the port stays the same, as a replica's would).
+
+    Args:
+        plan_dirs: plan directories it serves.
+        port: its port on 127.0.0.1 (default: a free one).
+        threads: torch threads (and OMP_NUM_THREADS).
+        args: more ``splitwire cloud`` flags.
+        server_id: its ``--server-id`` (default: its address).
+    """
+
+    def __init__(
+        self,
+        plan_dirs: Sequence[Path],
+        *,
+        port: int | None = None,
+        threads: int = 1,
+        args: Sequence[str] = (),
+        server_id: str | None = None,
+    ) -> None:
+        self.address = f"127.0.0.1:{port or free_port()}"
+        self.server_id = server_id or self.address
+        self._command = [
+            sys.executable, "-m", "splitwire", "cloud", "--listen", self.address,
+            "--threads", str(threads), "--server-id", self.server_id, *args,
+        ]  # fmt: skip
+        for plan_dir in plan_dirs:
+            self._command += ["--plan", str(plan_dir)]
+        self._env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        self.process: subprocess.Popen[Any] | None = None
+        self._log: IO[str] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "the replica was never started"
+        return self.process.pid
+
+    def start(self, *, timeout_s: float = SERVING_TIMEOUT_S) -> None:
+        """Start the process and return once its health check says SERVING.
+
+        Raises:
+            SplitwireError: it exited or never became ready (its log is in the message).
+        """
+        if self._log is None:
+            self._log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives with the replica
+        self.process = subprocess.Popen(
+            self._command, stderr=self._log, stdout=self._log, env=self._env
+        )
+        process = self.process
+        if not wait_until_serving(
+            self.address, timeout_s=timeout_s, still_starting=lambda: process.poll() is None
+        ):
+            code = process.poll()
+            if code is None:
+                process.kill()
+                process.wait()
+            raise SplitwireError(
+                f"splitwire cloud on {self.address} not SERVING "
+                + (f"(exit code {code})" if code is not None else f"after {timeout_s:.0f} s")
+                + f":\n{self.log()[-3000:]}"
+            )
+
+    def kill(self) -> None:
+        """SIGKILL: the crash of a replica, nothing drained."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self, *, timeout_s: float = STOP_TIMEOUT_S) -> int:
+        """SIGTERM (the graceful drain), then SIGKILL if it does not exit in time; the exit code."""
+        assert self.process is not None
+        terminate(self.process, timeout_s=timeout_s)
+        return int(self.process.returncode)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def rss_mb(self) -> float:
+        """Resident memory of the running process, from /proc (NaN once it has exited)."""
+        return process_rss_mb(self.pid) if self.running() else float("nan")
+
+    def log(self) -> str:
+        """Everything the process (and its earlier runs) wrote so far."""
+        if self._log is None:
+            return ""
+        self._log.flush()
+        self._log.seek(0)
+        text = self._log.read()
+        self._log.seek(0, os.SEEK_END)
+        return text
+
+    def close(self) -> None:
+        """Stop it if it runs and forget its log."""
+        if self.running():
+            self.stop()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
 
 @contextlib.contextmanager
@@ -34,19 +135,12 @@ def tail_process(
     Raises:
         SplitwireError: the server exited or never became ready (its log is in the message).
     """
-    address = f"127.0.0.1:{free_port()}"
-    command = [
-        sys.executable, "-m", "splitwire", "cloud", "--listen", address, "--plan",
-        str(plan_dir), "--threads", str(threads), *args,
-    ]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    with tempfile.TemporaryFile(mode="w+") as log:
-        process = subprocess.Popen(command, stderr=log, stdout=log, env=env)
-        try:
-            _wait_serving(address, process, log)
-            yield address, process.pid
-        finally:
-            terminate(process, timeout_s=30)
+    replica = TailReplica([plan_dir], threads=threads, args=args)
+    try:
+        replica.start()
+        yield replica.address, replica.pid
+    finally:
+        replica.close()
 
 
 def terminate(process: subprocess.Popen[Any], *, timeout_s: float) -> None:
@@ -59,27 +153,21 @@ def terminate(process: subprocess.Popen[Any], *, timeout_s: float) -> None:
         process.wait()
 
 
+def process_rss_mb(pid: int) -> float:
+    """VmRSS of ``pid`` in MB, from ``/proc/PID/status`` (NaN if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
 def free_port() -> int:
     """A port nothing listens on at the moment, on 127.0.0.1."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def _wait_serving(address: str, process: subprocess.Popen[Any], log: Any) -> None:
-    deadline = time.monotonic() + SERVING_TIMEOUT_S
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                log.seek(0)
-                raise SplitwireError(
-                    f"splitwire cloud exited with {process.returncode}:\n{log.read()[-3000:]}"
-                )
-            with contextlib.suppress(grpc.RpcError):
-                answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            time.sleep(0.2)
-    raise SplitwireError(f"splitwire cloud on {address} not SERVING after {SERVING_TIMEOUT_S} s")

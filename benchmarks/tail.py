@@ -39,7 +39,7 @@ from typing import Any
 import grpc
 import torch
 
-from splitwire.benchmarks.processes import free_port, tail_process, terminate
+from splitwire.benchmarks.processes import free_port, process_rss_mb, tail_process, terminate
 from splitwire.errors import SplitwireError
 from splitwire.partitioner.calibration import synthetic_images
 from splitwire.partitioner.runtime import RunnablePlan, open_plan
@@ -254,7 +254,7 @@ async def _drive(
     finally:
         await channel.close()
     run.measured_s = max(1e-9, min(time.perf_counter(), stop) - warm)
-    run.rss_end_mb = _rss_mb(pid)
+    run.rss_end_mb = process_rss_mb(pid)
 
 
 async def _session(
@@ -348,17 +348,7 @@ async def _session(
 
 async def _watch_rss(pid: int, run: TailRun, *, warm: float) -> None:
     await asyncio.sleep(max(0.0, warm - time.perf_counter()))
-    run.rss_warm_mb = _rss_mb(pid)
-
-
-def _rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    run.rss_warm_mb = process_rss_mb(pid)
 
 
 @contextlib.contextmanager

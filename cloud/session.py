@@ -63,8 +63,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _session_ids = itertools.count(1)
-# Shutdown: how long an edge should wait before reconnecting (to this replica or another).
-RETRY_AFTER_MS = 1000
+# Shutdown: how long an edge should wait before reconnecting. Short, because behind a load
+# balancer the reconnect lands on another replica that is ready now; long enough, with the
+# agent's jitter, to spread a drained replica's sessions over a few frames' time. A lone
+# server's restart is covered by the agent's backoff, not by this hint.
+RETRY_AFTER_MS = 100
 _NOT_EDGE_MESSAGE = "a message that does not parse as a splitwire.v1.EdgeMessage"
 # Frames (and results) that decode to at most this many bytes are decoded (encoded) on the
 # event loop: ~0.2 ms for 256 kB, less than the two thread hops it saves. Larger ones go to the

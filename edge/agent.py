@@ -445,12 +445,13 @@ class EdgeAgent:
         rtt_ms: float | None = None,
         cloud_ms: float | None = None,
         batch_size: int | None = None,
+        server: str | None = None,
     ) -> None:
         """Write the frame's line (unless a corrected output already went out) and retire it."""
         self._retire(frame)
         if not frame.emitted:
             self._write(frame, source, reason, outputs=outputs, rtt_ms=rtt_ms,
-                        cloud_ms=cloud_ms, batch_size=batch_size)  # fmt: skip
+                        cloud_ms=cloud_ms, batch_size=batch_size, server=server)  # fmt: skip
         frame.pixels, frame.encoded = None, []
 
     def _retire(self, frame: _Frame) -> None:
@@ -482,6 +483,7 @@ class EdgeAgent:
         cloud_ms: float | None = None,
         batch_size: int | None = None,
         correction: Correction | None = None,
+        server: str | None = None,
     ) -> None:
         frame.emitted, frame.emitted_ns = True, time.perf_counter_ns()
         option = frame.option
@@ -503,6 +505,7 @@ class EdgeAgent:
             batch_size=batch_size,
             delay_frames=correction.delay_frames if correction else None,
             probe=option_label(frame.probe) if frame.probe is not None else None,
+            server=server,
         )
         self._writer.write(record)
         self.stats.add(record)
@@ -853,7 +856,8 @@ class EdgeAgent:
             await channel.close()
             outage_started = time.monotonic()
             if retry_after_s and not self._closing:
-                await self._sleep(retry_after_s)
+                # Jitter, so that the sessions of a drained replica do not reconnect as a herd.
+                await self._sleep(retry_after_s * random.uniform(0.5, 1.0))
 
     def _install(self, session: SessionClient, accept: pb.Accept) -> int:
         self._epoch += 1
@@ -953,6 +957,7 @@ class EdgeAgent:
             rtt_ms=timing.network_s * 1000.0,
             cloud_ms=cloud_ns / 1e6,
             batch_size=result.batch_size,
+            server=self.server_id,
         )
 
     def _on_frame_error(self, error: SessionFrameError, epoch: int) -> None:
@@ -1013,6 +1018,13 @@ class EdgeAgent:
 
     # ---- the control plane's view ----------------------------------------------------------
 
+    @property
+    def server_id(self) -> str | None:
+        """The tail replica of the open session (its ``Accept.server_id``), or None."""
+        if self._session is None or self._accept is None:
+            return None
+        return self._accept.server_id
+
     def status(self) -> dict[str, Any]:
         """Fields of the retained ``online`` status."""
         return {
@@ -1034,6 +1046,7 @@ class EdgeAgent:
         latencies = self.stats.latencies_ms
         return {
             "connected": self._session is not None,
+            "server_id": self.server_id,
             "cut": self.option.cut,
             "codec": self.option.codec,
             "policy": self.policy_mode,

@@ -53,6 +53,8 @@ class FrameRecord:
     batch_size: int | None = None
     delay_frames: int | None = None
     probe: str | None = None
+    # The tail replica that answered (its server_id), for remote answers.
+    server: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The record as printed, times rounded to microseconds."""
