@@ -48,8 +48,17 @@ def render_balancer_config(template: str, *, listen: str, backends: Sequence[str
         )
     options = server.group(1)
     lines = "\n".join(f"        server {address}{options};" for address in backends)
+
+    def servers(body: str) -> str:
+        # The first server line becomes the backends' lines; the others go; comments stay.
+        first = _SERVER.search(body)
+        assert first is not None
+        rest = _SERVER.sub("", body[first.end() :])
+        kept = "\n".join(line for line in rest.split("\n") if line.strip())
+        return body[: first.start()] + lines + ("\n" + kept if kept else "")
+
     text = _LISTEN.sub(lambda m: f"{m.group(1)}{listen}{m.group(2)}", template)
-    return _UPSTREAM.sub(lambda m: f"{m.group(1)}{lines}{m.group(3)}", text)
+    return _UPSTREAM.sub(lambda m: f"{m.group(1)}{servers(m.group(2))}{m.group(3)}", text)
 
 
 class GrpcBalancer:

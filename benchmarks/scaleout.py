@@ -40,7 +40,7 @@ from typing import Any
 
 from splitwire.benchmarks.balancer import GrpcBalancer
 from splitwire.benchmarks.processes import TailReplica
-from splitwire.edge.agent import EdgeAgent
+from splitwire.edge.agent import AgentExecutors, EdgeAgent
 from splitwire.edge.config import EdgeConfig
 from splitwire.errors import SplitwireError
 from splitwire.partitioner.runtime import RunnablePlan, open_plan
@@ -71,6 +71,9 @@ class ScaleoutLoad:
     codec: str | None = None
     tail_args: tuple[str, ...] = ()
     seed: int = 0
+    # Agents start evenly over this many seconds (default: 40 ms per agent, at most 15 s): a
+    # fleet that powers on at once would send every Hello, and every head's warm-up, at once.
+    ramp_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -85,6 +88,10 @@ class ScaleoutLoad:
     @property
     def frames_per_agent(self) -> int:
         return max(1, round(self.fps * self.duration_s))
+
+    @property
+    def ramp(self) -> float:
+        return self.ramp_s if self.ramp_s is not None else min(15.0, 0.04 * self.sessions)
 
 
 @dataclass
@@ -156,7 +163,7 @@ class ScaleoutRun:
         """Growth of a replica's RSS from the first sample after warm-up to the last, for a
         replica that ran throughout (NaN otherwise)."""
         samples = self.rss_mb.get(server_id, [])
-        warm_t = WARMUP_FRACTION * self.load.duration_s
+        warm_t = self.load.ramp + WARMUP_FRACTION * self.load.duration_s
         after = [mb for t, mb in samples if t >= warm_t and not math.isnan(mb)]
         if len(after) < 2 or self.exit_codes.get(server_id):
             return math.nan
@@ -244,8 +251,9 @@ async def _scenario(
         say(f"t={t:6.1f} s {what} {json.dumps(details) if details else ''}")
 
     async def agent_task(index: int, agent: EdgeAgent) -> None:
-        # Spread the cameras' phases: synchronised shutters would make every frame a burst.
-        await asyncio.sleep(random.Random(load.seed + index).uniform(0, 1 / load.fps))
+        # Spread the cameras' phases too: synchronised shutters would make every frame a burst.
+        phase = random.Random(load.seed + index).uniform(0, 1 / load.fps)
+        await asyncio.sleep(load.ramp * index / load.sessions + phase)
         await agent.run()
 
     tasks = [asyncio.create_task(agent_task(i, a)) for i, a in enumerate(agents)]
@@ -253,11 +261,11 @@ async def _scenario(
     event("agents started", sessions=load.sessions)
     fault = asyncio.create_task(_inject(load, run, replicas, agents, event))
     try:
-        async with asyncio.timeout(load.duration_s + DRAIN_S):
+        async with asyncio.timeout(load.ramp + load.duration_s + DRAIN_S):
             await asyncio.gather(*tasks)
     except TimeoutError as exc:
         raise SplitwireError(
-            f"the agents did not finish within {load.duration_s + DRAIN_S:.0f} s"
+            f"the agents did not finish within {load.ramp + load.duration_s + DRAIN_S:.0f} s"
         ) from exc
     finally:
         for task in (*tasks, sampler):
@@ -280,6 +288,7 @@ def _fleet(
     load: ScaleoutLoad, plan: RunnablePlan, address: str
 ) -> tuple[list[EdgeAgent], list[io.StringIO]]:
     agents, outputs = [], []
+    shared = AgentExecutors.new()
     for i in range(load.sessions):
         out = io.StringIO()
         config = EdgeConfig(
@@ -297,7 +306,7 @@ def _fleet(
             reconnect_initial_s=0.05,
             reconnect_max_s=1.0,
         )
-        agents.append(EdgeAgent(config, plan=plan, output=out))
+        agents.append(EdgeAgent(config, plan=plan, output=out, executors=shared))
         outputs.append(out)
     return agents, outputs
 
@@ -309,7 +318,7 @@ async def _inject(
     agents: list[EdgeAgent],
     event: Callable[..., None],
 ) -> None:
-    await asyncio.sleep(load.duration_s * FAULT_AT)
+    await asyncio.sleep(load.ramp + load.duration_s * FAULT_AT)
     run.sessions_at_fault = dict(Counter(str(a.server_id) for a in agents))
     event("sessions per replica", **run.sessions_at_fault)
     if load.scenario == "kill":
@@ -350,6 +359,45 @@ def _recovery(run: ScaleoutRun) -> None:
             if r["emit_ts_ns"] >= kill_ns and r["source"] == "remote" and r["server"] != victim
         ]
         run.recovery_s[agent.edge_id] = (min(after) - kill_ns) / 1e9 if after else math.inf
+
+
+# The issue's targets: 5 s to serve a killed replica's sessions again, RSS growth after
+# warm-up below 10 %.
+RECOVERY_TARGET_S = 5.0
+RSS_GROWTH_TARGET = 0.10
+
+
+def targets(run: ScaleoutRun) -> list[dict[str, Any]]:
+    """The scenario's targets, each with what was measured and whether it was met."""
+    j = run.as_json()
+    checks = [
+        {"name": "every frame answered exactly once", "target": "0 missing, 0 duplicates",
+         "measured": f"{j['missing']} missing, {j['duplicates']} duplicates",
+         "met": j["missing"] == 0 and j["duplicates"] == 0},
+    ]  # fmt: skip
+    not_remote = j["frames"] - j["by_source"].get("remote", 0)
+    if run.load.scenario in ("rolling", "soak", "spread"):
+        checks.append({"name": "frames lost (not answered by a tail)", "target": "0",
+                       "measured": str(not_remote), "met": not_remote == 0})  # fmt: skip
+    if run.load.scenario == "kill":
+        worst = j["recovery_max_s"]
+        checks.append({"name": "killed replica's sessions served again",
+                       "target": f"<= {RECOVERY_TARGET_S:.0f} s",
+                       "measured": f"{worst} s max over {j['moved_sessions']} sessions",
+                       "met": worst is not None and worst <= RECOVERY_TARGET_S})  # fmt: skip
+    if run.load.scenario == "rolling":
+        codes = [c for cs in j["exit_codes"].values() for c in cs]
+        clean = bool(codes) and set(codes) == {0}
+        checks.append({"name": "graceful exits", "target": "exit 0 after SIGTERM",
+                       "measured": str(codes), "met": clean})  # fmt: skip
+    if run.load.scenario == "soak":
+        for sid, rss in j["rss_mb"].items():
+            growth = rss["growth_after_warmup"]
+            checks.append({"name": f"{sid} RSS growth after warm-up",
+                           "target": f"< {RSS_GROWTH_TARGET:.0%}",
+                           "measured": "n/a" if growth is None else f"{growth:.1%}",
+                           "met": growth is not None and growth < RSS_GROWTH_TARGET})  # fmt: skip
+    return checks
 
 
 def report(run: ScaleoutRun) -> str:

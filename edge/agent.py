@@ -130,6 +130,28 @@ class _Computed:
     correction: Correction | None = None
 
 
+@dataclass(frozen=True)
+class AgentExecutors:
+    """The threads an agent runs its heads and reads its source on: one each. Agents that
+    emulate a fleet inside one process share one pair; a pair per agent would be hundreds of
+    threads contending for the interpreter lock, starving the event loop that carries every
+    session."""
+
+    compute: ThreadPoolExecutor
+    source: ThreadPoolExecutor
+
+    @classmethod
+    def new(cls) -> AgentExecutors:
+        return cls(
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="splitwire-head"),
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="splitwire-source"),
+        )
+
+    def shutdown(self) -> None:
+        self.compute.shutdown(wait=True)
+        self.source.shutdown(wait=False, cancel_futures=True)
+
+
 class EdgeAgent:
     """One edge agent run (see the module docstring).
 
@@ -149,6 +171,7 @@ class EdgeAgent:
         source: FrameSource | None = None,
         output: IO[str] | None = None,
         monitor: LinkMonitor | None = None,
+        executors: AgentExecutors | None = None,
     ) -> None:
         self.config = config
         self.plan = plan or open_plan(config.plan)
@@ -188,8 +211,8 @@ class EdgeAgent:
         self._fatal: CloudRefused | None = None
         self._failed: BaseException | None = None  # a pipeline task died (see _worker_done)
         self._wake_event: asyncio.Event | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="splitwire-head")
-        self._source_executor = ThreadPoolExecutor(1, thread_name_prefix="splitwire-source")
+        self._owns_executors = executors is None
+        self._executors = executors or AgentExecutors.new()
         self._edge_scale = 1.0
         self._scale_frames = 0
         self._last_remote_s = -math.inf
@@ -291,7 +314,7 @@ class EdgeAgent:
         """
         self._wake_event = asyncio.Event()
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._prepare)
+        await loop.run_in_executor(self._executors.compute, self._prepare)
         self._started_s = time.monotonic()
         workers = [asyncio.create_task(self._compute_loop(), name="edge-compute")]
         try:
@@ -313,8 +336,8 @@ class EdgeAgent:
             # A worker's own failure is already on its way up (through _wait); here it must
             # not cut the clean-up short.
             await asyncio.gather(*workers, return_exceptions=True)
-            self._executor.shutdown(wait=True)
-            self._source_executor.shutdown(wait=False, cancel_futures=True)
+            if self._owns_executors:
+                self._executors.shutdown()
         summary = self.summary()
         if self._fatal is not None:
             raise self._fatal
@@ -369,7 +392,7 @@ class EdgeAgent:
                 next_at = max(next_at + interval, time.monotonic())
             if self._stopping:
                 break
-            pixels = await loop.run_in_executor(self._source_executor, next, frames, None)
+            pixels = await loop.run_in_executor(self._executors.source, next, frames, None)
             if pixels is None:
                 logger.info("source %s ended after %d frames", self._source.description, count)
                 break
@@ -551,8 +574,8 @@ class EdgeAgent:
             remote = not correct or self._session is not None
             try:
                 computed = await loop.run_in_executor(
-                    self._executor, self._compute, option, pixels, frame if correct else None,
-                    remote,
+                    self._executors.compute, self._compute, option, pixels,
+                    frame if correct else None, remote,
                 )  # fmt: skip
             except SplitwireError as exc:
                 logger.error("frame %d: %s", frame.seq, exc)
@@ -592,8 +615,9 @@ class EdgeAgent:
         pixels = frame.pixels
         assert pixels is not None
         try:
-            local = await loop.run_in_executor(self._executor, self._compute, self.option, pixels)
-            sent = await loop.run_in_executor(self._executor, self._compute, probe, pixels)
+            compute = self._executors.compute
+            local = await loop.run_in_executor(compute, self._compute, self.option, pixels)
+            sent = await loop.run_in_executor(compute, self._compute, probe, pixels)
         except SplitwireError as exc:
             logger.error("frame %d: %s", frame.seq, exc)
             self._emit_dropped(frame, "error:EDGE")
