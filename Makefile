@@ -25,11 +25,20 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
-# Debian packages the later runtime tests need (the MQTT broker); installed only when missing.
+# Debian packages the runtime tests need, installed only when missing: the MQTT broker
+# (mosquitto, with mosquitto_passwd) and the gRPC load balancer (nginx-light: grpc_pass).
+# Debian's nginx starts a default site on port 80 where the service manager lets it: stopped,
+# the tests run their own nginx on loopback. kubectl (kustomize) is not in Debian bookworm.
 system-deps:
-	@command -v mosquitto >/dev/null 2>&1 || { \
+	@missing=""; \
+	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	[ -z "$$missing" ] || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq mosquitto; }
+		echo "installing Debian packages:$$missing" >&2; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; \
+		case "$$missing" in *nginx*) \
+			$$SUDO service nginx stop >/dev/null 2>&1 || true;; esac; }
 
 # The end-to-end demo: plan ResNet-18 for an edge 4x slower than this machine on three links
 # (with its Pareto plot, the layer3 split shipped too), then a tail and an edge agent on
