@@ -51,8 +51,10 @@ def load_tokens(path: Path) -> tuple[bytes, ...]:
     )
     if not tokens:
         raise ConfigError(f"token file {path} holds no token; expected one token per line")
-    if mode & (stat.S_IRGRP | stat.S_IROTH):
-        logger.warning("token file %s is readable by other users; chmod 600 it", path)
+    # Group-readable is how a Kubernetes secret volume (0440 with fsGroup) or a compose secret
+    # reaches a non-root tail; readable by everyone is a leak.
+    if mode & stat.S_IROTH:
+        logger.warning("token file %s is readable by every user; chmod o-r it (or 600)", path)
     return tokens
 
 

@@ -206,6 +206,8 @@ class EdgeAgent:
         self._session: SessionClient | None = None
         self._accept: pb.Accept | None = None
         self._epoch = 0
+        # Seqs sent on the current session that the server has not answered yet.
+        self._unanswered: set[int] = set()
         self._stopping = False
         self._closing = False
         self._fatal: CloudRefused | None = None
@@ -885,6 +887,7 @@ class EdgeAgent:
 
     def _install(self, session: SessionClient, accept: pb.Accept) -> int:
         self._epoch += 1
+        self._unanswered.clear()
         self._session, self._accept = session, accept
         self.connected_since = time.monotonic()
         if not self._served(self.option):
@@ -948,7 +951,15 @@ class EdgeAgent:
             return None
         return frame
 
+    def _answered(self, seq: int, epoch: int) -> None:
+        """The server answered ``seq``: it no longer counts against Accept.max_in_flight, even
+        when its frame was already emitted (its budget ran out while the server held it)."""
+        if epoch == self._epoch:
+            self._unanswered.discard(seq)
+            self._wake()
+
     def _on_result(self, result: SessionResult, epoch: int) -> None:
+        self._answered(result.seq, epoch)
         frame = self._answerable(result.seq, result.capture_ts_ns, epoch)
         if frame is None:
             return
@@ -985,6 +996,7 @@ class EdgeAgent:
         )
 
     def _on_frame_error(self, error: SessionFrameError, epoch: int) -> None:
+        self._answered(error.seq, epoch)
         frame = self._answerable(error.seq, error.capture_ts_ns, epoch)
         if frame is None:
             return
@@ -1012,6 +1024,7 @@ class EdgeAgent:
             )
             frame.state, frame.epoch = "sent", epoch
             frame.sent_ns = time.perf_counter_ns()
+            self._unanswered.add(frame.seq)
             try:
                 await session.send(
                     frame.seq,
@@ -1028,10 +1041,9 @@ class EdgeAgent:
         if not self._ready or self._session is None:
             return False
         limit = (self._accept.max_in_flight if self._accept else 0) or self.config.window
-        in_flight = sum(
-            1 for f in self._frames.values() if f.state == "sent" and f.epoch == self._epoch
-        )
-        return in_flight < limit
+        # Counted as the server counts: sent and not answered, including frames this side
+        # already gave up on (dropped stale), which the server still holds until it answers.
+        return len(self._unanswered) < limit
 
     async def _close_session(self) -> None:
         session = self._session

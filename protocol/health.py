@@ -37,7 +37,7 @@ def check_health(
         try:
             answer = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
         except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return "SERVICE_UNKNOWN"
             return UNREACHABLE
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))

@@ -106,3 +106,16 @@ def _health(address: str) -> tuple[int, str]:
 
 def test_health_of_a_closed_port_is_unreachable_exit_1() -> None:
     assert _health(f"127.0.0.1:{free_port()}") == (1, "UNREACHABLE")
+
+
+def test_the_health_probe_does_not_import_torch() -> None:
+    """A container health check runs every few seconds: it must not pay torch's import."""
+    code = (
+        "import sys\n"
+        "from splitwire.cli import main\n"
+        "assert main(['health', '127.0.0.1:1']) == 1\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "UNREACHABLE"

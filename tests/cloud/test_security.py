@@ -206,3 +206,18 @@ async def test_tls_and_tokens_together(
     error = await refused(server, plan, **client)  # a certificate is not a token
     assert error.status == grpc.StatusCode.UNAUTHENTICATED
     await works(server, plan, token=TOKENS[0], **client)
+
+
+@pytest.mark.parametrize(("mode", "warned"), [(0o600, False), (0o440, False), (0o644, True)])
+def test_a_token_file_everyone_can_read_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: int, warned: bool
+) -> None:
+    from splitwire.cloud.auth import load_tokens
+
+    path = tmp_path / "tokens"
+    path.write_text(f"{TOKENS[0]}\n")
+    path.chmod(mode)
+    assert load_tokens(path) == (TOKENS[0].encode(),)
+    # Group-readable (a Kubernetes secret volume with fsGroup) is fine; world-readable is not.
+    assert ("readable by every user" in caplog.text) == warned
+    assert TOKENS[0] not in caplog.text

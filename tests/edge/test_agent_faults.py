@@ -253,3 +253,56 @@ async def test_tail_killed_and_restarted(plan_dir: Path, split_cuts) -> None:
     after = [r for r in records if r["seq"] > restarted_at + 25]
     assert after and sum(r["source"] == "remote" for r in after) >= 0.8 * len(after)
     assert {r["reason"] for r in after} <= {None, "window_full"}
+
+
+class HoldingServer(pb_grpc.SplitSessionServicer):
+    """Holds every frame ``hold_s`` before answering, allows 2 in flight, and counts the most
+    frames it held at once: an agent must count a frame it gave up on (dropped stale) as in
+    flight until the server answers it, as the server does."""
+
+    def __init__(self, plan: RunnablePlan, *, hold_s: float) -> None:
+        self.plan, self.hold_s = plan, hold_s
+        self.held = self.most_held = 0
+
+    async def Session(self, requests: Any, context: Any) -> None:
+        async def answer(chunk: pb.FrameChunk) -> None:
+            await asyncio.sleep(self.hold_s)
+            self.held -= 1
+            outputs = [encode(torch.zeros(1, 10), "fp32")]
+            timings = ResultTimings(0, 0, 1000, 0)
+            for part in result_chunks(chunk.seq, chunk.capture_ts_ns, outputs, timings=timings):
+                await context.write(pb.CloudMessage(result=part))
+
+        answers = []
+        async for message in requests:
+            if message.WhichOneof("kind") == "hello":
+                await context.write(pb.CloudMessage(accept=pb.Accept(
+                    protocol_version=PROTOCOL_VERSION, session_id="hold", server_id="hold",
+                    max_in_flight=2, max_chunk_bytes=1 << 20, max_frame_bytes=1 << 26,
+                    cut_ids=sorted(self.plan.plan.cuts),
+                )))  # fmt: skip
+            elif message.chunk.chunk_index == message.chunk.chunk_count - 1:
+                self.held += 1
+                self.most_held = max(self.most_held, self.held)
+                answers.append(asyncio.create_task(answer(message.chunk)))
+        await asyncio.gather(*answers)
+
+
+async def test_frames_given_up_on_still_count_against_the_servers_in_flight_limit(
+    plan_dir: Path, plan, split_cuts
+) -> None:
+    servicer = HoldingServer(plan, hold_s=0.4)
+    server = aio.server()
+    pb_grpc.add_SplitSessionServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        _, records = await run_agent(
+            plan_dir, cloud=f"127.0.0.1:{port}", frames=12, fps=20, cut=split_cuts[0],
+            codec="fp32", policy="fixed", budget_ms=150, window=4,
+        )  # fmt: skip
+    finally:
+        await server.stop(0)
+    assert_each_frame_once(records, 12)
+    assert {r["reason"] for r in records} <= {"stale", "window_full"}
+    assert servicer.most_held == 2  # never more than Accept.max_in_flight
