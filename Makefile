@@ -13,7 +13,7 @@ EXTRAS ?= dev,hf,plot,pretrained
 # Folders installed as splitwire.<role> (pyproject.toml's package-dir).
 ROLES := protocol partitioner benchmarks cloud edge corrector
 
-.PHONY: demo test lint proto bench clean system-deps
+.PHONY: demo test lint proto bench clean system-deps images images-smoke
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -74,6 +74,14 @@ proto: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/splitwire bench codec
 	$(VENV)/bin/splitwire bench pipeline
+
+# Container images (deploy/docker/README.md): splitwire:VERSION and :latest, built without a
+# registry (a debootstrap base); then the tail and an edge agent as containers on loopback.
+images:
+	deploy/docker/build.sh
+
+images-smoke: $(STAMP)
+	deploy/docker/smoke.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
