@@ -54,8 +54,8 @@ demo: $(STAMP)
 # Two passes: most tests on both cores, then the `timed` ones (agents, links and tails against
 # the wall clock) alone, so that a neighbour's load cannot make them late.
 test: $(STAMP) system-deps
-	$(VENV)/bin/pytest -q -n 2 --dist loadfile -m "not timed"
-	$(VENV)/bin/pytest -q -m timed
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile -m "not timed" --durations=5
+	$(VENV)/bin/pytest -q -m timed --durations=10
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -71,7 +71,7 @@ class ScaleoutLoad:
     codec: str | None = None
     tail_args: tuple[str, ...] = ()
     seed: int = 0
-    # Agents start evenly over this many seconds (default: 40 ms per agent, at most 15 s): a
+    # Agents start evenly over this many seconds (default: 0.1 s per agent, at most 30 s): a
     # fleet that powers on at once would send every Hello, and every head's warm-up, at once.
     ramp_s: float | None = None
 
@@ -91,7 +91,7 @@ class ScaleoutLoad:
 
     @property
     def ramp(self) -> float:
-        return self.ramp_s if self.ramp_s is not None else min(15.0, 0.04 * self.sessions)
+        return self.ramp_s if self.ramp_s is not None else min(30.0, 0.1 * self.sessions)
 
 
 @dataclass
@@ -159,6 +159,18 @@ class ScaleoutRun:
             total.update(agent.servers())
         return total
 
+    def latency_ms(self, q: float) -> float:
+        """Percentile ``q`` of capture-to-answer latency over the remotely answered frames."""
+        values = sorted(
+            float(r["latency_ms"])
+            for agent in self.agents
+            for r in agent.records
+            if r["source"] == "remote"
+        )
+        if not values:
+            return math.nan
+        return values[min(len(values) - 1, int(q / 100 * len(values)))]
+
     def rss_growth(self, server_id: str) -> float:
         """Growth of a replica's RSS from the first sample after warm-up to the last, for a
         replica that ran throughout (NaN otherwise)."""
@@ -196,6 +208,8 @@ class ScaleoutRun:
             "answered_by": dict(self.answered_by()),
             "sessions_at_fault": self.sessions_at_fault,
             "reconnects": sum(a.reconnects for a in self.agents),
+            "latency_p50_ms": _round(self.latency_ms(50), 1),
+            "latency_p95_ms": _round(self.latency_ms(95), 1),
             "moved_sessions": len(recovery),
             "recovery_max_s": round(max(recovery), 3) if recovery else None,
             "recovery_p50_s": round(statistics.median(recovery), 3) if recovery else None,
@@ -409,6 +423,7 @@ def report(run: ScaleoutRun) -> str:
         f"  frames {j['frames']}, lines {j['lines']}, missing {j['missing']}, "
         f"duplicates {j['duplicates']}",
         f"  by source {j['by_source']}; not remote, by reason {j['by_reason'] or '{}'}",
+        f"  latency of remote answers p50 {j['latency_p50_ms']} ms, p95 {j['latency_p95_ms']} ms",
         f"  answered by {j['answered_by']}; sessions per replica at the fault "
         f"{j['sessions_at_fault']}; reconnects {j['reconnects']}",
     ]
