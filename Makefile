@@ -26,17 +26,20 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 # Debian packages the runtime tests need, installed only when missing: the MQTT broker
-# (mosquitto, with mosquitto_passwd) and the gRPC load balancer (nginx-light: grpc_pass).
+# (mosquitto, with mosquitto_passwd), the gRPC load balancer (nginx-light: grpc_pass) and
+# docker-compose (only its offline `config` check of deploy/compose; no engine is needed).
 # Debian's nginx starts a default site on port 80 where the service manager lets it: stopped,
 # the tests run their own nginx on loopback. kubectl (kustomize) is not in Debian bookworm.
 system-deps:
 	@missing=""; \
 	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || \
+		missing="$$missing docker-compose"; \
 	[ -z "$$missing" ] || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		echo "installing Debian packages:$$missing" >&2; \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 		case "$$missing" in *nginx*) \
 			$$SUDO service nginx stop >/dev/null 2>&1 || true;; esac; }
 

@@ -153,14 +153,11 @@ def register(subparsers: Any) -> None:
     edge.set_defaults(func=_edge)
 
 
-def _edge(args: argparse.Namespace) -> int:
-    import asyncio
-
+def edge_config(args: argparse.Namespace) -> Any:
+    """The :class:`~splitwire.edge.config.EdgeConfig` a parsed ``splitwire edge`` command line
+    runs with (validated; cross-flag mistakes raise ``EdgeConfigError``)."""
     from splitwire.edge.config import ClientTls, EdgeConfig, EdgeConfigError
 
-    # A daemon logs its lifecycle by default; -q keeps it to errors, -v adds debug.
-    if not args.quiet and args.verbose == 0:
-        logging.getLogger("splitwire").setLevel(logging.INFO)
     if args.tls_ca is None and (args.tls_cert or args.tls_key):
         raise EdgeConfigError("--tls-cert/--tls-key need --tls-ca (the CA of the tail)")
     if args.json and args.output == "-":
@@ -171,7 +168,7 @@ def _edge(args: argparse.Namespace) -> int:
     fields: dict[str, Any] = {}
     if args.edge_id:
         fields["edge_id"] = args.edge_id
-    config = EdgeConfig(
+    return EdgeConfig(
         plan=args.plan,
         source=args.source,
         cloud=args.cloud,
@@ -194,6 +191,17 @@ def _edge(args: argparse.Namespace) -> int:
         corrector_fusion=args.corrector_fusion,
         **fields,
     )
+
+
+def _edge(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from splitwire.edge.config import EdgeConfigError
+
+    # A daemon logs its lifecycle by default; -q keeps it to errors, -v adds debug.
+    if not args.quiet and args.verbose == 0:
+        logging.getLogger("splitwire").setLevel(logging.INFO)
+    config = edge_config(args)
     if args.output in (None, "-"):
         return asyncio.run(_run(config, args, sys.stdout if args.output == "-" else None))
     try:

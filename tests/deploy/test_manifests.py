@@ -197,25 +197,13 @@ def cloud_config(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> CloudConfi
 
 
 def edge_config(argv: list[str]) -> tuple[EdgeConfig, argparse.Namespace]:
-    """The :class:`EdgeConfig` ``splitwire edge`` would run with (it validates on creation)."""
+    """The :class:`EdgeConfig` ``splitwire edge`` would run with, built by the CLI's own code
+    (it validates cross-flag mistakes and the config on creation)."""
+    from splitwire.edge.cli import edge_config as config_of
+
     args = parse_cli(argv)
     assert args.command == "edge", f"expected a `splitwire edge` command line, got {argv}"
-    if args.mqtt is None:
-        assert not (args.mqtt_username or args.mqtt_password_file), "MQTT flags need --mqtt"
-    config = EdgeConfig(
-        plan=args.plan,
-        source=args.source,
-        cloud=args.cloud,
-        frames=args.frames,
-        fps=args.fps,
-        window=args.window,
-        budget_ms=args.budget_ms,
-        policy=args.policy,
-        token_file=args.token_file,
-        threads=args.threads or 1,
-        grace_s=args.grace_s,
-        **({"edge_id": args.edge_id} if args.edge_id else {}),
-    )
+    config: EdgeConfig = config_of(args)
     return config, args
 
 
