@@ -257,6 +257,12 @@ async def _scenario(
 ) -> ScaleoutRun:
     run = ScaleoutRun(load=load, rss_mb={r.server_id: [] for r in replicas})
     agents, outputs = _fleet(load, plan, balancer.address)
+    # Every agent warms its heads first, one after another on the shared compute thread: a
+    # warm-up while others stream would hold their frames back (dropped for room, measured).
+    prepare_started = time.monotonic()
+    for agent in agents:
+        await agent.prepare()
+    say(f"{load.sessions} agents prepared in {time.monotonic() - prepare_started:.1f} s")
     started = time.monotonic()
 
     def event(what: str, **details: Any) -> None:

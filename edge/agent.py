@@ -213,6 +213,7 @@ class EdgeAgent:
         self._fatal: CloudRefused | None = None
         self._failed: BaseException | None = None  # a pipeline task died (see _worker_done)
         self._wake_event: asyncio.Event | None = None
+        self._prepared = False
         self._owns_executors = executors is None
         self._executors = executors or AgentExecutors.new()
         self._edge_scale = 1.0
@@ -293,8 +294,16 @@ class EdgeAgent:
     def _needs_cloud(self) -> bool:
         return self.option.codec != "none"
 
+    async def prepare(self) -> None:
+        """Load every head the agent may run and call each once (first calls are slow), on its
+        compute thread. :meth:`run` does it first unless it was done: agents that share a
+        thread warm up before any of them streams, so no warm-up delays another's frames."""
+        if not self._prepared:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executors.compute, self._prepare)
+            self._prepared = True
+
     def _prepare(self) -> None:
-        """Load every head the agent may run, and call each once (first calls are slow)."""
         torch.set_num_threads(self.config.threads)
         frame = torch.zeros(self.plan.camera_frame().shape, dtype=torch.uint8)
         for option in self.plan.options:
@@ -315,8 +324,7 @@ class EdgeAgent:
                 emitted, as ``dropped`` with the reject's code).
         """
         self._wake_event = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executors.compute, self._prepare)
+        await self.prepare()
         self._started_s = time.monotonic()
         workers = [asyncio.create_task(self._compute_loop(), name="edge-compute")]
         try:

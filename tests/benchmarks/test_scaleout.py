@@ -24,13 +24,26 @@ pytestmark = pytest.mark.slow
 
 def _load(plan_dir: Path, plan: RunnablePlan, scenario: str, duration_s: float) -> ScaleoutLoad:
     split = next(o for o in plan.options if o.cut != "c0000" and o.codec.startswith("int8"))
-    # A window of 8 frames at 5 fps: 1.6 s to reconnect before a camera frame must be dropped
-    # for room, on a 2-core machine where the restarting replica's start-up competes with the
-    # fleet and the other replica.
+    # A window of 16 frames at 4 fps: 4 s before a camera frame must be dropped for room. On a
+    # 2-core machine the restarting replica's start-up competes with the fleet and the other
+    # replica, and this test's process also holds the rest of the suite's fixtures: a window of
+    # 1.6 s lost 2 of 960 frames once in CI (never in runs of the scenario alone).
     return ScaleoutLoad(
-        plan_dir=plan_dir, scenario=scenario, sessions=8, fps=5.0, duration_s=duration_s,
-        window=8, cut=split.cut, codec=split.codec,
+        plan_dir=plan_dir, scenario=scenario, sessions=8, fps=4.0, duration_s=duration_s,
+        window=16, budget_ms=6000.0, cut=split.cut, codec=split.codec,
     )  # fmt: skip
+
+
+def _not_remote(run: ScaleoutRun) -> list[tuple[str, float, str]]:
+    """(agent, capture time after the start in s, reason) of every frame not answered remotely,
+    with the run's events, for a failure message that says when things went wrong."""
+    start = min(r["capture_ts_ns"] for a in run.agents for r in a.records)
+    return [
+        (a.edge_id, round((r["capture_ts_ns"] - start) / 1e9, 2), r["reason"])
+        for a in run.agents
+        for r in a.records
+        if r["source"] != "remote"
+    ]
 
 
 def _assert_accounted(run: ScaleoutRun) -> None:
@@ -67,8 +80,7 @@ def test_a_rolling_restart_loses_no_frame(plan_dir: Path, plan: RunnablePlan) ->
     run = run_scaleout(_load(plan_dir, plan, "rolling", 24.0))
     _assert_accounted(run)
     assert run.exit_codes == {"tail-1": [0], "tail-2": [0]}, run.exit_codes
-    by_source = run.by_source()
-    assert by_source == {"remote": run.frames}, (by_source, run.by_reason())
+    assert run.by_source() == {"remote": run.frames}, (_not_remote(run), run.events)
     # Both replicas served, and the restarted first one took sessions back.
     served = run.answered_by()
     assert served["tail-1"] > 0 and served["tail-2"] > 0, served
