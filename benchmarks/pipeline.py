@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from splitwire.benchmarks.e2e import percentile
 from splitwire.benchmarks.processes import tail_process
 from splitwire.errors import SplitwireError
 
@@ -70,7 +71,7 @@ class AgentRun:
 
     def p(self, q: int, key: str = "latency_ms") -> float:
         """The q-th percentile of ``key`` over the answered frames."""
-        return _percentile([r[key] for r in self.remote], q)
+        return percentile([r[key] for r in self.remote], q)
 
     def stage_ms(self) -> dict[str, float]:
         """Median time of each stage (meaningful with one frame in flight)."""
@@ -193,13 +194,13 @@ def run(
     if rpc:
         logger.info("torch RPC, window %d", window)
         reference = run_torch_rpc(plan_dir, cut, frames=frames, window=window, warmup=warmup)
-        rpc_p50 = _percentile(reference.latencies_ms, 50)
+        rpc_p50 = percentile(reference.latencies_ms, 50)
         records.append({
             "model": model, "cut": cut, "codec": "fp32 (tensors)", "backend": "torch-rpc",
             "run": f"window-{window}", "window": window, "frames": reference.frames,
             "measured_fps": round(reference.throughput_fps, 3),
             "measured_p50_ms": round(rpc_p50, 3),
-            "measured_p95_ms": round(_percentile(reference.latencies_ms, 95), 3),
+            "measured_p95_ms": round(percentile(reference.latencies_ms, 95), 3),
             "bytes_per_frame": reference.bytes_per_frame,
         })  # fmt: skip
         checks += [
@@ -212,12 +213,12 @@ def run(
         logger.info("agent overhead, %s %s, window 1", overhead_model, small_cut)
         small = run_agent(small_dir, address, cut=small_cut, codec=codec, window=1,
                           frames=frames * 2, warmup=warmup, label="overhead")  # fmt: skip
-    overhead = _percentile(small.overhead_ms(), 50)
+    overhead = percentile(small.overhead_ms(), 50)
     records.append({
         "model": overhead_model, "cut": small_cut, "codec": codec, "run": "agent-overhead",
         "backend": "splitwire", "overhead_p50_ms": round(overhead, 3),
         "overhead_without_encode_p50_ms": round(
-            _percentile(small.overhead_ms(with_encode=False), 50), 3),
+            percentile(small.overhead_ms(with_encode=False), 50), 3),
         "encode_p50_ms": round(small.p(50, "encode_ms"), 3),
         "head_p50_ms": round(small.p(50, "head_ms"), 3),
         "measured_p50_ms": round(small.p(50), 3),
@@ -269,11 +270,3 @@ def table(result: dict[str, Any]) -> str:
             f" (ratio {c['ratio']}, target {c['target']})"
         )
     return "\n".join(out)
-
-
-def _percentile(values: list[float], q: int) -> float:
-    if not values:
-        return float("nan")
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]

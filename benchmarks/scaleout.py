@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from splitwire.benchmarks.balancer import GrpcBalancer
+from splitwire.benchmarks.e2e import percentile
 from splitwire.benchmarks.processes import TailReplica
 from splitwire.edge.agent import AgentExecutors, EdgeAgent
 from splitwire.edge.config import EdgeConfig
@@ -159,17 +160,13 @@ class ScaleoutRun:
             total.update(agent.servers())
         return total
 
-    def latency_ms(self, q: float) -> float:
+    def latency_ms(self, q: int) -> float:
         """Percentile ``q`` of capture-to-answer latency over the remotely answered frames."""
-        values = sorted(
-            float(r["latency_ms"])
-            for agent in self.agents
-            for r in agent.records
-            if r["source"] == "remote"
-        )
-        if not values:
-            return math.nan
-        return values[min(len(values) - 1, int(q / 100 * len(values)))]
+        return percentile(
+            [float(r["latency_ms"]) for a in self.agents for r in a.records
+             if r["source"] == "remote"],
+            q,
+        )  # fmt: skip
 
     def rss_growth(self, server_id: str) -> float:
         """Growth of a replica's RSS from the first sample after warm-up to the last, for a
