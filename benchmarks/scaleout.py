@@ -173,8 +173,9 @@ class ScaleoutRun:
         replica that ran throughout (NaN otherwise)."""
         samples = self.rss_mb.get(server_id, [])
         warm_t = self.load.ramp + WARMUP_FRACTION * self.load.duration_s
-        after = [mb for t, mb in samples if t >= warm_t and not math.isnan(mb)]
-        if len(after) < 2 or self.exit_codes.get(server_id):
+        after = [mb for t, mb in samples if t >= warm_t]
+        # A replica killed (NaN samples from then on) or restarted (an exit code) did not.
+        if len(after) < 2 or any(math.isnan(mb) for mb in after) or self.exit_codes.get(server_id):
             return math.nan
         return after[-1] / after[0] - 1.0
 
