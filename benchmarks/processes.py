@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -155,14 +156,73 @@ def terminate(process: subprocess.Popen[Any], *, timeout_s: float) -> None:
 
 def process_rss_mb(pid: int) -> float:
     """VmRSS of ``pid`` in MB, from ``/proc/PID/status`` (NaN if it is gone)."""
+    rss = _status_kb(pid, "VmRSS")
+    return float("nan") if rss is None else rss / 1024.0
+
+
+def _status_kb(pid: int, field: str) -> int | None:
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
     except OSError:
         pass
-    return float("nan")
+    return None
+
+
+class PeakRss:
+    """The peak resident memory of a process over a stretch of time, in MB.
+
+    Linux keeps the peak (``VmHWM``) itself; :meth:`reset` sets it back to the current RSS
+    (``/proc/PID/clear_refs`` 5), so :meth:`peak_mb` is the true peak since then, including
+    spikes shorter than any sampling period. Where the kernel refuses the reset, a thread samples
+    ``VmRSS`` every ``period_s`` instead and reports the largest sample.
+    """
+
+    def __init__(self, pid: int, *, period_s: float = 0.02) -> None:
+        self._pid = pid
+        self._period_s = period_s
+        self._sampled = 0.0
+        self._exact = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def reset(self) -> float:
+        """Start a new stretch; returns the RSS now (the stretch's baseline), in MB."""
+        self.stop()
+        try:
+            Path(f"/proc/{self._pid}/clear_refs").write_text("5")
+            self._exact = True
+        except OSError:
+            self._exact = False
+        now = process_rss_mb(self._pid)
+        self._sampled = now
+        if not self._exact:
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True, name="rss-sampler")
+            self._thread.start()
+        return now
+
+    def peak_mb(self) -> float:
+        """The peak RSS since :meth:`reset`, in MB (NaN once the process is gone)."""
+        if self._exact:
+            hwm = _status_kb(self._pid, "VmHWM")
+            return float("nan") if hwm is None else hwm / 1024.0
+        return self._sampled
+
+    def stop(self) -> None:
+        """Stop sampling (a no-op where the kernel keeps the peak)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self._period_s):
+            rss = process_rss_mb(self._pid)
+            if rss == rss:  # not NaN: the process still runs
+                self._sampled = max(self._sampled, rss)
 
 
 def free_port() -> int:
