@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from splitwire.benchmarks.hostile_edge import EDGE_SCENARIOS, EdgeScenario, run_edge_scenario
 from splitwire.benchmarks.hostile_tail import (
     AttackOutcome,
     Bystander,
@@ -237,7 +238,22 @@ def default_plan(directory: Path) -> Path:
 
 def attack_names() -> list[str]:
     """Every attack the benchmark knows, in the order it runs them."""
-    return [s.name for s in TAIL_SCENARIOS]
+    return [s.name for s in TAIL_SCENARIOS] + [s.name for s in EDGE_SCENARIOS]
+
+
+async def _edge_record(scenario: EdgeScenario, **kwargs: Any) -> AttackRecord:
+    run = await run_edge_scenario(scenario, **kwargs)
+    return AttackRecord(
+        attack=scenario.name,
+        side="edge",
+        sent=run.outcome.sent,
+        rss_before_mb=run.rss_before_mb,
+        rss_growth_mb=run.rss_growth_mb,
+        quiet_p95_ms=run.quiet_p95_ms,
+        attack_p95_ms=run.attack_p95_ms,
+        checks=run.outcome.checks,
+        detail=run.outcome.detail,
+    )
 
 
 async def run_hostile(
@@ -260,6 +276,15 @@ async def run_hostile(
             scenario, plan_dir=plan_dir, plan=plan, cut=cut, quiet_s=quiet_s, attack_s=attack_s
         )
         progress(f"attack {scenario.name}: {record.verdict} {'; '.join(record.failures)}")
+        records.append(record)
+    for edge in EDGE_SCENARIOS:
+        if edge.name not in attacks:
+            continue
+        progress(f"attack {edge.name}: splitwire edge against a hostile tail for {attack_s:.0f} s")
+        record = await _edge_record(
+            edge, plan_dir=plan_dir, plan=plan, cut=cut, quiet_s=quiet_s, attack_s=attack_s
+        )
+        progress(f"attack {edge.name}: {record.verdict} {'; '.join(record.failures)}")
         records.append(record)
     return records
 
