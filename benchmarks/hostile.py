@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from splitwire.benchmarks.hostile_edge import EDGE_SCENARIOS, EdgeScenario, run_edge_scenario
+from splitwire.benchmarks.hostile_plans import PLAN_ATTACKS
 from splitwire.benchmarks.hostile_tail import (
     AttackOutcome,
     Bystander,
@@ -238,7 +239,11 @@ def default_plan(directory: Path) -> Path:
 
 def attack_names() -> list[str]:
     """Every attack the benchmark knows, in the order it runs them."""
-    return [s.name for s in TAIL_SCENARIOS] + [s.name for s in EDGE_SCENARIOS]
+    return [
+        *(s.name for s in TAIL_SCENARIOS),
+        *(s.name for s in EDGE_SCENARIOS),
+        *PLAN_ATTACKS,
+    ]
 
 
 async def _edge_record(scenario: EdgeScenario, **kwargs: Any) -> AttackRecord:
@@ -285,6 +290,17 @@ async def run_hostile(
             edge, plan_dir=plan_dir, plan=plan, cut=cut, quiet_s=quiet_s, attack_s=attack_s
         )
         progress(f"attack {edge.name}: {record.verdict} {'; '.join(record.failures)}")
+        records.append(record)
+    for name, plan_attack in PLAN_ATTACKS.items():
+        if name not in attacks:
+            continue
+        progress(f"attack {name}: a crafted plan directory for splitwire cloud and edge")
+        outcome = await asyncio.to_thread(plan_attack, plan_dir, cut)
+        record = AttackRecord(
+            attack=name, side="plan", sent=outcome.sent, checks=outcome.checks,
+            detail=outcome.detail,
+        )  # fmt: skip
+        progress(f"attack {name}: {record.verdict} {'; '.join(record.failures)}")
         records.append(record)
     return records
 
