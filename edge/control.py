@@ -7,14 +7,25 @@ One :class:`ControlPlane` per edge keeps a connection to an MQTT broker, under
                               {"state": "offline", "edge_id": ..., "reason": "stopped"}  (stop())
                               {"state": "offline", "edge_id": ..., "reason": "lost"}  (last will)
     telemetry       qos 0     agent.telemetry() plus "ts_ns", every telemetry_s
-    plan/desired    ← cloud   a JSON object handed to agent.apply_desired
-    plan/reported   retained  the agent's answer, with the request echoed as "desired"
+    plan/desired    ← cloud   a JSON object, checked by desired.decode_desired, then handed
+                              to agent.apply_desired
+    plan/reported   retained  the agent's answer, with the request echoed as "desired"; a
+                              payload refused before reaching the agent is answered with
+                              {"applied": false, "reason": ..., "desired": EXCERPT,
+                              "desired_bytes": N}, EXCERPT at most 64 escaped characters
 
 The control plane is advisory: the broker may be absent, restarting or refusing the edge's
 credentials, and the data path never waits on it. :meth:`ControlPlane.run` therefore never raises
 for broker trouble; it logs one warning per outage and reconnects with capped, fully jittered
 exponential backoff. On each (re)connection it publishes the status again and renews the
 subscription, so the broker's retained desired plan arrives again and is re-applied.
+
+Payloads are not trusted (see ``desired.py``): a refused message costs one log line and one
+``plan/reported`` answer, and the loop goes on. Anything else that goes wrong inside a
+connection (a bug, an agent breaking its contract) is caught by :meth:`ControlPlane.run`'s
+supervision: one error line, the status set to ``offline`` with reason ``error``, and a new
+connection after a backoff that grows while the failures repeat (a retained message that
+triggers the same failure again cannot spin the loop); the control task never dies silently.
 """
 
 from __future__ import annotations
@@ -33,7 +44,9 @@ from typing import Any, Protocol
 
 import aiomqtt
 
+from splitwire.edge.desired import DesiredPlanError, decode_desired
 from splitwire.errors import SplitwireError
+from splitwire.protocol.peer_text import peer_text
 
 __all__ = [
     "ControlConfigError",
@@ -46,10 +59,13 @@ __all__ = [
 
 logger = logging.getLogger("splitwire.edge.control")
 
-# Long enough to echo a mistyped plan back to whoever sent it, short enough that a huge garbage
-# payload is not reflected whole onto a retained topic.
-_ECHO_LIMIT = 1024
 _OFFLINE_PUBLISH_S = 0.5
+# Messages received but not yet handled; beyond this aiomqtt drops new ones (with a warning).
+# Only plan/desired arrives, one message at a time in normal use, so 16 is ample, and a flood of
+# them holds at most 16 × the broker's message size limit in memory instead of growing.
+_INCOMING_QUEUE = 16
+# max_desired_bytes must fit a plan with long names, and stay cheap to scan before parsing.
+_DESIRED_BYTES_RANGE = (256, 1 << 20)
 
 
 class ControlConfigError(SplitwireError):
@@ -101,6 +117,10 @@ class MqttConfig:
     topic_root: str = "splitwire/v1/edges"
     reconnect_initial_s: float = 0.2
     reconnect_max_s: float = 5.0
+    # A desired plan is three short strings, ~60 bytes ({"cut":"c0017","codec":"int8+zstd1",
+    # "policy":"fixed"}); 4 KiB is 60 times that, pretty-printed JSON included, and a larger
+    # payload is refused before it is decoded.
+    max_desired_bytes: int = 4096
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -113,6 +133,12 @@ class MqttConfig:
             raise ControlConfigError(
                 f"reconnect backoff needs 0 < initial ({self.reconnect_initial_s}s) "
                 f"<= max ({self.reconnect_max_s}s)"
+            )
+        low, high = _DESIRED_BYTES_RANGE
+        if not low <= self.max_desired_bytes <= high:
+            raise ControlConfigError(
+                f"max_desired_bytes {self.max_desired_bytes}: expected {low}..{high} "
+                "(a desired plan is a few short strings)"
             )
         _check_topic_part("topic root", self.topic_root)
         if self.password is not None and self.username is None:
@@ -164,9 +190,10 @@ def _tls_context(ca: Path) -> ssl.SSLContext:
 class ControlPlane:
     """Keeps one edge present on the broker and applies the plans sent to it.
 
-    ``connects`` counts successful connections, ``failures`` connection attempts that failed
-    and ``drops`` established connections that were lost; they are meant for tests and
-    telemetry.
+    ``connects`` counts successful connections, ``failures`` connection attempts that failed,
+    ``drops`` established connections that were lost, ``refused`` desired-plan payloads refused
+    before reaching the agent and ``crashes`` unexpected errors the supervision caught; they are
+    meant for tests and telemetry.
     """
 
     def __init__(self, config: MqttConfig, agent: ControlledAgent) -> None:
@@ -186,8 +213,11 @@ class ControlPlane:
         self.connects = 0
         self.failures = 0
         self.drops = 0
+        self.refused = 0
+        self.crashes = 0
         self._connected = False
         self._attempt = 0
+        self._crash_streak = 0
         self._outage_since: float | None = None
         self._stop = asyncio.Event()
         self._done = asyncio.Event()
@@ -200,18 +230,19 @@ class ControlPlane:
         return self._connected
 
     async def run(self) -> None:
-        """Stay connected to the broker until :meth:`stop`; never raises for broker trouble.
+        """Stay connected to the broker until :meth:`stop`; raises only if cancelled.
 
         Each connection publishes the retained online status, subscribes to plan/desired
         (qos 1) and then publishes telemetry and answers desired plans until the connection
-        breaks, after which it reconnects with backoff.
+        breaks, after which it reconnects with backoff. An unexpected error is logged in one
+        line and the connection restarted the same way (see the module docstring).
         """
         if self._task is not None:
             raise RuntimeError("ControlPlane.run() is already running or has run")
         self._task = asyncio.current_task()
         try:
             while not self._stop.is_set():
-                await self._session()
+                await self._supervised_session()
                 if self._stop.is_set():
                     break
                 await self._backoff()
@@ -235,6 +266,28 @@ class ControlPlane:
             task.cancel()
             await asyncio.wait({task}, timeout=1.0)
 
+    async def _supervised_session(self) -> None:
+        """:meth:`_session`, with any unexpected error logged and counted instead of raised."""
+        try:
+            await self._session()
+        except Exception as exc:
+            self.crashes += 1
+            self._crash_streak += 1
+            delay = self._backoff_cap()
+            # One line: the exception may come from a payload, so no traceback unless asked
+            # for (DEBUG), and its message is escaped and truncated like any peer text.
+            logger.error(
+                "the MQTT control plane failed (%s: %s); reconnecting within %.1fs "
+                "(failure %d in a row), the data path goes on",
+                type(exc).__name__,
+                peer_text(str(exc), 120),
+                delay,
+                self._crash_streak,
+                exc_info=logger.isEnabledFor(logging.DEBUG),
+            )
+        else:
+            self._crash_streak = 0
+
     def _client(self) -> aiomqtt.Client:
         offline = {"state": "offline", "edge_id": self.edge_id, "reason": "lost"}
         return aiomqtt.Client(
@@ -246,6 +299,7 @@ class ControlPlane:
             will=aiomqtt.Will(self.status_topic, _dumps(offline), qos=1, retain=True),
             clean_session=True,
             tls_context=self._tls,
+            max_queued_incoming_messages=_INCOMING_QUEUE,
         )
 
     async def _session(self) -> None:
@@ -262,6 +316,13 @@ class ControlPlane:
                     # Cancelled rather than stopped: the clean DISCONNECT that follows
                     # suppresses the will, so the edge must say it is offline itself.
                     await self._publish_offline(client, "stopped")
+                    raise
+                except aiomqtt.MqttError:
+                    raise
+                except Exception:
+                    # Same reason: without this the retained status would stay "online"
+                    # while nothing answers (run() logs the error and reconnects).
+                    await self._publish_offline(client, "error")
                     raise
                 finally:
                     self._connected = False
@@ -330,8 +391,14 @@ class ControlPlane:
         else:
             logger.debug("MQTT broker still unavailable: %s", exc)
 
+    def _backoff_cap(self) -> float:
+        # A connection that fails the same way each time (a retained message setting off a bug)
+        # resets _attempt when it connects, so the streak of failures sets the pace then.
+        attempt = max(self._attempt, self._crash_streak)
+        return min(self.config.reconnect_max_s, self.config.reconnect_initial_s * 2.0**attempt)
+
     async def _backoff(self) -> None:
-        cap = min(self.config.reconnect_max_s, self.config.reconnect_initial_s * 2.0**self._attempt)
+        cap = self._backoff_cap()
         self._attempt = min(self._attempt + 1, 64)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=self._random.uniform(0.0, cap))
@@ -385,31 +452,27 @@ class ControlPlane:
             await client.publish(self.reported_topic, _dumps(reported), qos=1, retain=True)
 
     def _answer(self, payload: bytes | bytearray | str | int | float) -> dict[str, Any]:
-        desired: Any
-        if isinstance(payload, bytes | bytearray):
-            text = bytes(payload).decode("utf-8", errors="replace")
-        else:
-            text = str(payload)
+        raw = bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload).encode()
         try:
-            desired = json.loads(text)
-        except ValueError as exc:
+            desired = decode_desired(raw, max_bytes=self.config.max_desired_bytes)
+        except DesiredPlanError as exc:
+            self.refused += 1
+            excerpt = peer_text(raw)
+            logger.warning("plan/desired refused: %s; payload %s", exc, excerpt)
             return {
                 "applied": False,
-                "reason": f"plan/desired is not a JSON object: {exc}",
-                "desired": text[:_ECHO_LIMIT],
-            }
-        if not isinstance(desired, dict):
-            return {
-                "applied": False,
-                "reason": f"plan/desired is not a JSON object: got {type(desired).__name__}",
-                "desired": desired if len(text) <= _ECHO_LIMIT else text[:_ECHO_LIMIT],
+                "reason": f"plan/desired refused: {exc}",
+                "desired": excerpt,
+                "desired_bytes": len(raw),
             }
         try:
             answer = self.agent.apply_desired(desired)
         except Exception as exc:
-            # The agent promises not to raise; if it does anyway, the cloud still hears why.
-            logger.exception("agent.apply_desired() raised")
-            answer = {"applied": False, "reason": f"the edge agent failed: {exc!r}"}
+            # The agent promises not to raise; if it does anyway, the cloud still hears why,
+            # in one line (the traceback at DEBUG: the plan that set it off may be hostile).
+            reason = f"the edge agent failed: {type(exc).__name__}: {peer_text(str(exc), 120)}"
+            logger.error("%s", reason, exc_info=logger.isEnabledFor(logging.DEBUG))
+            answer = {"applied": False, "reason": reason}
         reported = dict(answer) if isinstance(answer, Mapping) else {"applied": False}
         reported["desired"] = desired
         return reported

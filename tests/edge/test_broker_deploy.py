@@ -1,7 +1,9 @@
 """The shipped broker configuration (deploy/mosquitto/mosquitto.conf and acl), run by a real
 mosquitto with only its paths and port replaced: TLS only, passwords, and an ACL under which an
 edge writes only its own topics and reads only its own desired plan. A real agent connects with
-its credentials; with a wrong password it is refused and its frames still reach the tail."""
+its credentials; with a wrong password it is refused and its frames still reach the tail. Client
+ids are user names, so another user reusing an edge's client id cannot knock it off, and
+messages over the size limits are neither retained nor delivered."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from splitwire.edge.control import ControlPlane, edge_topic
 from ..pki import issue_pki
 from .agent_runs import make_agent
 from .conftest import Broker, Subscriber, _binary, _free_port, retained, wait_until
+from .test_control import PLAN, FakeAgent, running
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
 ROOT = "splitwire/v1/edges"
@@ -154,3 +157,46 @@ async def test_agent_connects_with_its_credentials_and_a_wrong_password_spares_t
         await control.stop(timeout_s=2.0)
         await asyncio.wait_for(control_task, 5.0)
     assert summary["by_source"]["remote"] == 60, summary
+
+
+async def test_an_edges_client_id_in_another_users_hands_does_not_kick_it_off(
+    deployed_broker: Broker,
+) -> None:
+    fleet = as_user(deployed_broker, "fleet")
+    edge = ControlPlane(as_user(deployed_broker, "edge-a").mqtt_config(), FakeAgent("edge-a"))
+    status = edge_topic(ROOT, "edge-a", "status")
+    async with Subscriber(fleet, status) as watcher, running(edge):
+        await wait_until(lambda: edge.connected, what="edge-a connected")
+        await watcher.wait_for(status, where=lambda s: s["state"] == "online")
+        # edge-b's valid credentials, with the id edge-a's agent sends and the id it ends up with.
+        intruder = as_user(deployed_broker, "edge-b")
+        for stolen in ("splitwire-edge-edge-a", "edge-a"):
+            async with intruder.client(identifier=stolen):
+                await asyncio.sleep(0.3)  # long enough for the broker to drop edge-a, if it did
+        await asyncio.sleep(0.3)
+        assert (edge.connects, edge.drops, edge.failures) == (1, 0, 0) and edge.connected
+    states = [m.payload["state"] for m in watcher.on(status)]
+    assert "offline" not in states[:-1], f"edge-a's status flapped: {states}"
+    # The broker renamed both intruders after the user their password proved.
+    assert deployed_broker.log().count("as edge-b (") == 2
+
+
+async def test_the_broker_refuses_oversized_messages(deployed_broker: Broker) -> None:
+    fleet = as_user(deployed_broker, "fleet")
+    agent = FakeAgent("edge-a")
+    edge = ControlPlane(as_user(deployed_broker, "edge-a").mqtt_config(), agent)
+    desired = edge_topic(ROOT, "edge-a", "plan/desired")
+    async with running(edge):
+        await wait_until(lambda: edge.connected, what="edge-a connected")
+        await fleet.publish(desired, PLAN)
+        await wait_until(lambda: agent.desired == [PLAN], what="the valid plan applied")
+        # Over message_size_limit: acknowledged, but neither forwarded nor retained.
+        await fleet.publish(desired, b" " * (64 * 1024 + 1))
+        # Over max_packet_size (the issue's 100 MB retained message, scaled down): the broker
+        # closes the connection instead of buffering the packet.
+        with pytest.raises(aiomqtt.MqttError):
+            async with fleet.client() as client:
+                await client.publish(desired, b" " * (1 << 20), qos=1, retain=True, timeout=1.0)
+        assert await retained(fleet, desired) == PLAN
+        assert agent.desired == [PLAN] and edge.refused == 0 and edge.connected
+    assert "Client fleet disconnected due to oversize packet" in deployed_broker.log()

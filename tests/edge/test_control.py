@@ -98,6 +98,8 @@ def test_topics_and_config_checks() -> None:
         {"host": "h", "reconnect_initial_s": 2.0, "reconnect_max_s": 1.0},
         {"host": "h", "topic_root": "a/+/b"},
         {"host": "h", "password": "p"},
+        {"host": "h", "max_desired_bytes": 255},
+        {"host": "h", "max_desired_bytes": 2 << 20},
     ):
         with pytest.raises(ControlConfigError):
             MqttConfig(**bad)
@@ -175,22 +177,23 @@ async def test_invalid_desired_is_refused_without_calling_the_agent(broker: Brok
     plane = ControlPlane(broker.mqtt_config(), agent)
     async with Subscriber(broker, plane.reported_topic) as sub, running(plane):
         await wait_until(lambda: plane.connected, what="connected")
-        # (payload, what the answer echoes as "desired")
-        bad_payloads: list[tuple[bytes, Any]] = [
-            (b"{not json", "{not json"),
-            (b"[1, 2]", [1, 2]),
-            (b"\xff\xfe", "\ufffd\ufffd"),
+        # (payload, the escaped excerpt the answer echoes as "desired", a word of the reason)
+        bad_payloads = [
+            (b"{not json", "b'{not json'", "not JSON"),
+            (b"[1, 2]", "b'[1, 2]'", "expected a JSON object, got an array"),
+            (b"\xff\xfe", "b'\\xff\\xfe'", "not UTF-8"),
         ]
-        for bad, echoed in bad_payloads:
+        for bad, echoed, why in bad_payloads:
             await broker.publish(plane.desired_topic, bad)
 
-            def answers(r: Any, e: Any = echoed) -> bool:
+            def answers(r: Any, e: str = echoed) -> bool:
                 return bool(r["desired"] == e)
 
             reported = await retained(broker, plane.reported_topic, where=answers)
-            assert reported["applied"] is False
-            assert reported["reason"].startswith("plan/desired is not a JSON object: ")
-        assert agent.desired == []
+            assert reported["applied"] is False and reported["desired_bytes"] == len(bad)
+            assert reported["reason"].startswith("plan/desired refused: "), reported
+            assert why in reported["reason"], reported
+        assert agent.desired == [] and plane.refused == 3
 
         # Clearing the retained plan (an empty payload) is not a plan: nothing is applied.
         await broker.publish(plane.desired_topic, b"")
