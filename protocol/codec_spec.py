@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Literal, cast, get_args
 
 from splitwire.protocol.errors import CodecSpecError
+from splitwire.protocol.peer_text import peer_text
 
 Scheme = Literal["fp32", "fp16", "bf16", "int8", "int4", "frame", "jpeg", "none"]
 SCHEMES: tuple[Scheme, ...] = get_args(Scheme)
@@ -81,7 +82,7 @@ class CodecSpec:
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
             raise CodecSpecError(
-                f"unknown scheme {self.scheme!r}; expected one of {_SCHEME_HELP}",
+                f"unknown scheme {peer_text(self.scheme)}; expected one of {_SCHEME_HELP}",
                 field="scheme",
             )
         if not 0 <= self.zstd_level <= MAX_ZSTD_LEVEL:
@@ -143,8 +144,8 @@ class CodecSpec:
         match = _SPEC_RE.match(text.strip().lower())
         if match is None:
             raise CodecSpecError(
-                f"cannot parse codec {text!r}; expected SCHEME[+zstdLEVEL] with SCHEME one of "
-                f"{_SCHEME_HELP}, e.g. 'int8+zstd1' or 'fp16'",
+                f"cannot parse codec {peer_text(text)}; expected SCHEME[+zstdLEVEL] with SCHEME "
+                f"one of {_SCHEME_HELP}, e.g. 'int8+zstd1' or 'fp16'",
                 field="codec",
             )
         level = int(match["level"]) if match["level"] is not None else 0

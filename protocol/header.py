@@ -14,6 +14,7 @@ import torch
 
 from splitwire.protocol.codec_spec import MAX_ZSTD_LEVEL
 from splitwire.protocol.errors import HeaderError, LimitError
+from splitwire.protocol.peer_text import peer_text
 
 # Wire names of the dtypes a tensor may have. The wire is little-endian (checked in codec.py).
 DTYPES: dict[str, torch.dtype] = {
@@ -109,7 +110,9 @@ def element_width(scheme: str, dtype: str) -> int:
         return 2
     if scheme in QUANTISED_SCHEMES or scheme == "jpeg":
         return 1
-    raise HeaderError(f"unknown scheme {scheme!r}; expected one of {WIRE_SCHEMES}", field="scheme")
+    raise HeaderError(
+        f"unknown scheme {peer_text(scheme)}; expected one of {WIRE_SCHEMES}", field="scheme"
+    )
 
 
 def scheme_bytes(scheme: str, dtype: str, numel: int) -> int:
@@ -131,21 +134,24 @@ def validate_header(header: TensorHeader, limits: DecodeLimits) -> TensorLayout:
     """
     if header.dtype not in DTYPES:
         raise HeaderError(
-            f"unknown dtype {header.dtype!r}; expected one of {', '.join(DTYPES)}", field="dtype"
+            f"unknown dtype {peer_text(header.dtype)}; expected one of {', '.join(DTYPES)}",
+            field="dtype",
         )
     if header.scheme not in WIRE_SCHEMES:
         raise HeaderError(
-            f"unknown scheme {header.scheme!r}; expected one of {', '.join(WIRE_SCHEMES)}",
+            f"unknown scheme {peer_text(header.scheme)}; expected one of {', '.join(WIRE_SCHEMES)}",
             field="scheme",
         )
     if header.scheme == "jpeg" and header.dtype != "uint8":
         raise HeaderError(
-            f"scheme 'jpeg' carries uint8 images but dtype is {header.dtype!r}; expected 'uint8'",
+            f"scheme 'jpeg' carries uint8 images but dtype is {peer_text(header.dtype)}; "
+            "expected 'uint8'",
             field="dtype",
         )
     if header.scheme not in ("raw", "jpeg") and header.dtype not in FLOAT_DTYPES:
         raise HeaderError(
-            f"scheme {header.scheme!r} approximates floats but dtype is {header.dtype!r}; "
+            f"scheme {peer_text(header.scheme)} approximates floats but dtype is "
+            f"{peer_text(header.dtype)}; "
             "non-float tensors travel as 'raw'",
             field="scheme",
         )
@@ -181,14 +187,15 @@ def validate_header(header: TensorHeader, limits: DecodeLimits) -> TensorLayout:
         _validate_jpeg(header, limits)
     elif header.part_sizes:
         raise HeaderError(
-            f"scheme {header.scheme!r} carries no part_sizes; got {len(header.part_sizes)}",
+            f"scheme {peer_text(header.scheme)} carries no part_sizes; got "
+            f"{len(header.part_sizes)}",
             field="part_sizes",
         )
     expected_raw = scheme_bytes(header.scheme, header.dtype, numel)
     if header.raw_size != expected_raw:
         raise HeaderError(
             f"raw_size {header.raw_size} disagrees with shape {shape} under scheme "
-            f"{header.scheme!r}; expected {expected_raw}",
+            f"{peer_text(header.scheme)}; expected {expected_raw}",
             field="raw_size",
         )
     # A JPEG payload's size is not a function of its raw_size (_validate_jpeg checks it).
@@ -217,14 +224,14 @@ def validate_header(header: TensorHeader, limits: DecodeLimits) -> TensorLayout:
     channels = _validate_quantisation(header, numel) if header.scheme in QUANTISED_SCHEMES else 0
     if header.scheme not in QUANTISED_SCHEMES and (header.scales or header.offsets):
         raise HeaderError(
-            f"scheme {header.scheme!r} carries no scales/offsets; got "
+            f"scheme {peer_text(header.scheme)} carries no scales/offsets; got "
             f"{len(header.scales)}/{len(header.offsets)} bytes",
             field="scales",
         )
     if header.scheme not in QUANTISED_SCHEMES and header.param_dtype != "float32":
         raise HeaderError(
-            f"scheme {header.scheme!r} carries no scales/offsets; got param_dtype "
-            f"{header.param_dtype!r}, expected 'float32' (the default)",
+            f"scheme {peer_text(header.scheme)} carries no scales/offsets; got param_dtype "
+            f"{peer_text(header.param_dtype)}, expected 'float32' (the default)",
             field="param_dtype",
         )
     return TensorLayout(numel=numel, channels=channels)
@@ -297,7 +304,7 @@ def _validate_quantisation(header: TensorHeader, numel: int) -> int:
     wire = PARAM_DTYPES.get(header.param_dtype)
     if wire is None:
         raise HeaderError(
-            f"unknown param_dtype {header.param_dtype!r}; expected one of "
+            f"unknown param_dtype {peer_text(header.param_dtype)}; expected one of "
             f"{', '.join(PARAM_DTYPES)}",
             field="param_dtype",
         )
