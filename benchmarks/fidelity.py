@@ -6,7 +6,8 @@
 The model is profiled (as ``splitwire profile`` does), then for every ``every``-th cut (cut 0
 and the last cut left out: one of their halves is empty) both halves are exported and saved
 exactly as ``splitwire plan`` writes them (:func:`splitwire.partitioner.split.export_split`),
-loaded back once with ``torch.export.load(path).module()`` and timed. Each half is compared
+loaded back once as the runtimes load them
+(:func:`splitwire.partitioner.archive.load_program`) and timed. Each half is compared
 with its own prediction, computed as the planner computes it
 (:func:`splitwire.partitioner.measure.reprice`): the profile's times of that half's nodes plus
 one ``call_overhead_ms``.
@@ -43,6 +44,7 @@ from typing import Any
 
 import torch
 
+from splitwire.partitioner.archive import load_program
 from splitwire.partitioner.calibration import synthetic_images
 from splitwire.partitioner.capture import capture, example_input
 from splitwire.partitioner.cuts import compute_nodes, enumerate_cuts
@@ -186,8 +188,8 @@ def run_fidelity(
     with torch_threads(threads), torch.no_grad(), tempfile.TemporaryDirectory() as tmp:
         for i, cut in enumerate(chosen):
             head_path, tail_path = export_split(split(graph, cut), graph, Path(tmp) / cut.id)
-            head = torch.export.load(head_path).module()
-            tail = torch.export.load(tail_path).module()
+            head = load_program(head_path, sha256=None)  # exported just now, by us
+            tail = load_program(tail_path, sha256=None)
             crossing = tuple(head(x))
             head_s, tail_s, whole_s = _interleaved(
                 [partial(head, x), partial(tail, *crossing), partial(graph.module, x)], repeats

@@ -2,7 +2,8 @@
 
     splitwire cloud --listen 127.0.0.1:8500 --plan plans/resnet18 --metrics 127.0.0.1:9100
     splitwire cloud --listen 0.0.0.0:8500 --plan plans/a --plan plans/b \\
-        --tls-cert server.pem --tls-key server.key --client-ca edges-ca.pem --token-file tokens
+        --tls-cert server.pem --tls-key server.key --client-ca edges-ca.pem --token-file tokens \\
+        --plan-public-key keys/plans.pub
 
 Exit codes: 0 after a graceful shutdown (SIGTERM / SIGINT), 2 for a configuration the service
 cannot start with (the message names the flag and what was expected).
@@ -58,6 +59,14 @@ def register(subparsers: Any) -> None:
         type=Path,
         metavar="F",
         help="require client certificates signed by this CA (mutual TLS)",
+    )
+    tls.add_argument(
+        "--plan-public-key",
+        type=Path,
+        metavar="PUB",
+        help="refuse any plan whose plan.yaml is not signed by this Ed25519 public key "
+        "(`splitwire keygen`, `splitwire plan --sign-key`); without it the plan directories "
+        "are trusted as they are",
     )
     tls.add_argument(
         "--token-file",
@@ -168,6 +177,7 @@ def _cloud(args: argparse.Namespace) -> int:
         metrics=args.metrics,
         tls=tls,
         token_file=args.token_file,
+        plan_public_key=args.plan_public_key,
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
         threads=args.threads,

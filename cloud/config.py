@@ -50,6 +50,8 @@ class CloudConfig:
         max_frame_bytes: largest frame payload (all tensors, encoded) accepted.
         grace_s: on SIGTERM, how long frames in flight may take to finish.
         server_id: the replica's name in ``Accept.server_id`` and the logs.
+        plan_public_key: an Ed25519 public key (PEM) every plan's ``plan.yaml`` must be signed
+            by, or None to trust the plan directories as they are (logged as a warning).
     """
 
     listen: str
@@ -66,6 +68,7 @@ class CloudConfig:
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     grace_s: float = DEFAULT_GRACE_S
     server_id: str = field(default="")
+    plan_public_key: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.plans:

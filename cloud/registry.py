@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from splitwire.cloud.errors import ConfigError, FrameRefused
-from splitwire.partitioner.errors import PlanError
+from splitwire.partitioner.errors import PlanError, SigningKeyError
 from splitwire.partitioner.plan_file import TensorSpec
 from splitwire.partitioner.runtime import RunnablePlan, open_plan
+from splitwire.partitioner.signing import PlanTrust, log_trust
 from splitwire.protocol import CodecSpec, CodecSpecError
 from splitwire.protocol import splitwire_pb2 as pb
 
@@ -66,15 +67,25 @@ class Route:
 class TailRegistry:
     """Every cut of every plan given, with its tail loaded (at construction, not per session).
 
+    ``public_key`` (``--plan-public-key``): every ``plan.yaml`` must be signed by it, checked
+    before anything else of the directory is read; None trusts the directories as they are
+    (logged once as a warning).
+
     Raises:
-        ConfigError: a plan does not load, or two plans disagree about the same model.
+        ConfigError: the key cannot be read, a plan is unsigned or wrongly signed, a plan does
+            not load, or two plans disagree about the same model.
     """
 
-    def __init__(self, directories: Sequence[Path]) -> None:
+    def __init__(self, directories: Sequence[Path], *, public_key: Path | None = None) -> None:
         self._plans: dict[str, RunnablePlan] = {}
+        try:
+            trust = PlanTrust.from_public_key(public_key)
+        except SigningKeyError as exc:
+            raise ConfigError(f"--plan-public-key: {exc}") from exc
+        log_trust(trust, directories)
         for directory in directories:
             try:
-                plan = open_plan(directory)
+                plan = open_plan(directory, trust=trust)
             except PlanError as exc:
                 raise ConfigError(f"--plan {directory}: {exc}") from exc
             digest = plan.model_hash

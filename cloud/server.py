@@ -103,7 +103,9 @@ class CloudServer:
         config = self.config
         torch.set_num_threads(config.threads)
         loop = asyncio.get_running_loop()
-        registry = await loop.run_in_executor(self._compute, TailRegistry, config.plans)
+        registry = await loop.run_in_executor(
+            self._compute, lambda: TailRegistry(config.plans, public_key=config.plan_public_key)
+        )
         # Everything loaded so far (torch, the tails) lives as long as the process: keep it out
         # of the collector's generations, so a collection costs the frames' garbage only.
         gc.freeze()

@@ -63,10 +63,11 @@ from splitwire.edge.records import FrameRecord, RecordWriter, RunStats
 from splitwire.edge.results import summarise_outputs
 from splitwire.edge.sources import FrameSource, open_source
 from splitwire.errors import SplitwireError
-from splitwire.partitioner.errors import PlanError
+from splitwire.partitioner.errors import PlanError, PlanSignatureError, SigningKeyError
 from splitwire.partitioner.link import LinkModel
 from splitwire.partitioner.plan_file import PlanOption
 from splitwire.partitioner.runtime import RunnablePlan, check_tensors, open_plan
+from splitwire.partitioner.signing import PlanTrust, log_trust
 from splitwire.protocol import PROTOCOL_VERSION, CodecSpec, EncodedTensor, encode
 from splitwire.protocol import splitwire_pb2 as pb
 from splitwire.protocol.client import (
@@ -152,12 +153,26 @@ class AgentExecutors:
         self.source.shutdown(wait=False, cancel_futures=True)
 
 
+def _open_plan(config: EdgeConfig) -> RunnablePlan:
+    """``config.plan``, refused unless signed by ``--plan-public-key`` when one is given."""
+    try:
+        trust = PlanTrust.from_public_key(config.plan_public_key)
+    except SigningKeyError as exc:
+        raise EdgeConfigError(f"--plan-public-key: {exc}") from exc
+    log_trust(trust, [config.plan])
+    try:
+        return open_plan(config.plan, trust=trust)
+    except PlanSignatureError as exc:
+        raise EdgeConfigError(f"--plan {config.plan}: {exc}") from exc
+
+
 class EdgeAgent:
     """One edge agent run (see the module docstring).
 
     Args:
         config: the agent's settings.
-        plan: the plan, if already open (default: ``open_plan(config.plan)``).
+        plan: the plan, if already open (default: ``config.plan``, checked against
+            ``config.plan_public_key``).
         source: the frame source (default: ``config.source`` opened at the plan's input size).
         output: where frame lines go (None: nowhere).
         monitor: the link estimator (tests substitute one to drive the adaptive policy).
@@ -174,7 +189,7 @@ class EdgeAgent:
         executors: AgentExecutors | None = None,
     ) -> None:
         self.config = config
-        self.plan = plan or open_plan(config.plan)
+        self.plan = plan or _open_plan(config)
         self.edge_id = config.edge_id
         self._source = source or self._open_source()
         self._writer = RecordWriter(output)

@@ -138,6 +138,14 @@ def register(subparsers: Any) -> None:
     out.add_argument("--edge-id", metavar="ID", help="this device's name (default: hostname)")
     sec = edge.add_argument_group("security")
     sec.add_argument("--token-file", type=Path, metavar="F", help="bearer token for the tail")
+    sec.add_argument(
+        "--plan-public-key",
+        type=Path,
+        metavar="PUB",
+        help="refuse a plan whose plan.yaml is not signed by this Ed25519 public key "
+        "(`splitwire keygen`, `splitwire plan --sign-key`); without it the plan directory is "
+        "trusted as it is",
+    )
     sec.add_argument("--tls-ca", type=Path, metavar="F", help="TLS to the tail, trusting this CA")
     sec.add_argument("--tls-cert", type=Path, metavar="F", help="client certificate (mutual TLS)")
     sec.add_argument("--tls-key", type=Path, metavar="F", help="its private key")
@@ -180,6 +188,7 @@ def edge_config(args: argparse.Namespace) -> Any:
         cut=args.cut,
         codec=args.codec,
         token_file=args.token_file,
+        plan_public_key=args.plan_public_key,
         tls=tls,
         threads=args.threads,
         edge_slowdown=args.edge_slowdown,

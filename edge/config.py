@@ -60,6 +60,8 @@ class EdgeConfig:
     codec: str | None = None
     edge_id: str = field(default_factory=socket.gethostname)
     token_file: Path | None = None
+    # An Ed25519 public key plan.yaml must be signed by (--plan-public-key); None: trusted as is.
+    plan_public_key: Path | None = None
     tls: ClientTls | None = None
     threads: int = 1
     loop: bool = False

@@ -4,7 +4,8 @@ splitwire models                      # the zoo and the spec forms
 splitwire models zoo:resnet18 --json  # what a spec resolves to
 splitwire profile --model zoo:resnet18 --input-shape 1,3,224,224 --threads 1 --out edge.yaml
 splitwire plan --model zoo:resnet18 --input-shape 1,3,224,224 --edge-slowdown 4 \
-    --link wifi --link lte --out plans/resnet18 --plot plans/resnet18.png
+    --link wifi --link lte --out plans/resnet18 --plot plans/resnet18.png \
+    --sign-key keys/plans.key
 """
 
 from __future__ import annotations
@@ -434,6 +435,13 @@ def _register_plan(subparsers: Any) -> None:
         "'all'), so the runtimes can switch to it without re-planning",
     )
     plan.add_argument("--out", required=True, metavar="DIR", help="plan directory to write")
+    plan.add_argument(
+        "--sign-key",
+        type=Path,
+        metavar="KEY",
+        help="sign plan.yaml with this Ed25519 private key (from `splitwire keygen`): writes "
+        "DIR/plan.yaml.sig, which `splitwire cloud/edge --plan-public-key` require",
+    )
     plan.add_argument("--json", action="store_true", help="print candidates and choice as JSON")
     plan.add_argument("--plot", metavar="FILE.png", help="plot latency against throughput")
     plan.add_argument("--all", action="store_true", help="list every candidate, not only the front")
@@ -452,8 +460,11 @@ def _plan(args: argparse.Namespace) -> int:
     )
     from splitwire.partitioner.profile_format import Profile
     from splitwire.partitioner.report import outcome_json, phase_summary, plot, print_tables
+    from splitwire.partitioner.signing import load_signing_key
     from splitwire.protocol import CodecSpec
 
+    # A key that cannot sign is found now, not after minutes of measuring.
+    signing_key = load_signing_key(args.sign_key) if args.sign_key else None
     links = tuple(parse_link(text) for text in args.link)
     codecs = (
         AUTO_CODECS
@@ -494,7 +505,7 @@ def _plan(args: argparse.Namespace) -> int:
     outcome = plan_model(request)
     plan_path = Path(args.out) / "plan.yaml"
     start = time.perf_counter()
-    write_plan_directory(outcome, Path(args.out))
+    write_plan_directory(outcome, Path(args.out), signing_key=signing_key)
     outcome.seconds["export"] = time.perf_counter() - start
     print(phase_summary(outcome), file=sys.stderr)
     if args.plot:
@@ -503,5 +514,6 @@ def _plan(args: argparse.Namespace) -> int:
         print(json.dumps(outcome_json(outcome, plan_path), indent=1))
     else:
         print_tables(outcome, sys.stdout, show_all=args.all)
-        print(f"wrote {plan_path}" + (f" and {args.plot}" if args.plot else ""))
+        signed = f" (signed: {plan_path}.sig)" if signing_key else ""
+        print(f"wrote {plan_path}{signed}" + (f" and {args.plot}" if args.plot else ""))
     return 0

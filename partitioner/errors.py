@@ -11,7 +11,10 @@ Tree::
         +-- InputShapeError  an input shape that does not parse (``--input-shape 1,3,224,224``)
         +-- ProfileError     a profile file that is malformed, or was taken for another model
         +-- PlanError        a plan directory that is missing, malformed or modified
-            +-- TensorSpecError  tensors that disagree with the plan's specs (shape, dtype)
+        |   +-- TensorSpecError     tensors that disagree with the plan's specs (shape, dtype)
+        |   +-- ArchiveError        a .pt2 half holding what splitwire never loads (pickles, code)
+        |   +-- PlanSignatureError  a plan.yaml without a valid signature by the required key
+        +-- SigningKeyError  a signing key file that is missing, malformed or of another kind
 
 """
 
@@ -71,3 +74,26 @@ class TensorSpecError(PlanError):
     def __init__(self, message: str, *, field: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class ArchiveError(PlanError):
+    """A ``.pt2`` half that holds an entry splitwire never loads: one that ``torch.export.load``
+    would unpickle or run as code, or anything else its own exports do not contain.
+
+    Attributes:
+        archive: the archive's path.
+        entry: the entry refused, as named inside the archive (None: the archive as a whole).
+    """
+
+    def __init__(self, message: str, *, archive: str, entry: str | None) -> None:
+        super().__init__(message)
+        self.archive = archive
+        self.entry = entry
+
+
+class PlanSignatureError(PlanError):
+    """A ``plan.yaml`` that is unsigned, or whose signature is not by the required key."""
+
+
+class SigningKeyError(PartitionerError):
+    """An Ed25519 key file (``--sign-key``, ``--plan-public-key``) that cannot be used."""

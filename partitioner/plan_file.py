@@ -10,25 +10,66 @@ edge can switch plans when its link changes without re-planning. ``plan.yaml`` r
 half's tensor order: the head returns the ``crossing`` tensors in order, the tail takes them in
 the same order and returns ``outputs``. Every path in it is relative and must stay inside the
 directory. The runtimes load a plan with :func:`splitwire.partitioner.runtime.open_plan`.
+
+    DIR/plan.yaml.sig          optional: an Ed25519 signature of plan.yaml's bytes
+                               (:mod:`splitwire.partitioner.signing`)
+
+A plan directory is input like any other. :func:`load_plan` checks, in this order: the signature
+when its :class:`~splitwire.partitioner.signing.PlanTrust` holds a public key (before a byte is
+parsed); the size of ``plan.yaml`` (:data:`MAX_PLAN_BYTES`), its YAML nesting depth
+(:data:`MAX_PLAN_DEPTH`, no aliases); every field's type and range (shapes, counts, dtypes, the
+sha256 of every half, which is mandatory); and last each half's sha256. The halves' contents are
+checked when they load (:mod:`splitwire.partitioner.archive`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
 
 from splitwire.partitioner.errors import PlanError
+from splitwire.partitioner.signing import TRUST_AS_IS, PlanTrust, sign_file, signature_path
+from splitwire.protocol.header import DTYPES
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+logger = logging.getLogger(__name__)
 
 # Schema 2 added `options` (every shipped (cut, codec) with its figures) and the camera
 # preprocessing (`model.preprocess`).
 PLAN_SCHEMA = 2
 PLAN_FILE = "plan.yaml"
+
+# Bounds on plan.yaml (the runtimes read nothing larger). The largest plan splitwire writes,
+# ResNet-50 with --ship all and every codec, is about 0.4 MB (~540 bytes per cut, ~180 per
+# option); 1 MiB parses in about a second with LibYAML on a loaded 2-core machine.
+MAX_PLAN_BYTES = 1 << 20
+# Plans nest 6 deep (cuts > c0042 > crossing > [0] > shape); 32 leaves room for provenance and
+# stops "[[[[..." long before the parser's recursion limit.
+MAX_PLAN_DEPTH = 32
+MAX_PLAN_CUTS = 4096  # a graph's cuts; ResNet-50 has ~175
+MAX_PLAN_OPTIONS = 16_384  # shipped (cut, codec) pairs
+MAX_PLAN_LINKS = 256
+MAX_PLAN_TENSORS = 256  # tensors in one of a cut's lists (inputs, crossing, outputs)
+MAX_TENSOR_RANK = 8
+MAX_TENSOR_DIM = 1 << 24
+# 2^28 elements is 1 GiB of float32: a 4K camera frame is 25 M, a ResNet-50 crossing < 1 M.
+MAX_TENSOR_ELEMENTS = 1 << 28
+MAX_PLAN_TEXT = 1024  # characters of a string (model spec, link, codec, tensor name)
+MAX_PREPROCESS_CHANNELS = 64
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# LibYAML when PyYAML has it: the pure-Python parser takes ~7 s per MiB on a loaded machine.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -175,35 +216,59 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_plan(plan: Plan, directory: Path) -> Path:
-    """Write ``plan.yaml`` into ``directory`` (the halves must already be there).
+def write_plan(
+    plan: Plan, directory: Path, *, signing_key: Ed25519PrivateKey | None = None
+) -> Path:
+    """Write ``plan.yaml`` into ``directory`` (the halves must already be there), and its
+    signature ``plan.yaml.sig`` with ``signing_key``. Without a key, a signature left by an
+    earlier plan in the directory is removed: it would no longer match.
 
     Returns:
         The path of ``plan.yaml``.
+
+    Raises:
+        PlanError: the plan is larger than the runtimes read (:data:`MAX_PLAN_BYTES`).
     """
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / PLAN_FILE
-    path.write_text(yaml.safe_dump(_to_dict(plan), sort_keys=False))
+    text = yaml.dump(_to_dict(plan), Dumper=_PlanDumper, sort_keys=False)
+    if len(text.encode()) > MAX_PLAN_BYTES:
+        raise PlanError(
+            f"{path} would be {len(text.encode())} bytes; the runtimes read at most "
+            f"{MAX_PLAN_BYTES}: ship fewer cuts (--ship) or codecs"
+        )
+    path.write_text(text)
+    if signing_key is not None:
+        logger.info("signed %s: %s", path, sign_file(path, signing_key))
+    else:
+        signature_path(path).unlink(missing_ok=True)
     return path
 
 
-def load_plan(path: Path) -> Plan:
+class _PlanDumper(yaml.SafeDumper):
+    """Writes no YAML aliases (the same object twice is written twice): readers refuse them."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def load_plan(path: Path, *, trust: PlanTrust = TRUST_AS_IS) -> Plan:
     """Read and validate a plan (``path`` is ``plan.yaml`` or its directory).
 
-    Every half the plan names must exist and match its recorded sha256.
+    Checks in this order (see the module docstring): the signature required by ``trust``, the
+    file's size and YAML structure, every field, then that every half the plan names exists and
+    matches its sha256, which each half must have.
 
     Raises:
-        PlanError: the file is missing, is not a plan of a known schema, a field is missing or
-            of the wrong type, or a half is missing or modified.
+        PlanSignatureError: ``trust`` requires a signature and there is none or it does not match
+            (nothing else of the directory has been read).
+        PlanError: the file is missing or too large, is not a plan of a known schema, a field is
+            missing, of the wrong type or out of range, or a half is missing or modified.
     """
     file = path / PLAN_FILE if path.is_dir() else path
-    try:
-        data = yaml.safe_load(file.read_text())
-    except OSError as exc:
-        raise PlanError(f"cannot read plan {file}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise PlanError(f"{file} is not valid YAML: {exc}") from exc
-    reader = _Reader(data, str(file))
+    data = _read_plan_bytes(file)
+    trust.verify(file, data)
+    reader = _Reader(_parse_yaml(file, data), str(file))
     schema = reader.integer("schema")
     if schema != PLAN_SCHEMA:
         raise PlanError(
@@ -212,31 +277,22 @@ def load_plan(path: Path) -> Plan:
         )
     model = reader.section("model")
     cuts = {}
-    for cut_id, raw in reader.mapping("cuts").items():
-        cut = _read_cut(str(cut_id), _Reader(raw, f"{file}: cuts.{cut_id}"))
-        for half, digest in ((cut.head, cut.head_sha256), (cut.tail, cut.tail_sha256)):
-            if half is None:
-                continue
-            half_path = inside(file.parent, half, where=f"{file}: cut {cut_id}")
-            if not half_path.is_file():
-                raise PlanError(f"{file}: cut {cut_id} needs {half}, which is missing")
-            if digest is not None and sha256_file(half_path) != digest:
-                raise PlanError(
-                    f"{file}: {half} does not match its recorded sha256; the plan directory was "
-                    "modified: plan again"
-                )
+    for cut_id, raw in reader.mapping("cuts", limit=MAX_PLAN_CUTS).items():
+        if not isinstance(cut_id, str) or not _is_text(cut_id):
+            raise PlanError(f"{file}: cut id {cut_id!r}; expected a printable string")
+        cut = _read_cut(cut_id, _Reader(raw, f"{file}: cuts.{cut_id}"))
         cuts[cut.id] = cut
     choice = _read_choice(reader.section("choice"))
     links = tuple(
         _read_choice(_Reader(raw, f"{file}: links[{i}]"))
-        for i, raw in enumerate(reader.items("links"))
+        for i, raw in enumerate(reader.items("links", limit=MAX_PLAN_LINKS))
     )
     for entry in (choice, *links):
         if entry.cut not in cuts:
             raise PlanError(f"{file}: link {entry.link!r} refers to cut {entry.cut!r}, not in cuts")
     options = tuple(
         _read_option(_Reader(raw, f"{file}: options[{i}]"))
-        for i, raw in enumerate(reader.items("options"))
+        for i, raw in enumerate(reader.items("options", limit=MAX_PLAN_OPTIONS))
     )
     for option in options:
         if option.cut not in cuts:
@@ -246,13 +302,16 @@ def load_plan(path: Path) -> Plan:
     preprocess = None
     if model.data.get("preprocess") is not None:
         section = model.section("preprocess")
-        preprocess = Preprocess(tuple(section.numbers("mean")), tuple(section.numbers("std")))
-    return Plan(
+        preprocess = Preprocess(
+            tuple(section.numbers("mean", limit=MAX_PREPROCESS_CHANNELS)),
+            tuple(section.numbers("std", limit=MAX_PREPROCESS_CHANNELS)),
+        )
+    plan = Plan(
         model_spec=model.text("spec"),
         model_hash=model.text("hash"),
-        input_shape=tuple(model.integers("input_shape")),
+        input_shape=model.shape("input_shape", smallest=1),
         objective=reader.section("objective").text("name"),
-        accuracy_budget=reader.section("objective").number("accuracy_budget"),
+        accuracy_budget=reader.section("objective").number("accuracy_budget", smallest=0),
         accuracy_metric=reader.section("objective").optional_text("accuracy_metric") or "rel",
         provenance=reader.mapping("provenance") if "provenance" in reader.data else {},
         choice=choice,
@@ -262,6 +321,72 @@ def load_plan(path: Path) -> Plan:
         preprocess=preprocess,
         schema=schema,
     )
+    # Last, once the whole plan is known to be well-formed: hashing reads every half.
+    for cut in cuts.values():
+        for half, digest in ((cut.head, cut.head_sha256), (cut.tail, cut.tail_sha256)):
+            if half is None:
+                continue
+            half_path = inside(file.parent, half, where=f"{file}: cut {cut.id}")
+            if not half_path.is_file():
+                raise PlanError(f"{file}: cut {cut.id} needs {half}, which is missing")
+            if sha256_file(half_path) != digest:
+                raise PlanError(
+                    f"{file}: {half} does not match its recorded sha256; the plan directory was "
+                    "modified: plan again"
+                )
+    return plan
+
+
+def _read_plan_bytes(file: Path) -> bytes:
+    try:
+        with file.open("rb") as f:
+            data = f.read(MAX_PLAN_BYTES + 1)
+    except OSError as exc:
+        raise PlanError(f"cannot read plan {file}: {exc.strerror}") from exc
+    if len(data) > MAX_PLAN_BYTES:
+        raise PlanError(
+            f"{file} is larger than {MAX_PLAN_BYTES} bytes, the most a plan may be; expected a "
+            "plan.yaml written by `splitwire plan`"
+        )
+    return data
+
+
+def _line(event: yaml.Event) -> str:
+    return f"line {event.start_mark.line + 1}" if event.start_mark is not None else "?"
+
+
+def _parse_yaml(file: Path, data: bytes) -> object:
+    """``data`` as YAML, refusing aliases and nesting deeper than :data:`MAX_PLAN_DEPTH` in a
+    first pass over the parser's events (iterative: no recursion however deep the input)."""
+    try:
+        text = data.decode("utf-8")
+        depth = 0
+        for event in yaml.parse(text, Loader=_YAML_LOADER):
+            if isinstance(event, yaml.AliasEvent):
+                raise PlanError(
+                    f"{file}: {_line(event)}: a YAML alias (*{event.anchor}); "
+                    "plans have none (an alias can expand a few bytes into gigabytes)"
+                )
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_PLAN_DEPTH:
+                    raise PlanError(
+                        f"{file}: {_line(event)}: nested more than "
+                        f"{MAX_PLAN_DEPTH} deep; a plan nests at most 6 deep"
+                    )
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        return yaml.load(text, Loader=_YAML_LOADER)
+    except UnicodeDecodeError as exc:
+        raise PlanError(f"{file} is not UTF-8 text (byte {exc.start}); expected YAML") from exc
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise PlanError(f"{file} is not valid YAML: {exc.problem}{where}") from exc
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        # Constructors raise ValueError for ints past Python's digit limit, TypeError for
+        # unhashable keys.
+        raise PlanError(f"{file} is not valid YAML: {type(exc).__name__}") from exc
 
 
 def inside(directory: Path, relative: str, *, where: str) -> Path:
@@ -342,7 +467,7 @@ def _to_dict(plan: Plan) -> dict[str, Any]:
 
 
 class _Reader:
-    """Typed access to a YAML mapping, with errors naming the key path and the bad value."""
+    """Typed, bounded access to a YAML mapping, with errors naming the key path and the value."""
 
     def __init__(self, data: object, where: str) -> None:
         if not isinstance(data, dict):
@@ -358,66 +483,124 @@ class _Reader:
     def _typed(self, key: str, kind: type | tuple[type, ...], expected: str) -> Any:
         value = self._get(key)
         if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            raise PlanError(f"{self.where}: {key} = {value!r}; expected {expected}")
+            raise PlanError(f"{self.where}: {key} = {_short(value)}; expected {expected}")
         return value
 
     def text(self, key: str) -> str:
         value: str = self._typed(key, str, "a string")
+        if not _is_text(value):
+            raise PlanError(
+                f"{self.where}: {key} = {_short(value)}; expected printable text of at most "
+                f"{MAX_PLAN_TEXT} characters"
+            )
         return value
 
     def optional_text(self, key: str) -> str | None:
         return None if self.data.get(key) is None else self.text(key)
 
+    def sha256(self, key: str, *, half: str) -> str:
+        """The hex sha256 of a half, which every half must have."""
+        if self.data.get(key) is None:
+            raise PlanError(
+                f"{self.where}: {half} has no {key}; every half's sha256 is required (splitwire "
+                "plan records it): plan again, or restore the line"
+            )
+        value = self.text(key)
+        if not _SHA256.fullmatch(value):
+            raise PlanError(
+                f"{self.where}: {key} = {_short(value)}; expected 64 lowercase hex digits"
+            )
+        return value
+
     def integer(self, key: str) -> int:
         value: int = self._typed(key, int, "an integer")
         return value
 
-    def number(self, key: str) -> float:
-        return float(self._typed(key, (int, float), "a number"))
-
-    def numbers(self, key: str) -> list[float]:
-        values = self._typed(key, list, "a list of numbers")
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-            raise PlanError(f"{self.where}: {key} = {values!r}; expected a list of numbers")
-        return [float(v) for v in values]
-
-    def integers(self, key: str) -> list[int]:
-        values = self._typed(key, list, "a list of integers")
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-            raise PlanError(f"{self.where}: {key} = {values!r}; expected a list of integers")
-        return list(values)
-
-    def items(self, key: str) -> list[Any]:
-        value: list[Any] = self._typed(key, list, "a list")
+    def number(self, key: str, *, smallest: float = -math.inf) -> float:
+        value = float(self._typed(key, (int, float), "a number"))
+        if math.isnan(value) or value < smallest:
+            bound = f" >= {smallest:g}" if smallest > -math.inf else ""
+            raise PlanError(f"{self.where}: {key} = {value}; expected a number{bound}")
         return value
 
-    def mapping(self, key: str) -> dict[Any, Any]:
+    def numbers(self, key: str, *, limit: int) -> list[float]:
+        values = self.items(key, limit=limit)
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values) or any(
+            not math.isfinite(v) for v in values
+        ):
+            raise PlanError(f"{self.where}: {key} = {_short(values)}; expected a list of numbers")
+        return [float(v) for v in values]
+
+    def shape(self, key: str, *, smallest: int = 0) -> tuple[int, ...]:
+        """A tensor shape: rank 1 to :data:`MAX_TENSOR_RANK`, sizes ``smallest`` to
+        :data:`MAX_TENSOR_DIM`, at most :data:`MAX_TENSOR_ELEMENTS` elements."""
+        values = self._typed(key, list, "a list of integers")
+        if (
+            not 1 <= len(values) <= MAX_TENSOR_RANK
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+            or not all(smallest <= v <= MAX_TENSOR_DIM for v in values)
+            or math.prod(values) > MAX_TENSOR_ELEMENTS
+        ):
+            raise PlanError(
+                f"{self.where}: {key} = {_short(values)}; expected a list of 1 to "
+                f"{MAX_TENSOR_RANK} integers from {smallest} to {MAX_TENSOR_DIM}, at most "
+                f"{MAX_TENSOR_ELEMENTS} elements in all"
+            )
+        return tuple(values)
+
+    def items(self, key: str, *, limit: int) -> list[Any]:
+        value: list[Any] = self._typed(key, list, "a list")
+        if len(value) > limit:
+            raise PlanError(f"{self.where}: {key} has {len(value)} entries; at most {limit}")
+        return value
+
+    def mapping(self, key: str, *, limit: int | None = None) -> dict[Any, Any]:
         value: dict[Any, Any] = self._typed(key, dict, "a mapping")
+        if limit is not None and len(value) > limit:
+            raise PlanError(f"{self.where}: {key} has {len(value)} entries; at most {limit}")
         return value
 
     def section(self, key: str) -> _Reader:
         return _Reader(self.mapping(key), f"{self.where}: {key}")
 
 
+def _is_text(value: str) -> bool:
+    # Plan strings reach log lines and messages: no newlines or escape sequences.
+    return len(value) <= MAX_PLAN_TEXT and value.isprintable()
+
+
+def _short(value: object) -> str:
+    """A value for a message: repr, cut to 80 characters (a plan may hold megabytes)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _read_tensors(reader: _Reader, key: str) -> tuple[TensorSpec, ...]:
     out = []
-    for i, raw in enumerate(reader.items(key)):
+    for i, raw in enumerate(reader.items(key, limit=MAX_PLAN_TENSORS)):
         item = _Reader(raw, f"{reader.where}.{key}[{i}]")
-        out.append(TensorSpec(item.text("name"), tuple(item.integers("shape")), item.text("dtype")))
+        dtype = item.text("dtype")
+        if dtype not in DTYPES:
+            raise PlanError(
+                f"{item.where}: dtype {_short(dtype)}; expected one of {', '.join(DTYPES)}"
+            )
+        out.append(TensorSpec(item.text("name"), item.shape("shape"), dtype))
     return tuple(out)
 
 
 def _read_cut(cut_id: str, reader: _Reader) -> PlanCut:
+    head = reader.optional_text("head")
+    tail = reader.optional_text("tail")
     return PlanCut(
         id=cut_id,
         name=reader.text("name"),
-        head=reader.optional_text("head"),
-        tail=reader.optional_text("tail"),
+        head=head,
+        tail=tail,
         inputs=_read_tensors(reader, "inputs"),
         crossing=_read_tensors(reader, "crossing"),
         outputs=_read_tensors(reader, "outputs"),
-        head_sha256=reader.optional_text("head_sha256"),
-        tail_sha256=reader.optional_text("tail_sha256"),
+        head_sha256=None if head is None else reader.sha256("head_sha256", half=head),
+        tail_sha256=None if tail is None else reader.sha256("tail_sha256", half=tail),
     )
 
 
@@ -426,18 +609,22 @@ def _read_option(reader: _Reader) -> PlanOption:
         cut=reader.text("cut"),
         codec=reader.text("codec"),
         baseline=reader.optional_text("baseline"),
-        edge_ms=reader.number("edge_ms"),
-        cloud_ms=reader.number("cloud_ms"),
-        bytes_up=reader.number("bytes_up"),
-        bytes_down=reader.number("bytes_down"),
-        accuracy_cost=reader.number("accuracy_cost"),
+        edge_ms=reader.number("edge_ms", smallest=0),
+        cloud_ms=reader.number("cloud_ms", smallest=0),
+        bytes_up=reader.number("bytes_up", smallest=0),
+        bytes_down=reader.number("bytes_down", smallest=0),
+        # inf: measured bytes but not the tail's accuracy (never picked; see measure.py).
+        accuracy_cost=reader.number("accuracy_cost", smallest=0),
     )
 
 
 def _read_choice(reader: _Reader) -> LinkChoice:
-    predicted = reader.mapping("predicted")
-    if not all(isinstance(v, int | float) for v in predicted.values()):
-        raise PlanError(f"{reader.where}: predicted values must be numbers")
+    predicted = reader.mapping("predicted", limit=64)
+    if not all(
+        isinstance(k, str) and _is_text(k) and isinstance(v, int | float) and v == v
+        for k, v in predicted.items()
+    ):
+        raise PlanError(f"{reader.where}: predicted values must be numbers, named by strings")
     return LinkChoice(
         link=reader.text("link"),
         cut=reader.text("cut"),

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm import tqdm
@@ -75,6 +75,9 @@ from splitwire.partitioner.pruning import dominated_lossy, is_pending, recheck_s
 from splitwire.partitioner.split import export_split, split
 from splitwire.protocol import CodecSpec
 from splitwire.protocol.header import DTYPE_NAMES
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 logger = logging.getLogger(__name__)
 
@@ -526,8 +529,11 @@ def calibration_inputs(
     raise AssertionError("calibration_frames refuses photos without an image input")
 
 
-def write_plan_directory(outcome: PlanOutcome, directory: Path) -> Plan:
-    """Export the halves of every cut the plan refers to and write ``plan.yaml``.
+def write_plan_directory(
+    outcome: PlanOutcome, directory: Path, *, signing_key: Ed25519PrivateKey | None = None
+) -> Plan:
+    """Export the halves of every cut the plan refers to and write ``plan.yaml``, signed with
+    ``signing_key`` when one is given (``plan.yaml.sig``, :mod:`splitwire.partitioner.signing`).
 
     Returns:
         The plan as written.
@@ -557,7 +563,7 @@ def write_plan_directory(outcome: PlanOutcome, directory: Path) -> Plan:
         ),
         provenance=provenance(outcome),
     )
-    write_plan(plan, directory)
+    write_plan(plan, directory, signing_key=signing_key)
     save_measurements(
         directory,
         cache_key(request, outcome.model_hash, outcome.cuts),

@@ -1,12 +1,14 @@
 """A plan as the runtimes use it: its halves loaded once, and what crosses each (cut, codec).
 
-    plan = open_plan(Path("plans/resnet18"))
+    plan = open_plan(Path("plans/resnet18"), trust=PlanTrust.from_public_key(Path("plans.pub")))
     tail = plan.tail("c0017")                      # loaded on first use, then shared
     specs = plan.crossing("c0017", "int8+zstd1")   # what a frame must carry
     check_tensors(decoded, specs)                  # TensorSpecError naming the field
 
-The edge and the cloud both go through this module, so they agree on what a frame of every
-plan kind carries:
+The edge and the cloud both go through this module, so they check a plan directory the same way
+(its signature when a key is given, then ``plan.yaml``, then each half's sha256 and contents:
+:mod:`splitwire.partitioner.signing`, :mod:`splitwire.partitioner.archive`) and agree on what a
+frame of every plan kind carries:
 
 =====================  ==============================  ==================================
 plan kind              edge sends                      cloud runs
@@ -31,8 +33,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from splitwire.partitioner.archive import load_program
 from splitwire.partitioner.errors import PlanError, TensorSpecError
 from splitwire.partitioner.plan_file import Plan, PlanCut, PlanOption, TensorSpec, inside, load_plan
+from splitwire.partitioner.signing import TRUST_AS_IS, PlanTrust
 from splitwire.protocol import CodecSpec, CodecSpecError
 from splitwire.protocol.header import DTYPE_NAMES
 
@@ -140,7 +144,9 @@ class RunnablePlan:
             self._half(self.plan.cut(cut_id), side)
 
     def _half(self, cut: PlanCut, side: str) -> nn.Module:
-        relative = cut.head if side == "head" else cut.tail
+        relative, digest = (
+            (cut.head, cut.head_sha256) if side == "head" else (cut.tail, cut.tail_sha256)
+        )
         if relative is None:
             raise PlanError(f"cut {cut.id} ({cut.name}) has no {side} in {self.directory}")
         key = f"{cut.id}/{side}"
@@ -148,19 +154,28 @@ class RunnablePlan:
             module = self._modules.get(key)
             if module is None:
                 path = inside(self.directory, relative, where=f"cut {cut.id} {side}")
-                module = _load_program(path)
+                # Hashed again as it is read: what runs is what plan.yaml names, even if the
+                # file changed since open_plan.
+                module = load_program(path, sha256=digest)
                 self._modules[key] = module
             return module
 
 
-def open_plan(path: Path) -> RunnablePlan:
+def open_plan(path: Path, *, trust: PlanTrust = TRUST_AS_IS) -> RunnablePlan:
     """Read and validate the plan at ``path`` (``plan.yaml`` or its directory); the halves
-    load later, on first use or with :meth:`RunnablePlan.load`.
+    load later, on first use or with :meth:`RunnablePlan.load`, through
+    :func:`~splitwire.partitioner.archive.load_program`.
+
+    Args:
+        path: the plan directory or its ``plan.yaml``.
+        trust: what ``plan.yaml`` must satisfy before it is parsed: the runtimes pass
+            ``PlanTrust.from_public_key(...)`` for ``--plan-public-key``.
 
     Raises:
-        PlanError: see :func:`~splitwire.partitioner.plan_file.load_plan`.
+        PlanError: see :func:`~splitwire.partitioner.plan_file.load_plan`
+            (``PlanSignatureError`` for a missing or wrong signature).
     """
-    plan = load_plan(path)
+    plan = load_plan(path, trust=trust)
     directory = path if path.is_dir() else path.parent
     return RunnablePlan(plan=plan, directory=directory.resolve())
 
@@ -229,13 +244,3 @@ def _codec(codec: str | CodecSpec) -> CodecSpec:
         return CodecSpec.parse(codec)
     except CodecSpecError as exc:
         raise PlanError(f"plan codec {codec!r}: {exc.message}") from exc
-
-
-def _load_program(path: Path) -> nn.Module:
-    # plan.yaml's sha256 of this file was checked by load_plan: this is the archive planned.
-    try:
-        program = torch.export.load(path)
-    except Exception as exc:  # torch.export.load raises many types; all mean "unusable archive"
-        raise PlanError(f"cannot load {path}: {type(exc).__name__}: {exc}") from exc
-    module: nn.Module = program.module()
-    return module

@@ -25,6 +25,7 @@ logger = logging.getLogger("splitwire")
 # heavy dependencies (torch, grpc) inside the handlers, so ``--help`` stays fast.
 COMMAND_MODULES = (
     "splitwire.partitioner.cli",
+    "splitwire.partitioner.keygen",
     "splitwire.cloud.cli",
     "splitwire.edge.cli",
     "splitwire.benchmarks.cli",

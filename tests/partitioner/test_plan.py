@@ -15,9 +15,11 @@ import torch
 import yaml
 
 from splitwire import __version__ as splitwire_version
+from splitwire.partitioner.archive import load_program
 from splitwire.partitioner.cost import OBJECTIVES
 from splitwire.partitioner.pareto import dominates
 from splitwire.partitioner.plan_file import load_plan
+from splitwire.partitioner.signing import PlanTrust
 
 pytestmark = pytest.mark.slow
 
@@ -65,12 +67,13 @@ def planned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, A
     root = tmp_path_factory.mktemp("plan")
     (root / "branchy.py").write_text(BRANCHY)
     spec = f"{root / 'branchy.py'}:build"
+    assert splitwire("keygen", "--out", str(root / "plans")).returncode == 0
     result = splitwire(
         "plan", "--model", spec, "--input-shape", "1,3,32,32", "--edge-slowdown", "4",
         "--link", "wifi", "--link", "bw=2mbit,rtt=80ms,name=slow", "--codec", "auto",
         "--calibration", "2", "--repeats", "3", "--out", str(root / "out"),
         "--input-mean", "0.5,0.5,0.5", "--input-std", "0.25,0.25,0.25",
-        "--plot", str(root / "front.png"), "--json",
+        "--plot", str(root / "front.png"), "--json", "--sign-key", str(root / "plans.key"),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return root, json.loads(result.stdout), spec
@@ -145,7 +148,8 @@ def test_crossing_counts_every_tensor(planned: tuple[Path, dict[str, Any], str])
 
 def test_plan_directory_runs_exactly(planned: tuple[Path, dict[str, Any], str]) -> None:
     root, data, spec = planned
-    plan = load_plan(root / "out")
+    # --sign-key signed it: the plan loads only as signed by that key.
+    plan = load_plan(root / "out", trust=PlanTrust.from_public_key(root / "plans.pub"))
     assert plan.choice.cut == data["choice"]["cut"]
     assert plan.preprocess is not None
     assert (plan.preprocess.mean, plan.preprocess.std) == ((0.5,) * 3, (0.25,) * 3)
@@ -156,8 +160,9 @@ def test_plan_directory_runs_exactly(planned: tuple[Path, dict[str, Any], str]) 
     x = torch.randn(3, 3, 32, 32)
     for cut in plan.cuts.values():
         assert cut.head is not None and cut.tail is not None
-        head = torch.export.load(root / "out" / cut.head).module()
-        tail = torch.export.load(root / "out" / cut.tail).module()
+        # As the runtimes load them: each half's sha256 and contents checked.
+        head = load_program(root / "out" / cut.head, sha256=cut.head_sha256)
+        tail = load_program(root / "out" / cut.tail, sha256=cut.tail_sha256)
         with torch.no_grad():
             crossing = head(x)
             assert len(crossing) == len(cut.crossing)
