@@ -231,6 +231,6 @@ def test_the_writer_never_emits_aliases(plan_dir: Path) -> None:
 
 def test_a_plan_too_large_to_load_is_refused_when_written(plan_dir: Path) -> None:
     plan = load_plan(plan_dir)
-    plan = dataclasses.replace(plan, options=plan.options * 5_000)
+    plan = dataclasses.replace(plan, provenance={"note": "x" * MAX_PLAN_BYTES})
     with pytest.raises(PlanError, match="the runtimes read at most"):
         write_plan(plan, plan_dir / "big")

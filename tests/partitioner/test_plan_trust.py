@@ -304,6 +304,19 @@ def test_entries_our_exports_never_hold_are_refused(
     assert refused.value.entry is not None and refused.value.entry.endswith(entry)
 
 
+def test_the_pre_2_8_archive_format_is_refused(tmp_path: Path) -> None:
+    # torch.export.load falls back to this layout when the .pt2 one fails; its state dict and
+    # constants go through torch.load with a weights_only=False fallback.
+    legacy = tmp_path / "legacy.pt2"
+    with zipfile.ZipFile(legacy, "w") as z:
+        z.writestr("version", "8.20")
+        z.writestr("serialized_exported_program.json", "{}")
+        z.writestr("serialized_state_dict.json", pickle.dumps({"w": 1}, protocol=2))
+    with pytest.raises(ArchiveError, match="one root folder") as refused:
+        load_program(legacy, sha256=None)
+    assert refused.value.entry == "version"
+
+
 def test_an_empty_record_may_not_declare_a_huge_tensor(half: Half, tmp_path: Path) -> None:
     # torch would fill an empty record with zeros of the declared size: ~1 TB from 0 bytes.
     def bomb(root: str, entries: Entries) -> None:
