@@ -336,8 +336,8 @@ def _check_config(
         if meta.get("use_pickle") is not False:
             raise zf.refuse(
                 zf.full(record),
-                f"marked use_pickle ({fqn}) in {config}: torch.export.load would unpickle it "
-                "with weights_only=False, which runs any code it holds",
+                f"marked use_pickle ({peer_text(str(fqn), 96)}) in {config}: torch.export.load "
+                "would unpickle it with weights_only=False, which runs any code it holds",
             )
         if record not in zf.entries:
             raise zf.refuse(zf.full(record), f"listed in {config} but missing")
