@@ -8,6 +8,9 @@ pickled-weights        one weight of a head and of a tail marked ``use_pickle`` 
                        by a pickle that creates a marker file when unpickled
 missing-sha256         the ``tail_sha256`` line of a cut deleted
 deep-plan-yaml         ``plan.yaml`` replaced by ``[`` × 100 000
+unsigned-plan          the plan as it is, to runtimes given ``--plan-public-key``
+tampered-signed-plan   a signed plan whose ``plan.yaml`` had one predicted figure changed
+                       after signing
 =====================  =====================================================================
 
 Each crafted plan goes to both runtimes; the attack holds when both refuse to start (a non-zero
@@ -31,8 +34,15 @@ from pathlib import Path
 import yaml
 
 from splitwire.benchmarks.hostile_tail import AttackOutcome
-from splitwire.benchmarks.processes import free_port
+from splitwire.benchmarks.processes import TailReplica, free_port
+from splitwire.errors import SplitwireError
 from splitwire.partitioner.plan_file import PLAN_FILE, sha256_file
+from splitwire.partitioner.signing import (
+    generate_key_pair,
+    load_signing_key,
+    sign_file,
+    signature_path,
+)
 
 # How long a runtime may take to refuse a plan (it imports torch first).
 REFUSAL_TIMEOUT_S = 120.0
@@ -86,12 +96,14 @@ class Refusal:
         return self.exit_code not in (None, 0)
 
 
-def _start(runtime: str, plan_dir: Path, cut: str) -> Refusal:
+def _start(runtime: str, plan_dir: Path, cut: str, *, public_key: Path | None = None) -> Refusal:
     if runtime == "cloud":
         args = ["cloud", "--plan", str(plan_dir), "--listen", f"127.0.0.1:{free_port()}"]
     else:
         args = ["edge", "--plan", str(plan_dir), "--frames", "2", "--cut", cut,
                 "--codec", "int8+zstd1", "--cloud", f"127.0.0.1:{free_port()}"]  # fmt: skip
+    if public_key is not None:
+        args += ["--plan-public-key", str(public_key)]
     try:
         done = subprocess.run(
             [sys.executable, "-m", "splitwire", *args],
@@ -183,9 +195,59 @@ def deep_plan_yaml(plan_dir: Path, cut: str) -> AttackOutcome:
     return AttackOutcome(sent="plan.yaml of 100 000 '['", checks=checks, detail=detail)
 
 
+def unsigned_plan(plan_dir: Path, cut: str) -> AttackOutcome:
+    """The plan, unsigned, to runtimes that are given a public key."""
+    with tempfile.TemporaryDirectory(prefix="splitwire-crafted-") as scratch:
+        crafted = Path(scratch) / "plan"
+        shutil.copytree(plan_dir, crafted)
+        signature_path(crafted / PLAN_FILE).unlink(missing_ok=True)
+        _, public = generate_key_pair(Path(scratch) / "plans")
+        refusals = {
+            runtime: _start(runtime, crafted, cut, public_key=public)
+            for runtime in ("cloud", "edge")
+        }
+        checks, detail = _judge(refusals, {})
+    return AttackOutcome(sent="an unsigned plan to runtimes with --plan-public-key",
+                         checks=checks, detail=detail)  # fmt: skip
+
+
+def tampered_signed_plan(plan_dir: Path, cut: str) -> AttackOutcome:
+    """A signed plan whose plan.yaml changed after signing (one predicted figure)."""
+    with tempfile.TemporaryDirectory(prefix="splitwire-crafted-") as scratch:
+        crafted = Path(scratch) / "plan"
+        shutil.copytree(plan_dir, crafted)
+        private, public = generate_key_pair(Path(scratch) / "plans")
+        sign_file(crafted / PLAN_FILE, load_signing_key(private))
+        replica = TailReplica([crafted], args=["--plan-public-key", str(public)])
+        try:
+            replica.start(timeout_s=REFUSAL_TIMEOUT_S)
+            control = True
+        except SplitwireError:
+            control = False
+        finally:
+            replica.close()
+
+        def nudge(data: dict[str, object]) -> None:
+            predicted = data["choice"]["predicted"]  # type: ignore[index]
+            key = next(iter(predicted))
+            predicted[key] = float(predicted[key]) * 0.5
+
+        _rewrite_plan(crafted, nudge)
+        refusals = {
+            runtime: _start(runtime, crafted, cut, public_key=public)
+            for runtime in ("cloud", "edge")
+        }
+        # The control: the same plan, signed and untouched, is served.
+        checks, detail = _judge(refusals, {"control: the signed plan is served": control})
+    return AttackOutcome(sent="a signed plan.yaml with one figure changed after signing",
+                         checks=checks, detail=detail)  # fmt: skip
+
+
 PlanAttack = Callable[[Path, str], AttackOutcome]
 PLAN_ATTACKS: dict[str, PlanAttack] = {
     "pickled-weights": pickled_weights,
     "missing-sha256": missing_sha256,
     "deep-plan-yaml": deep_plan_yaml,
+    "unsigned-plan": unsigned_plan,
+    "tampered-signed-plan": tampered_signed_plan,
 }
