@@ -46,11 +46,16 @@ system-deps:
 # The end-to-end demo: plan ResNet-18 for an edge 4x slower than this machine on three links
 # (with its Pareto plot, the layer3 split shipped too), then a tail and an edge agent on
 # loopback stream 300 frames through that split; the agent prints its summary.
+# The plan is signed with a key made once (out/demo/plans.key), and both runtimes refuse a plan
+# directory that key did not sign (a .pt2 half can run code when it loads).
 demo: $(STAMP)
+	mkdir -p out/demo
+	[ -f out/demo/plans.key ] || $(VENV)/bin/splitwire keygen --out out/demo/plans
 	$(VENV)/bin/splitwire plan --model zoo:resnet18 --input-shape 1,3,224,224 --edge-slowdown 4 \
 		--link wifi --link lte --link 3g --calibration 2 --repeats 5 --ship c0050 \
-		--out out/demo/resnet18 --plot out/demo/resnet18.png
-	SPLITWIRE=$(VENV)/bin/splitwire deploy/demo.sh out/demo/resnet18 300 20 c0050 int8+zstd1
+		--out out/demo/resnet18 --plot out/demo/resnet18.png --sign-key out/demo/plans.key
+	SPLITWIRE=$(VENV)/bin/splitwire PLAN_PUBLIC_KEY=out/demo/plans.pub \
+		deploy/demo.sh out/demo/resnet18 300 20 c0050 int8+zstd1
 
 # `bin/pytest`, not `python -m pytest`: -m would put the repository root on sys.path, where
 # the role folders look like top-level packages (`protocol`, ...) that are not installed.

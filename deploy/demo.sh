@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A tail and an edge agent on loopback, the way they run on two machines: `make demo` calls this
 # after planning. Usage: deploy/demo.sh PLAN_DIR [FRAMES] [FPS] [CUT CODEC]
-# Without CUT and CODEC the agent starts on the plan's choice under the adaptive policy.
+# Without CUT and CODEC the agent starts on the plan's choice under the adaptive policy. With
+# PLAN_PUBLIC_KEY set, both runtimes refuse a plan not signed by that key.
 set -euo pipefail
 plan=${1:?usage: deploy/demo.sh PLAN_DIR [FRAMES] [FPS] [CUT CODEC]}
 frames=${2:-300}
@@ -9,11 +10,13 @@ fps=${3:-20}
 start=()
 if [ $# -ge 5 ]; then start=(--cut "$4" --codec "$5" --policy fixed); fi
 bin=${SPLITWIRE:-.venv/bin/splitwire}
+trust=()
+if [ -n "${PLAN_PUBLIC_KEY:-}" ]; then trust=(--plan-public-key "$PLAN_PUBLIC_KEY"); fi
 py=$(dirname "$bin")/python
 port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 address=127.0.0.1:$port
 
-"$bin" cloud --listen "$address" --plan "$plan" --threads 1 &
+"$bin" cloud --listen "$address" --plan "$plan" "${trust[@]}" --threads 1 &
 tail_pid=$!
 trap 'kill -TERM $tail_pid 2>/dev/null || true; wait $tail_pid 2>/dev/null || true' EXIT
 
@@ -21,6 +24,6 @@ trap 'kill -TERM $tail_pid 2>/dev/null || true; wait $tail_pid 2>/dev/null || tr
 "$bin" health --wait 120 "$address" >/dev/null || { echo "the tail did not become SERVING within 120 s" >&2; exit 1; }
 
 echo "== edge agent: $frames frames at $fps fps from the synthetic camera, tail at $address" >&2
-"$bin" edge --cloud "$address" --plan "$plan" --source synthetic --fps "$fps" \
+"$bin" edge --cloud "$address" --plan "$plan" "${trust[@]}" --source synthetic --fps "$fps" \
     --frames "$frames" "${start[@]}" --output "$plan.frames.jsonl" --json --log-every 5
 echo "== one line per frame in $plan.frames.jsonl" >&2
