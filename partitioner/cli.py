@@ -327,7 +327,9 @@ def _register_plan(subparsers: Any) -> None:
         epilog=(
             "links: presets ethernet, wifi, lte, 3g, paretopipe; or bw=20mbit,rtt=40ms,"
             "jitter=5ms,loss=0.5%; or a preset with overrides (lte,rtt=80ms); or a trace file "
-            "(.yaml/.csv). Exit codes: 0 planned, 2 bad input."
+            "(.yaml/.csv). `splitwire plan show DIR [--json]` prints what a plan directory "
+            "ships; `splitwire cuts --model SPEC` lists a model's cuts without planning. "
+            "Exit codes: 0 planned, 2 bad input (--out and --plot are checked first)."
         ),
     )
     plan.add_argument("--model", required=True, metavar="SPEC", help="e.g. zoo:resnet50")
@@ -434,7 +436,13 @@ def _register_plan(subparsers: Any) -> None:
         help="also ship this cut's halves (an id like c0017 or a name like layer3.0; repeat, or "
         "'all'), so the runtimes can switch to it without re-planning",
     )
-    plan.add_argument("--out", required=True, metavar="DIR", help="plan directory to write")
+    plan.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="plan directory to write (new, or an earlier plan's: the cut folders the new plan "
+        "does not ship are removed)",
+    )
     plan.add_argument(
         "--sign-key",
         type=Path,
@@ -443,13 +451,26 @@ def _register_plan(subparsers: Any) -> None:
         "DIR/plan.yaml.sig, which `splitwire cloud/edge --plan-public-key` require",
     )
     plan.add_argument("--json", action="store_true", help="print candidates and choice as JSON")
-    plan.add_argument("--plot", metavar="FILE.png", help="plot latency against throughput")
+    plan.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="plot latency against throughput per link (.png, .svg, .pdf, ...; its folder is "
+        "created if missing)",
+    )
     plan.add_argument("--all", action="store_true", help="list every candidate, not only the front")
     plan.set_defaults(func=_plan)
 
 
 def _plan(args: argparse.Namespace) -> int:
     import sys
+
+    from splitwire.partitioner.outputs import check_plan_directory, check_plot_file
+
+    # Where the results go is checked first, in the first second (before torch loads), not
+    # after minutes of measuring; a missing plot folder is made.
+    check_plan_directory(Path(args.out))
+    if args.plot:
+        check_plot_file(Path(args.plot))
 
     from splitwire.partitioner.link import parse_link
     from splitwire.partitioner.planner import (
@@ -459,12 +480,14 @@ def _plan(args: argparse.Namespace) -> int:
         write_plan_directory,
     )
     from splitwire.partitioner.profile_format import Profile
+    from splitwire.partitioner.progress import show_progress_lines
     from splitwire.partitioner.report import outcome_json, phase_summary, plot, print_tables
     from splitwire.partitioner.signing import load_signing_key
     from splitwire.protocol import CodecSpec
 
     # A key that cannot sign is found now, not after minutes of measuring.
     signing_key = load_signing_key(args.sign_key) if args.sign_key else None
+    show_progress_lines(quiet=getattr(args, "quiet", False))
     links = tuple(parse_link(text) for text in args.link)
     codecs = (
         AUTO_CODECS
@@ -508,12 +531,15 @@ def _plan(args: argparse.Namespace) -> int:
     write_plan_directory(outcome, Path(args.out), signing_key=signing_key)
     outcome.seconds["export"] = time.perf_counter() - start
     print(phase_summary(outcome), file=sys.stderr)
-    if args.plot:
-        plot(outcome, Path(args.plot))
     if args.json:
         print(json.dumps(outcome_json(outcome, plan_path), indent=1))
     else:
         print_tables(outcome, sys.stdout, show_all=args.all)
         signed = f" (signed: {plan_path}.sig)" if signing_key else ""
-        print(f"wrote {plan_path}{signed}" + (f" and {args.plot}" if args.plot else ""))
+        print(f"wrote {plan_path}{signed}")
+    # Last: the plan and the tables are out whatever happens to the plot.
+    if args.plot:
+        plot(outcome, Path(args.plot))
+        if not args.json:
+            print(f"wrote {args.plot}")
     return 0

@@ -19,15 +19,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from tqdm import tqdm
 
 from splitwire import __version__
 from splitwire.partitioner.accuracy import AccuracyBudget, default_budget, parse_budget
@@ -56,6 +53,7 @@ from splitwire.partitioner.measurement_cache import (
     save_measurements,
 )
 from splitwire.partitioner.models import load_model, model_hash
+from splitwire.partitioner.outputs import CUTS_FOLDER, remove_stale_cuts
 from splitwire.partitioner.photos import bundled_photo_dir, photo_frames
 from splitwire.partitioner.plan_file import (
     IMAGENET,
@@ -71,6 +69,7 @@ from splitwire.partitioner.plan_file import (
 )
 from splitwire.partitioner.profile_format import Profile, check_profile_matches
 from splitwire.partitioner.profiling import profile_graph
+from splitwire.partitioner.progress import phase, track
 from splitwire.partitioner.pruning import dominated_lossy, is_pending, recheck_skipped
 from splitwire.partitioner.split import export_split, split
 from splitwire.protocol import CodecSpec
@@ -106,6 +105,7 @@ class PlanRequest:
     edge_slowdown: float | None = None
     threads: int = 1
     repeats: int = 10
+    # Progress bars in a terminal; False (--json): log lines only (see progress.py).
     progress: bool = False
     reuse_measurements: Path | None = None
     # How camera frames become the input (None: ImageNet statistics for image inputs).
@@ -334,11 +334,10 @@ def _measure(
     timings: dict[str, float] = {} if seconds is None else seconds
     frames, preprocess = camera
     keep = {t.node for cut in cuts for t in cut.crossing}
-    bar = None if request.progress else True  # None: a bar when stderr is a terminal
     with _timed(timings, "measure.encode"):
         reference = record_reference(graph, inputs, keep)
         by_cut: dict[str, list[Measurement]] = {}
-        for cut in tqdm(cuts, desc="encoding cuts", unit="cut", disable=bar):
+        for cut in track(cuts, desc="encoding cuts", unit="cut", bars=request.progress):
             # The raw baseline is on every table, whichever codecs were asked for.
             codecs = request.codecs
             if cut.index == 0 and RAW_CODEC not in codecs:
@@ -383,7 +382,7 @@ def _measure(
         )
     with _timed(timings, "measure.tails"):
         measurements: list[Measurement] = []
-        for cut in tqdm(cuts, desc="running tails", unit="cut", disable=bar):
+        for cut in track(cuts, desc="running tails", unit="cut", bars=request.progress):
             mine = [
                 dataclasses.replace(m, dominated_by=skip[(m.cut, m.codec)])
                 if (m.cut, m.codec) in skip
@@ -534,6 +533,8 @@ def write_plan_directory(
 ) -> Plan:
     """Export the halves of every cut the plan refers to and write ``plan.yaml``, signed with
     ``signing_key`` when one is given (``plan.yaml.sig``, :mod:`splitwire.partitioner.signing`).
+    Re-planning into ``directory`` removes the cut folders an earlier plan left that this one
+    does not ship (:func:`~splitwire.partitioner.outputs.remove_stale_cuts`).
 
     Returns:
         The plan as written.
@@ -564,6 +565,8 @@ def write_plan_directory(
         provenance=provenance(outcome),
     )
     write_plan(plan, directory, signing_key=signing_key)
+    # After plan.yaml: until it is replaced, the old plan's cuts are what it refers to.
+    remove_stale_cuts(directory, keep=plan_cuts)
     save_measurements(
         directory,
         cache_key(request, outcome.model_hash, outcome.cuts),
@@ -645,7 +648,7 @@ def _robust_choice(measurement: Measurement, decisions: Sequence[LinkDecision]) 
 
 
 def _export_cut(outcome: PlanOutcome, cut: Cut, directory: Path) -> PlanCut:
-    relative = Path("cuts") / cut.id
+    relative = Path(CUTS_FOLDER) / cut.id
     head_path, tail_path = export_split(
         split(outcome.graph, cut), outcome.graph, directory / relative
     )
@@ -701,11 +704,5 @@ def _required(profile: Profile | None) -> Profile:
     return profile
 
 
-@contextmanager
-def _timed(seconds: dict[str, float], phase: str) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        seconds[phase] = time.perf_counter() - start
-        logger.info("%s took %.2f s", phase, seconds[phase])
+# Each phase logs its start and duration (splitwire.partitioner.progress).
+_timed = phase

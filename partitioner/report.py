@@ -11,15 +11,20 @@ is its own row, named by its kind and told apart by its codec: ``all-in-cloud-ra
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from splitwire.partitioner.accuracy import AGREEMENTS, AccuracyBudget
 from splitwire.partitioner.cost import Candidate
 from splitwire.partitioner.decisions import LinkDecision
 from splitwire.partitioner.errors import PartitionerError
 from splitwire.partitioner.planner import PlanOutcome, describe_calibration
+
+if TYPE_CHECKING:  # matplotlib is optional (splitwire[plot]) and imported when plotting
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 ACCURACY_MEANING = {
     "rel": "relative output error against the uncompressed model",
@@ -141,8 +146,13 @@ def print_tables(outcome: PlanOutcome, out: TextIO, *, show_all: bool = False) -
 
 def _table(rows: Sequence[Candidate], pick: Candidate, out: TextIO, *, metric: str) -> None:
     header = f"{metric} cost" if metric in AGREEMENTS else metric
+    # As wide as the longest name listed: a cut name is where the model is split, and two cuts
+    # can share the first twenty characters (layer4.1.conv2 / layer4.1.conv2_bn).
+    width = max(
+        [len("name"), *(len(m.baseline or m.cut_name) for m in (c.measurement for c in rows))]
+    )
     print(
-        f"  {'':3} {'cut':<6} {'name':<22} {'codec':<11} {'bytes':>9} {'edge ms':>8} "
+        f"  {'':3} {'cut':<6} {'name':<{width}} {'codec':<11} {'bytes':>9} {'edge ms':>8} "
         f"{'xfer ms':>8} {'cloud ms':>8} {'lat ms':>8} {'fps':>7} {header:>9}",
         file=out,
     )
@@ -153,7 +163,7 @@ def _table(rows: Sequence[Candidate], pick: Candidate, out: TextIO, *, metric: s
         )
         name = m.baseline or m.cut_name
         print(
-            f"  {marks} {m.cut:<6} {name[:22]:<22} {m.codec:<11} {_bytes(m.bytes_wire):>9} "
+            f"  {marks} {m.cut:<6} {name:<{width}} {m.codec:<11} {_bytes(m.bytes_wire):>9} "
             f"{c.edge_ms:>8.2f} {c.transfer_ms:>8.2f} {c.cloud_ms:>8.2f} {c.latency_ms:>8.2f} "
             f"{c.throughput_fps:>7.1f} "
             + (f"{'n/m':>9}" if m.dominated_by else f"{m.accuracy_cost:>9.2e}"),
@@ -205,8 +215,27 @@ def _bytes(value: float) -> str:
 
 
 def plot(outcome: PlanOutcome, path: Path) -> None:
-    """Latency against throughput for each link: all candidates, the front, the baselines and
-    the pick.
+    """Write :func:`figure` to ``path`` (its format from the suffix; ``splitwire plan`` checked
+    the path before planning, :func:`~splitwire.partitioner.outputs.check_plot_file`).
+
+    Raises:
+        PartitionerError: matplotlib is not installed, or the file cannot be written.
+    """
+    fig = figure(outcome)
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as exc:
+        raise PartitionerError(f"--plot {path}: cannot write it: {exc.strerror}") from exc
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+def figure(outcome: PlanOutcome) -> Figure:
+    """Latency against throughput, a panel per link: every candidate, those over the accuracy
+    budget crossed out, the Pareto front, the baselines, the link's pick and (several links)
+    the robust pick. The caller closes it (``matplotlib.pyplot.close``).
 
     Raises:
         PartitionerError: matplotlib is not installed.
@@ -219,24 +248,30 @@ def plot(outcome: PlanOutcome, path: Path) -> None:
     except ImportError as exc:
         raise PartitionerError("--plot needs matplotlib: pip install 'splitwire[plot]'") from exc
     decisions = outcome.decisions
-    fig, axes = plt.subplots(1, len(decisions), figsize=(5.5 * len(decisions), 4.5), squeeze=False)
+    budget = outcome.request.budget
+    robust = outcome.choice if outcome.robust_ratio is not None else None
+    fig, axes = plt.subplots(1, len(decisions), figsize=(5.5 * len(decisions), 6), squeeze=False)
     for ax, decision in zip(axes[0], decisions, strict=True):
         everything = decision.candidates
-        ax.scatter(
-            [c.latency_ms for c in everything],
-            [c.throughput_fps for c in everything],
-            s=8,
-            color="0.75",
-            label="candidates",
-        )
-        front = sorted((c for c in everything if c.pareto), key=lambda c: c.latency_ms)
-        ax.scatter(
-            [c.latency_ms for c in front],
-            [c.throughput_fps for c in front],
-            s=16,
-            color="tab:blue",
-            label="Pareto front (5 objectives)",
-        )
+        within = [c for c in everything if c.measurement.accuracy_cost <= budget.max_cost]
+        over = [
+            c
+            for c in everything
+            if c.measurement.accuracy_cost > budget.max_cost and not c.measurement.dominated_by
+        ]
+        unmeasured = [c for c in everything if c.measurement.dominated_by]
+        _points(ax, within, s=8, color="0.6", label="candidates within budget")
+        _points(
+            ax, over, s=14, marker="x", color="tab:red", linewidths=0.8,
+            label=f"over the {budget.text} budget",
+        )  # fmt: skip
+        _points(
+            ax, unmeasured, s=6, color="0.85",
+            label="not measured (an exact candidate beats them)",
+        )  # fmt: skip
+        # Points, not a line: a front over five objectives is no curve in these two.
+        front = [c for c in everything if c.pareto]
+        _points(ax, front, s=16, color="tab:blue", label="Pareto front (5 objectives)")
         baselines = sorted(
             (c for c in everything if c.measurement.baseline),
             key=lambda c: (str(c.measurement.baseline), c.measurement.codec),
@@ -260,14 +295,62 @@ def plot(outcome: PlanOutcome, path: Path) -> None:
             marker="*",
             s=220,
             color="tab:orange",
-            label=f"pick: {pick.measurement.cut_name} {pick.measurement.codec}",
+            zorder=5,
+            label=f"this link's pick: {_label(pick)}",
         )
-        ax.set_xscale("log")
-        ax.set_xlabel("end-to-end latency (ms, log)")
+        if robust is not None:
+            mine = next(
+                c
+                for c in everything
+                if (c.measurement.cut, c.measurement.codec) == (robust.cut, robust.codec)
+            )
+            ax.scatter(
+                mine.latency_ms,
+                mine.throughput_fps,
+                marker="o",
+                s=260,
+                facecolors="none",
+                edgecolors="black",
+                linewidths=1.6,
+                zorder=6,
+                label=f"robust pick (the plan's): {_label(mine)}",
+            )
+        _log_axis(ax, [c.latency_ms for c in everything])
+        ax.set_xlabel("end-to-end latency (ms, log scale)")
         ax.set_ylabel("pipelined throughput (frames/s)")
         ax.set_title(str(decision.link), fontsize=9)  # names alone repeat ("custom")
-        ax.legend(fontsize=6, loc="best")
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     fig.suptitle(f"{outcome.request.model_spec} {'x'.join(map(str, outcome.request.input_shape))}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
+
+
+def _label(c: Candidate) -> str:
+    m = c.measurement
+    return _baseline_label(c) if m.baseline else f"{m.cut} {m.cut_name} {m.codec}"
+
+
+def _points(ax: Axes, rows: Sequence[Candidate], **style: Any) -> None:
+    if rows:
+        ax.scatter([c.latency_ms for c in rows], [c.throughput_fps for c in rows], **style)
+
+
+def _log_axis(ax: Axes, values: Sequence[float]) -> None:
+    """A log x axis whose labels never overlap: plain numbers (``20``, ``500``, ``1000``), every
+    1..9 step within half a decade, 1-2-5 steps over a decade or so, fewer over more decades,
+    unlabelled minor ticks (matplotlib labels the minor ticks of a short log axis, and they
+    crowd into each other)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    positive = [v for v in values if v > 0 and math.isfinite(v)]
+    decades = math.log10(max(positive) / min(positive)) if positive else 1.0
+    subs: tuple[float, ...] = (1.0,)
+    for most, steps in ((0.6, tuple(range(1, 10))), (1.5, (1, 2, 5)), (3.0, (1, 3))):
+        if decades <= most:
+            subs = tuple(map(float, steps))
+            break
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(LogLocator(base=10, subs=tuple(range(2, 10)), numticks=12))
+    ax.xaxis.set_minor_formatter(NullFormatter())

@@ -2,6 +2,7 @@
 
     splitwire --help
     splitwire models
+    splitwire plan show plans/resnet18
     splitwire bench codec --json
 
 Exit codes: 0 success, 1 an unexpected failure (a bug: the traceback is printed), 2 bad input
@@ -25,12 +26,36 @@ logger = logging.getLogger("splitwire")
 # heavy dependencies (torch, grpc) inside the handlers, so ``--help`` stays fast.
 COMMAND_MODULES = (
     "splitwire.partitioner.cli",
+    "splitwire.partitioner.show",
     "splitwire.partitioner.keygen",
     "splitwire.cloud.cli",
     "splitwire.edge.cli",
     "splitwire.benchmarks.cli",
     "splitwire.corrector.cli",
 )
+
+
+def join_compound_commands(argv: Sequence[str]) -> list[str]:
+    """``argv`` with a two-word command joined into the one argument its parser is registered
+    under (``plan show DIR`` -> ``"plan show" DIR``). A module declares them in
+    ``COMPOUND_COMMANDS``; ``splitwire plan`` keeps every flag of its own this way.
+
+    The command is the first argument that is no option (the global options take no value).
+    """
+    argv = list(argv)
+    compounds = [
+        words
+        for name in COMMAND_MODULES
+        for words in getattr(importlib.import_module(name), "COMPOUND_COMMANDS", ())
+    ]
+    for i, arg in enumerate(argv):
+        if arg.startswith("-"):
+            continue
+        for words in compounds:
+            if tuple(argv[i : i + len(words)]) == tuple(words):
+                return [*argv[:i], " ".join(words), *argv[i + len(words) :]]
+        break
+    return argv
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_compound_commands(sys.argv[1:] if argv is None else argv))
     level = (
         logging.ERROR
         if args.quiet
