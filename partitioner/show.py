@@ -162,7 +162,8 @@ def print_plan_summary(summary: Mapping[str, Any]) -> None:
     if preprocess:
         print(f"  preprocess  mean {preprocess['mean']} std {preprocess['std']}")
     choice = summary["choice"]
-    print(f"  choice      {_choice_text(choice)}")
+    robust = f"robust over {len(summary['links'])} links: " if choice["link"] == "robust" else ""
+    print(f"  choice      {robust}{_choice_text(choice)}")
     print("\nper-link picks:")
     width = max(len(c["link"]) for c in summary["links"])
     for c in summary["links"]:
@@ -257,10 +258,28 @@ def _choice(c: Any, plan: Plan) -> dict[str, Any]:
     }
 
 
+# How a pick's predicted figures read (plan.yaml's keys); other keys print as key and value.
+_FIGURES = {
+    "latency_ms": "{:.1f} ms",
+    "worst_latency_ms": "at worst {:.1f} ms",
+    "throughput_fps": "{:.1f} fps",
+    "worst_throughput_fps": "at worst {:.1f} fps",
+    "edge_ms": "edge {:.2f} ms",
+    "accuracy_cost": "accuracy cost {:.2g}",
+}
+
+
 def _choice_text(c: Mapping[str, Any]) -> str:
     where = c["baseline"] or f"cut {c['cut']} ({c['cut_name']})"
-    figures = ", ".join(f"{k} {v:.4g}" for k, v in c["predicted"].items())
-    return f"{where}, {c['codec']}: {figures}"
+    figures = ", ".join(
+        f"{_size(v)} per frame"
+        if k == "bytes_wire"
+        else _FIGURES[k].format(v)
+        if k in _FIGURES
+        else f"{k} {v:.4g}"
+        for k, v in c["predicted"].items()
+    )
+    return f"{where}, {c['codec']}: predicted {figures}"
 
 
 def _budget_text(plan: Plan) -> str:
