@@ -113,6 +113,22 @@ def register(subparsers: Any) -> None:
         metavar="S",
         help="on stop, how long frames in flight may take (default %(default)s)",
     )
+    pipe.add_argument(
+        "--reconnect-max-s",
+        type=float,
+        default=defaults.DEFAULT_RECONNECT_MAX_S,
+        metavar="S",
+        help="the cap of the reconnect backoff, and the longest a tail's retry hint makes the "
+        "agent wait (default %(default)s)",
+    )
+    pipe.add_argument(
+        "--max-unanswered",
+        type=int,
+        default=defaults.DEFAULT_MAX_UNANSWERED,
+        metavar="N",
+        help="drop a session after N frames in a row ran out of time without any answer from "
+        "the tail, and reconnect (default %(default)s)",
+    )
     corr = edge.add_argument_group("delay corrector")
     corr.add_argument(
         "--corrector",
@@ -195,6 +211,8 @@ def edge_config(args: argparse.Namespace) -> Any:
         loop=args.loop,
         seed=args.seed,
         grace_s=args.grace_s,
+        reconnect_max_s=args.reconnect_max_s,
+        max_unanswered=args.max_unanswered,
         hold_s=args.hold_s,
         corrector=args.corrector,
         corrector_fusion=args.corrector_fusion,
@@ -224,12 +242,12 @@ def _edge(args: argparse.Namespace) -> int:
 async def _run(config: Any, args: argparse.Namespace, output: IO[str] | None) -> int:
     import asyncio
     import contextlib
-    import json
     import signal
 
     from splitwire.edge.agent import EdgeAgent
     from splitwire.edge.config import EdgeConfigError
     from splitwire.edge.control import ControlPlane, MqttConfig, read_password_file
+    from splitwire.edge.records import strict_json
 
     mqtt_config = None
     if args.mqtt:
@@ -266,7 +284,7 @@ async def _run(config: Any, args: argparse.Namespace, output: IO[str] | None) ->
                 await task
     logger.info("%s", _summary_line(summary))
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(strict_json(summary, indent=2))
     return 0
 
 

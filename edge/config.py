@@ -11,6 +11,14 @@ from splitwire.errors import SplitwireError
 DEFAULT_WINDOW = 4
 DEFAULT_BUDGET_MS = 2000.0
 DEFAULT_GRACE_S = 5.0
+# The backoff cap between session attempts, and the most a tail's retry_after_ms makes the agent
+# wait: a tail that asks for 2^32 - 1 ms must not keep it away for 50 days.
+DEFAULT_RECONNECT_MAX_S = 5.0
+# Frames in a row that may run out of time on an open session without a single answer before
+# the agent drops it: two windows of the default 4. One window can go stale on a link that
+# stalls for a moment (its answers still come, late, and each resets the count); a second
+# window with no answer at all means the tail takes frames and does not answer them.
+DEFAULT_MAX_UNANSWERED = 8
 
 
 class EdgeConfigError(SplitwireError):
@@ -68,7 +76,8 @@ class EdgeConfig:
     seed: int = 0
     grace_s: float = DEFAULT_GRACE_S
     reconnect_initial_s: float = 0.1
-    reconnect_max_s: float = 5.0
+    reconnect_max_s: float = DEFAULT_RECONNECT_MAX_S
+    max_unanswered: int = DEFAULT_MAX_UNANSWERED
     hold_s: float = 3.0
     margin: float = 0.15
     corrector: Path | None = None
@@ -93,7 +102,12 @@ class EdgeConfig:
             ),
             (
                 0 < self.reconnect_initial_s <= self.reconnect_max_s,
-                "reconnect backoff: expected 0 < initial <= cap",
+                f"--reconnect-max-s {self.reconnect_max_s}: expected a cap of at least the first "
+                f"backoff ({self.reconnect_initial_s} s)",
+            ),
+            (
+                self.max_unanswered >= 1,
+                f"--max-unanswered {self.max_unanswered}: expected at least 1 frame",
             ),
             (bool(self.edge_id) and "/" not in self.edge_id and "+" not in self.edge_id
              and "#" not in self.edge_id,

@@ -8,17 +8,25 @@ output). ``reason`` says why a frame is not ``remote``: ``disconnected``, ``stal
 budget ran out), ``window_full`` (a newer frame took its place), ``error:CODE`` (the cloud
 refused it), ``all-on-edge`` (the plan runs it locally), ``shutdown`` (still unanswered when
 the grace period ended); with a corrector, ``no_features`` (no remote answer yet) and
-``stale_features`` (the newest is older than the corrector's range). ``delay_frames`` is the
+``stale_features`` (the newest is older than the corrector's range); ``unanswered`` (a
+``local`` frame: the tail held it until only the time to compute it on the edge was left of its
+budget); ``error:BAD_RESULT`` (the tail's answer disagreed with the plan and was refused before
+it was decoded; ``local`` when the edge computed it instead). ``delay_frames`` is the
 age, in frames, of the remote answer a corrected frame could use. ``probe`` names the option
 (``c0000 jpeg50``) a frame answered on the edge was also sent with, to keep the link measured
 while the agent runs all-on-edge; its remote answer is not its output.
+
+Lines are strict JSON (RFC 8259): a value that is not a finite number (NaN logits from a tail,
+say) is written as ``null``, never as the bare ``NaN`` that strict parsers refuse.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections import Counter, deque
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
@@ -75,8 +83,32 @@ class RecordWriter:
     def write(self, record: FrameRecord) -> None:
         """Write one line."""
         if self._stream is not None:
-            self._stream.write(json.dumps(record.as_json(), separators=(",", ":")) + "\n")
+            self._stream.write(strict_json(record.as_json(), separators=(",", ":")) + "\n")
             self._stream.flush()
+
+
+def strict_json(value: Any, **dumps_args: Any) -> str:
+    """``json.dumps(value)`` as strict JSON: every float that is not finite becomes ``null``
+    (Python would write ``NaN``/``Infinity``, which is not JSON).
+
+    Args:
+        value: dicts, lists, tuples, strings, numbers, booleans and None, nested.
+        dumps_args: passed to :func:`json.dumps` (``indent``, ``separators``).
+
+    Raises:
+        TypeError: a value JSON cannot hold.
+    """
+    return json.dumps(_finite(value), allow_nan=False, **dumps_args)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 @dataclass
