@@ -13,7 +13,9 @@ therefore pays no batching delay, while under load the batch fills up::
 The tail runs in a worker thread (one, with a fixed torch thread count), never on the event
 loop. Before computing, frames that waited longer than their queue budget are answered
 ``STALE``; when ``max_queued_frames`` frames are waiting, the next is refused
-``RESOURCE_EXHAUSTED``: the queue is bounded.
+``RESOURCE_EXHAUSTED``: the queue is bounded. So is one call: at most ``max_batch`` frames and
+``max_samples`` samples (a frame larger than that, which the sessions' batch check prevents,
+would run alone), so no frame waits behind a call of unbounded size.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class TailBatcher:
     Args:
         executor: where tails run (one thread: the tail's torch threads do the parallel work).
         max_batch: most frames per call.
+        max_samples: most samples per call (frames of several samples fill it faster).
         max_wait_ms: longest a frame waits for company.
         max_queued_frames: bound on frames waiting over all lanes.
         metrics: where batch sizes, queue and compute times are recorded.
@@ -85,12 +88,14 @@ class TailBatcher:
         *,
         executor: Executor,
         max_batch: int,
+        max_samples: int,
         max_wait_ms: float,
         max_queued_frames: int,
         metrics: CloudMetrics,
     ) -> None:
         self._executor = executor
         self._max_batch = max_batch
+        self._max_samples = min(max_samples, MAX_BATCH)  # exported tails take no more
         self._max_wait_s = max_wait_ms / 1000
         self._max_queued = max_queued_frames
         self._metrics = metrics
@@ -206,13 +211,14 @@ class TailBatcher:
                 await self._compute(lane.route, batch)
 
     def _take(self, lane: _Lane) -> list[_Job]:
-        """Up to ``max_batch`` live frames (≤ MAX_BATCH samples); stale ones are answered."""
+        """Up to ``max_batch`` live frames (≤ ``max_samples`` samples); stale ones are
+        answered."""
         now = time.perf_counter_ns()
         batch: list[_Job] = []
         samples = 0
         while lane.jobs and len(batch) < self._max_batch:
             job = lane.jobs[0]
-            if batch and samples + job.batch > MAX_BATCH:
+            if batch and samples + job.batch > self._max_samples:
                 break
             lane.jobs.popleft()
             self._queued -= 1

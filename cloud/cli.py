@@ -122,6 +122,58 @@ def register(subparsers: Any) -> None:
         help="largest encoded frame accepted (default %(default)s)",
     )
     tuning.add_argument(
+        "--max-frame-batch",
+        type=int,
+        metavar="N",
+        help="most samples one frame may carry, checked before decoding (default: the plan's "
+        "input batch, 1 for a plan of one image)",
+    )
+    tuning.add_argument(
+        "--max-session-bytes",
+        type=int,
+        default=defaults.DEFAULT_MAX_SESSION_BYTES,
+        metavar="B",
+        help="bytes one session may hold: partial frames as they arrive, frames in flight, "
+        "answers the edge has not taken (default %(default)s)",
+    )
+    tuning.add_argument(
+        "--max-buffered-bytes",
+        type=int,
+        default=defaults.DEFAULT_MAX_BUFFERED_BYTES,
+        metavar="B",
+        help="the same over all sessions (default %(default)s)",
+    )
+    timeouts = cloud.add_argument_group("timeouts")
+    timeouts.add_argument(
+        "--hello-timeout-s",
+        type=float,
+        default=defaults.DEFAULT_HELLO_TIMEOUT_S,
+        metavar="S",
+        help="a new stream must send its Hello within S s (default %(default)s)",
+    )
+    timeouts.add_argument(
+        "--frame-timeout-s",
+        type=float,
+        default=defaults.DEFAULT_FRAME_TIMEOUT_S,
+        metavar="S",
+        help="a frame must arrive whole within S s of its first chunk (default %(default)s)",
+    )
+    timeouts.add_argument(
+        "--idle-timeout-s",
+        type=float,
+        default=defaults.DEFAULT_IDLE_TIMEOUT_S,
+        metavar="S",
+        help="a session without a frame for S s and nothing in flight ends with SessionEnd "
+        "UNAVAILABLE; the edge reconnects (default %(default)s)",
+    )
+    timeouts.add_argument(
+        "--write-timeout-s",
+        type=float,
+        default=defaults.DEFAULT_WRITE_TIMEOUT_S,
+        metavar="S",
+        help="a session whose edge takes no answer for S s ends (default %(default)s)",
+    )
+    tuning.add_argument(
         "--grace-s",
         type=float,
         default=defaults.DEFAULT_GRACE_S,
@@ -185,6 +237,13 @@ def _cloud(args: argparse.Namespace) -> int:
         max_in_flight=args.max_in_flight,
         max_queued_frames=args.max_queued_frames,
         max_frame_bytes=args.max_frame_bytes,
+        max_frame_batch=args.max_frame_batch,
+        max_session_bytes=args.max_session_bytes,
+        max_buffered_bytes=args.max_buffered_bytes,
+        hello_timeout_s=args.hello_timeout_s,
+        frame_timeout_s=args.frame_timeout_s,
+        idle_timeout_s=args.idle_timeout_s,
+        write_timeout_s=args.write_timeout_s,
         grace_s=args.grace_s,
         server_id=args.server_id or args.listen,
     )

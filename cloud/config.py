@@ -19,6 +19,25 @@ DEFAULT_MAX_IN_FLIGHT = 8
 DEFAULT_GRACE_S = 10.0
 DEFAULT_MAX_QUEUED_FRAMES = 512
 DEFAULT_MAX_FRAME_BYTES = 32 << 20
+# Bytes one session may hold (its partial frames as far as they arrived, its frames in flight,
+# encoded and decoded, and its answers until gRPC has taken them): two of the largest frames.
+DEFAULT_MAX_SESSION_BYTES = 2 * DEFAULT_MAX_FRAME_BYTES
+# The same over all sessions: what a flood of hostile sessions can make the server hold, kept
+# well under the 200 MB of growth the service is held to. Honest frames fit hundreds of times
+# (a 224² fp32 input is 0.6 MB), and more frames than that in the server would outwait the
+# edge's budget (2 s) before the tail got to them.
+DEFAULT_MAX_BUFFERED_BYTES = 128 << 20
+# An edge writes its Hello as soon as the stream opens; 10 s covers a congested link, and a
+# stream that says nothing costs ~20 kB for that long.
+DEFAULT_HELLO_TIMEOUT_S = 10.0
+# Five times the edge's default frame budget (2 s): a frame slower to arrive is useless to it.
+DEFAULT_FRAME_TIMEOUT_S = 10.0
+# A minute without a frame (an edge running all-on-edge and not probing): the slot is given
+# back and the edge reconnects, once a minute at most.
+DEFAULT_IDLE_TIMEOUT_S = 60.0
+# An answer the edge has not taken (HTTP/2 flow control) in five frame budgets is one it will
+# not take: the session ends rather than hold its frames.
+DEFAULT_WRITE_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +67,18 @@ class CloudConfig:
         max_in_flight: most frames one session may have in the server at once.
         max_queued_frames: most frames waiting for the tail, over all sessions.
         max_frame_bytes: largest frame payload (all tensors, encoded) accepted.
+        max_frame_batch: most samples one frame may carry (its tensors' first dimension),
+            checked on its headers before anything is decoded; None: the plan's own input
+            batch (1 for a plan of one image), so a frame costs what the edge's head sends.
+        max_session_bytes: bytes one session may hold: partial frames as far as they arrived,
+            frames in flight (encoded and decoded), answers until gRPC has taken them.
+        max_buffered_bytes: the same over all sessions.
+        hello_timeout_s: how long a new stream may take to send its Hello.
+        frame_timeout_s: how long a frame may take from its first chunk to its last.
+        idle_timeout_s: how long a session may go without a frame while nothing is in flight;
+            it then ends with ``SessionEnd UNAVAILABLE`` and a retry delay.
+        write_timeout_s: how long an answer may wait for the edge to take it (HTTP/2 flow
+            control); the session then ends.
         grace_s: on SIGTERM, how long frames in flight may take to finish.
         server_id: the replica's name in ``Accept.server_id`` and the logs.
         plan_public_key: an Ed25519 public key (PEM) every plan's ``plan.yaml`` must be signed
@@ -69,6 +100,13 @@ class CloudConfig:
     grace_s: float = DEFAULT_GRACE_S
     server_id: str = field(default="")
     plan_public_key: Path | None = None
+    max_frame_batch: int | None = None
+    max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES
+    max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES
+    hello_timeout_s: float = DEFAULT_HELLO_TIMEOUT_S
+    frame_timeout_s: float = DEFAULT_FRAME_TIMEOUT_S
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    write_timeout_s: float = DEFAULT_WRITE_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if not self.plans:
@@ -83,6 +121,9 @@ class CloudConfig:
             "--max-in-flight": self.max_in_flight,
             "--max-queued-frames": self.max_queued_frames,
             "--max-frame-bytes": self.max_frame_bytes,
+            "--max-frame-batch": 1 if self.max_frame_batch is None else self.max_frame_batch,
+            "--max-session-bytes": self.max_session_bytes,
+            "--max-buffered-bytes": self.max_buffered_bytes,
         }
         for flag, value in positive.items():
             if value < 1:
@@ -91,6 +132,25 @@ class CloudConfig:
             raise ConfigError(f"--max-wait-ms {self.max_wait_ms}: expected >= 0")
         if self.grace_s < 0:
             raise ConfigError(f"--grace-s {self.grace_s}: expected >= 0")
+        timeouts = {
+            "--hello-timeout-s": self.hello_timeout_s,
+            "--frame-timeout-s": self.frame_timeout_s,
+            "--idle-timeout-s": self.idle_timeout_s,
+            "--write-timeout-s": self.write_timeout_s,
+        }
+        for flag, seconds in timeouts.items():
+            if not seconds > 0:
+                raise ConfigError(f"{flag} {seconds}: expected a positive number of seconds")
+        if self.max_session_bytes < self.max_frame_bytes:
+            raise ConfigError(
+                f"--max-session-bytes {self.max_session_bytes} is below --max-frame-bytes "
+                f"{self.max_frame_bytes}: the largest frame could never be held; raise it"
+            )
+        if self.max_buffered_bytes < self.max_session_bytes:
+            raise ConfigError(
+                f"--max-buffered-bytes {self.max_buffered_bytes} is below --max-session-bytes "
+                f"{self.max_session_bytes}: one session could never use its share; raise it"
+            )
 
 
 def split_address(text: str, *, flag: str) -> tuple[str, int]:

@@ -63,6 +63,17 @@ class CloudMetrics:
             "splitwire_frames_in_flight", "Frames received and not yet answered", registry=r
         )
         self.queued = Gauge("splitwire_queued_frames", "Frames waiting for the tail", registry=r)
+        self.buffered_bytes = Gauge(
+            "splitwire_buffered_bytes",
+            "Bytes sessions hold: partial frames, frames in flight, answers not yet taken",
+            registry=r,
+        )
+        self.timeouts = Counter(
+            "splitwire_timeouts_total",
+            "Waits on an edge that ran out (hello, frame, idle, write)",
+            ["kind"],
+            registry=r,
+        )
         self.queue_wait = Histogram(
             "splitwire_queue_wait_seconds", "Time a frame waits for the tail", buckets=_SECONDS,
             registry=r,

@@ -24,6 +24,7 @@ from splitwire.partitioner.runtime import RunnablePlan, open_plan
 from splitwire.partitioner.signing import PlanTrust, log_trust
 from splitwire.protocol import CodecSpec, CodecSpecError
 from splitwire.protocol import splitwire_pb2 as pb
+from splitwire.protocol.peer_text import peer_text
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +151,11 @@ class TailRegistry:
         )
 
     def _mismatch(self, model_hash: str, cut: str, codec: str) -> str:
-        edge = f"edge runs model {short_hash(model_hash)}, cut {cut}, {codec}"
+        # The edge's names are a peer's strings: quoted, escaped and truncated.
+        edge = (
+            f"edge runs model {peer_text(short_hash(model_hash))}, cut {peer_text(cut)}, "
+            f"{peer_text(codec)}"
+        )
         if not self._plans:
             return f"{edge}; this server has no model"
         served = "; ".join(

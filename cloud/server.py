@@ -60,6 +60,8 @@ class CloudServer:
         self._batcher = TailBatcher(
             executor=self._compute,
             max_batch=config.max_batch,
+            # One sample per frame (the plan's batch), or the largest frame allowed, alone.
+            max_samples=max(config.max_batch, config.max_frame_batch or 1),
             max_wait_ms=config.max_wait_ms,
             max_queued_frames=config.max_queued_frames,
             metrics=self.metrics,
@@ -111,6 +113,11 @@ class CloudServer:
         gc.freeze()
         interceptors = []
         if config.token_file is not None:
+            if config.tls is None:
+                logger.warning(
+                    "--token-file without --tls-cert: bearer tokens travel in clear text, and "
+                    "anyone on the path can read and replay them; give --tls-cert and --tls-key"
+                )
             tokens = load_tokens(config.token_file)
             interceptors.append(
                 TokenInterceptor(tokens, on_refused=self.metrics.unauthenticated.inc)

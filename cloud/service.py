@@ -5,6 +5,7 @@ metrics and the shutdown state; and the thin gRPC servicer that hands each strea
 from __future__ import annotations
 
 import asyncio
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,10 @@ from splitwire.cloud.metrics import CloudMetrics
 from splitwire.cloud.registry import TailRegistry
 from splitwire.cloud.session import SessionHandler
 from splitwire.protocol import splitwire_pb2_grpc as pb_grpc
+from splitwire.protocol.framing import ByteBudget
+from splitwire.protocol.peer_text import RateLimitedLog
+
+logger = logging.getLogger("splitwire.cloud.session")
 
 
 @dataclass
@@ -25,6 +30,10 @@ class TailService:
 
     Attributes:
         sessions: the sessions open now (admission counts them).
+        handshakes: streams waiting for their Hello now (bounded by ``max_sessions`` too).
+        budget: the bytes all sessions hold (``--max-buffered-bytes``); each session's own
+            budget draws on it.
+        peer_log: where sessions log what a peer can cause at will (rate-limited).
         drained: set when the server starts shutting down: sessions finish their frames in
             flight and end with ``SessionEnd UNAVAILABLE``; new hellos are rejected.
     """
@@ -35,7 +44,16 @@ class TailService:
     codec_pool: ThreadPoolExecutor
     metrics: CloudMetrics
     sessions: set[SessionHandler] = field(default_factory=set)
+    handshakes: int = 0
+    budget: ByteBudget = field(init=False)
+    peer_log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(logger))
     drained: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.budget = ByteBudget(
+            self.config.max_buffered_bytes, name="--max-buffered-bytes (all sessions)"
+        )
+        self.metrics.buffered_bytes.set_function(lambda: self.budget.held)
 
     @property
     def draining(self) -> bool:

@@ -1,23 +1,48 @@
 """One edge session: Hello → Accept, then frames in, results out, until either side ends it.
 
 Per session, one task reads (chunks are reassembled by :class:`FrameAssembler` as they come),
-one task per complete frame decodes it, queues it for the batcher and encodes its results, and
-one task writes, so a slow frame never holds up the reading of the next. What can go wrong,
-and what the edge gets:
+one task per complete frame decodes it, queues it for the batcher, encodes its results and
+writes them, and one task watches the clock, so a slow frame never holds up the reading of the
+next. What can go wrong, and what the edge gets:
 
 =============================================  =============================================
 a bad frame (header, checksum, shape, dtype)   ``FrameError`` ``INVALID_ARGUMENT`` naming the
                                                field; the session goes on
 a frame for a cut or codec not served          ``FrameError`` ``PLAN_MISMATCH``
+a frame of more samples than                   ``FrameError`` ``RESOURCE_EXHAUSTED``
+``--max-frame-batch``                          ``tensors[0].shape``, before decoding
 more frames than ``Accept.max_in_flight``,     ``FrameError`` ``RESOURCE_EXHAUSTED``
-a bound of the assembler or the batch queue
+a bound of the assembler or the batch queue,
+more bytes than ``--max-session-bytes`` or
+``--max-buffered-bytes``
 a frame that outwaited its queue budget        ``FrameError`` ``STALE``
+a frame not whole ``--frame-timeout-s`` after  ``FrameError`` ``RESOURCE_EXHAUSTED``; its
+its first chunk                                later chunks are ignored
 a chunk before the Hello, a second Hello, a    ``SessionEnd`` ``PROTOCOL_VIOLATION``; the
-seq reused while in flight                     session ends, no other session notices
+seq reused while in flight, no Hello within    session ends, no other session notices
+``--hello-timeout-s``
+``--max-sessions`` streams already waiting     ``SessionEnd`` ``RESOURCE_EXHAUSTED`` at once
+for their Hello
+a Hello string longer than                     ``Reject`` ``INVALID_ARGUMENT`` naming it
+:data:`MAX_NAME_CHARS`
+nothing in flight and no frame for             ``SessionEnd`` ``UNAVAILABLE`` with
+``--idle-timeout-s``                           ``retry_after_ms`` :data:`IDLE_RETRY_AFTER_MS`
+an answer the edge does not take within        the session ends: nothing more is read or
+``--write-timeout-s`` (it sends, never reads)  computed for it, its bytes are given back
 the stream ends with a frame half-sent         ``FrameError`` for that frame
 the server shuts down                          frames in flight finish, then ``SessionEnd``
                                                ``UNAVAILABLE`` with a retry delay
 =============================================  =============================================
+
+Memory: a frame holds its in-flight slot and its bytes (as they arrive, then decoded, then its
+answer) until its answer has been handed to gRPC. An edge that sends and never reads therefore
+fills its slots and its ``--max-session-bytes``, its next frame is refused, that refusal waits
+for the edge too, and the session stops being read: it holds at most its budget, and for at most
+``--write-timeout-s`` after its last answer went through.
+
+Peer strings reach the logs through :func:`~splitwire.protocol.peer_text.peer_text`, and every
+line a peer can cause at will through the server's
+:class:`~splitwire.protocol.peer_text.RateLimitedLog`.
 """
 
 from __future__ import annotations
@@ -54,7 +79,9 @@ from splitwire.protocol import (
     result_chunks,
 )
 from splitwire.protocol import splitwire_pb2 as pb
+from splitwire.protocol.framing import ByteBudget
 from splitwire.protocol.header import DTYPES
+from splitwire.protocol.peer_text import peer_text
 from splitwire.protocol.transport import RESULT_CODEC
 
 if TYPE_CHECKING:
@@ -68,11 +95,57 @@ _session_ids = itertools.count(1)
 # agent's jitter, to spread a drained replica's sessions over a few frames' time. A lone
 # server's restart is covered by the agent's backoff, not by this hint.
 RETRY_AFTER_MS = 100
+# An idle session's end: the edge reconnects after this (with its jitter), so an edge that has
+# nothing to send costs one Hello per --idle-timeout-s, not a reconnect loop.
+IDLE_RETRY_AFTER_MS = 1000
+# Longest edge id, model hash, cut id or codec name taken from a peer (a sha256 in hex is 64).
+MAX_NAME_CHARS = 128
 _NOT_EDGE_MESSAGE = "a message that does not parse as a splitwire.v1.EdgeMessage"
 # Frames (and results) that decode to at most this many bytes are decoded (encoded) on the
 # event loop: ~0.2 ms for 256 kB, less than the two thread hops it saves. Larger ones go to the
 # codec threads so that one big frame never stalls every other session.
 INLINE_CODEC_BYTES = 256 << 10
+
+
+class _Ending(SessionEnded):
+    """How a session ends: the ``SessionEnd`` to send (if the edge can still be told) and the
+    retry delay it carries."""
+
+    def __init__(
+        self, code: pb.ErrorCode, message: str, *, retry_after_ms: int = 0, tell: bool = True
+    ) -> None:
+        super().__init__(code, message)
+        self.retry_after_ms = retry_after_ms
+        self.tell = tell
+
+
+class _Held:
+    """The bytes one frame holds in its session's budget, given back together when it is done."""
+
+    def __init__(self, budget: ByteBudget) -> None:
+        self._budget = budget
+        self.bytes = 0
+
+    def take(self, size: int, *, what: str, field: str) -> None:
+        """Hold ``size`` more bytes for ``what``.
+
+        Raises:
+            FrameRefused: ``RESOURCE_EXHAUSTED``, the session's or the server's budget is full.
+        """
+        try:
+            self._budget.take(size)
+        except LimitError as exc:
+            raise FrameRefused(
+                pb.RESOURCE_EXHAUSTED, f"{what}: {exc.message}", field=field
+            ) from None
+        self.bytes += size
+
+    def give(self, size: int) -> None:
+        self._budget.give(size)
+        self.bytes -= size
+
+    def release(self) -> None:
+        self.give(self.bytes)
 
 
 class SessionHandler:
@@ -83,57 +156,115 @@ class SessionHandler:
         self._context = context
         self._config = service.config
         self._metrics = service.metrics
+        self._log = service.peer_log
         self._id = f"{self._config.server_id or 'tail'}-{next(_session_ids)}"
         self._hello = pb.Hello()
         self._routes: dict[tuple[str, str], Route] = {}
         self._in_flight: set[int] = set()
+        self._answering = 0  # frames of _in_flight whose answer is being written
         self._max_in_flight = self._config.max_in_flight
         # One writer at a time; a write waits for HTTP/2 flow control, so an edge that sends
         # but never reads stalls its own session (reading included), nothing else.
         self._write_lock = asyncio.Lock()
         self._gone = False
+        self._stalled = False  # a write outwaited --write-timeout-s
+        # Set when nothing can be written any more (the edge went away or stopped reading).
+        self._unwritable = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._last_activity_s = time.monotonic()
+        self._budget = ByteBudget(
+            self._config.max_session_bytes, name="--max-session-bytes", parent=service.budget
+        )
         self._assembler = FrameAssembler(
             FrameLimits(
                 max_frame_bytes=self._config.max_frame_bytes,
                 max_pending_frames=self._config.max_in_flight,
-                max_buffered_bytes=2 * self._config.max_frame_bytes,
-            )
+                max_buffered_bytes=self._config.max_session_bytes,
+            ),
+            budget=self._budget,
         )
 
+    @property
+    def _edge(self) -> str:
+        """The edge's id as logs may show it."""
+        return peer_text(self._hello.edge_id) if self._hello.edge_id else "anonymous"
+
     async def run(self) -> None:
-        """Serve the stream until the edge closes it, breaks the protocol, or the server
-        shuts down."""
+        """Serve the stream until the edge closes it, breaks the protocol, times out, or the
+        server shuts down."""
         service = self._service
+        if service.handshakes >= self._config.max_sessions:
+            # Streams that have not said Hello yet are bounded too (each costs ~20 kB of gRPC
+            # and task state for up to --hello-timeout-s): an honest edge says Hello at once,
+            # so it meets this only when a flood of silent streams is going on.
+            self._metrics.sessions_total.labels("resource_exhausted").inc()
+            reason = (
+                f"{service.handshakes} streams are waiting to send their Hello (the limit, "
+                "--max-sessions); retry later or connect to another replica"
+            )
+            self._log.log("hello", logging.INFO, "ended a stream at once: %s", reason)
+            await self._send([_end(_Ending(pb.RESOURCE_EXHAUSTED, reason))])
+            return
+        service.handshakes += 1
         accepted = False
         try:
             accepted = await self._handshake()
         finally:
+            service.handshakes -= 1
             if not accepted:
                 service.sessions.discard(self)  # the slot admission took, if it took one
         if not accepted:
+            self._drop_if_stalled()
             return
         self._metrics.sessions.inc()
+        ending: _Ending | None = None
         try:
             async with asyncio.TaskGroup() as tasks:
                 ending = await self._serve(tasks)
                 while self._in_flight:
                     await self._settled.wait()
-                    self._settled.clear()
-                if ending is not None:
+                if ending is not None and ending.tell:
                     await self._send([_end(ending)])
         finally:
+            for seq in self._assembler.pending():
+                self._assembler.drop(seq)
             service.sessions.discard(self)
             self._metrics.sessions.dec()
-        logger.info("session %s (%s) closed", self._id, self._hello.edge_id or "anonymous")
+        why = f": {ending.message}" if ending is not None else ""
+        self._log.log(
+            "session", logging.INFO, "session %s (%s) closed%s", self._id, self._edge, why
+        )
+        self._drop_if_stalled()
+
+    def _drop_if_stalled(self) -> None:
+        """After a write that outwaited --write-timeout-s, have gRPC drop the call.
+
+        Its status could not pass the write still queued behind HTTP/2 flow control (sending
+        it fails in gRPC's core, which logs a traceback), and grpc.aio gives a server no way to
+        cancel a call but this: a handler that ends in CancelledError is dropped without a
+        status (RST_STREAM), and the edge sees CANCELLED.
+        """
+        if self._stalled:
+            raise asyncio.CancelledError(f"session {self._id}: the edge took no answers")
 
     # -- handshake --------------------------------------------------------------------------
 
     async def _handshake(self) -> bool:
         """Read the Hello and answer it; True when the session is accepted."""
+        timeout_s = self._config.hello_timeout_s
         try:
-            message = await self._context.read()
+            async with asyncio.timeout(timeout_s):
+                message = await self._context.read()
         except DecodeError as exc:
             await self._reject_violation(f"{_NOT_EDGE_MESSAGE} ({exc}); send Hello first")
+            return False
+        except TimeoutError:
+            self._metrics.timeouts.labels("hello").inc()
+            await self._reject_violation(
+                f"no Hello within {timeout_s:g} s of opening the stream (--hello-timeout-s); "
+                "expected a Hello as the first message",
+                kind="timeout",
+            )
             return False
         if message is aio.EOF:
             return False
@@ -146,38 +277,51 @@ class SessionHandler:
             )
             return False
         hello = message.hello
-        self._hello = hello
-        reason = self._admission(hello)
+        reason = _long_name(hello) or self._admission(hello)
         if reason is None:
             # Taken before the first await: concurrent hellos cannot all pass --max-sessions.
             self._service.sessions.add(self)
         else:
             code, text = reason
             self._metrics.sessions_total.labels(pb.ErrorCode.Name(code).lower()).inc()
-            logger.info("rejected session from %s: %s", hello.edge_id or "anonymous", text)
-            await self._context.write(pb.CloudMessage(reject=pb.Reject(code=code, reason=text)))
+            self._log.log(
+                "hello",
+                logging.INFO,
+                "rejected session from %s: %s",
+                peer_text(hello.edge_id) if hello.edge_id else "anonymous",
+                text,
+            )
+            await self._send([pb.CloudMessage(reject=pb.Reject(code=code, reason=text))])
             return False
+        self._hello = hello
         self._max_in_flight = min(hello.max_in_flight or self._max_in_flight, self._max_in_flight)
         cut_ids = self._service.registry.cuts(hello.model_hash)
-        await self._context.write(
-            pb.CloudMessage(
-                accept=pb.Accept(
-                    protocol_version=PROTOCOL_VERSION,
-                    session_id=self._id,
-                    server_id=self._config.server_id,
-                    max_in_flight=self._max_in_flight,
-                    max_chunk_bytes=MAX_CHUNK_BYTES,
-                    cut_ids=cut_ids,
-                    max_frame_bytes=self._config.max_frame_bytes,
+        await self._send(
+            [
+                pb.CloudMessage(
+                    accept=pb.Accept(
+                        protocol_version=PROTOCOL_VERSION,
+                        session_id=self._id,
+                        server_id=self._config.server_id,
+                        max_in_flight=self._max_in_flight,
+                        max_chunk_bytes=MAX_CHUNK_BYTES,
+                        cut_ids=cut_ids,
+                        max_frame_bytes=self._config.max_frame_bytes,
+                    )
                 )
-            )
+            ]
         )
+        if self._gone:
+            return False
+        self._last_activity_s = time.monotonic()
         self._metrics.sessions_total.labels("accepted").inc()
-        logger.info(
+        self._log.log(
+            "session",
+            logging.INFO,
             "session %s: edge %s, model %s, cut %s, %s, %d in flight",
             self._id,
-            hello.edge_id or "anonymous",
-            short_hash(hello.model_hash),
+            self._edge,
+            short_hash(hello.model_hash),  # admitted: a served model, cut and codec
             hello.cut_id,
             hello.codec,
             self._max_in_flight,
@@ -204,51 +348,62 @@ class SessionHandler:
                 "retry later or connect to another replica",
             )
         try:
-            self._route(hello.cut_id, hello.codec)
+            self._route(hello.cut_id, hello.codec, model_hash=hello.model_hash)
         except FrameRefused as exc:
             return exc.code, exc.message
         return None
 
-    async def _reject_violation(self, reason: str) -> None:
+    async def _reject_violation(self, reason: str, *, kind: str = "violation") -> None:
         self._metrics.sessions_total.labels("protocol_violation").inc()
-        logger.warning("ended a session: %s", reason)
-        await self._context.write(_end(SessionEnded(pb.PROTOCOL_VIOLATION, reason)))
+        self._log.log(kind, logging.WARNING, "ended a session: %s", reason)
+        await self._send([_end(_Ending(pb.PROTOCOL_VIOLATION, reason))])
 
     # -- frames in --------------------------------------------------------------------------
 
-    _settled: asyncio.Event
-
-    async def _serve(self, tasks: asyncio.TaskGroup) -> SessionEnded | None:
-        """Read until the edge half-closes (None), the protocol breaks or the server drains
-        (the SessionEnd to send once the frames in flight are answered)."""
-        self._settled = asyncio.Event()
+    async def _serve(self, tasks: asyncio.TaskGroup) -> _Ending | None:
+        """Read until the edge half-closes (None), the protocol breaks, a timeout passes, the
+        edge stops taking answers, or the server drains (the ending to send, if it can be,
+        once the frames in flight are answered)."""
         reader = asyncio.ensure_future(self._read(tasks))
+        watch = asyncio.ensure_future(self._watch(tasks))
         drain = asyncio.ensure_future(self._service.drained.wait())
+        unwritable = asyncio.ensure_future(self._unwritable.wait())
         try:
-            await asyncio.wait({reader, drain}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {reader, watch, drain, unwritable}, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
-            drain.cancel()
-        if not reader.done():
+            for waiter in (watch, drain, unwritable):
+                waiter.cancel()
+        if self._unwritable.is_set():
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
-            await self._answer_pending(
-                pb.UNAVAILABLE, "the server shut down before the frame was complete"
-            )
-            return SessionEnded(
-                pb.UNAVAILABLE,
-                f"the server is shutting down; frames not answered before this were not "
-                f"computed; reconnect in {RETRY_AFTER_MS} ms",
-            )
-        ending = reader.result()
-        if ending is None:
-            await self._answer_pending(
-                pb.INVALID_ARGUMENT, "the stream ended before the frame's last chunk"
-            )
-        return ending
+            return _Ending(pb.UNAVAILABLE, "the edge stopped taking answers", tell=False)
+        if reader.done():
+            ending = reader.result()
+            if ending is None:
+                await self._answer_pending(
+                    pb.INVALID_ARGUMENT, "the stream ended before the frame's last chunk"
+                )
+            return ending
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        if watch.done() and not watch.cancelled():
+            return watch.result()
+        await self._answer_pending(
+            pb.UNAVAILABLE, "the server shut down before the frame was complete"
+        )
+        return _Ending(
+            pb.UNAVAILABLE,
+            f"the server is shutting down; frames not answered before this were not computed; "
+            f"reconnect in {RETRY_AFTER_MS} ms",
+            retry_after_ms=RETRY_AFTER_MS,
+        )
 
-    async def _read(self, tasks: asyncio.TaskGroup) -> SessionEnded | None:
-        while True:
+    async def _read(self, tasks: asyncio.TaskGroup) -> _Ending | None:
+        while not self._gone:
             try:
                 message = await self._context.read()
             except DecodeError as exc:
@@ -259,22 +414,20 @@ class SessionHandler:
                 assert isinstance(message, pb.EdgeMessage)
                 kind = message.WhichOneof("kind") or ""
                 what = {"chunk": "", "hello": "a second Hello"}.get(kind, "an empty message")
+            self._last_activity_s = time.monotonic()
             if what:
-                reason = f"{what} in session {self._id}; expected frame chunks after the Hello"
-                self._metrics.sessions_total.labels("protocol_violation").inc()
-                logger.warning("ending session %s: %s", self._id, reason)
-                return SessionEnded(pb.PROTOCOL_VIOLATION, reason)
+                return self._violation(
+                    f"{what} in session {self._id}; expected frame chunks after the Hello"
+                )
             assert message is not None
             chunk = message.chunk
-            self._metrics.bytes_in.inc(len(chunk.payload))
+            del message
             if chunk.seq in self._in_flight:
-                reason = (
+                return self._violation(
                     f"seq {chunk.seq} reused while that frame is in flight; expected a new seq "
                     "per frame"
                 )
-                self._metrics.sessions_total.labels("protocol_violation").inc()
-                logger.warning("ending session %s: %s", self._id, reason)
-                return SessionEnded(pb.PROTOCOL_VIOLATION, reason)
+            self._metrics.bytes_in.inc(len(chunk.payload))
             try:
                 frame = self._assembler.add(chunk)
             except CodecError as exc:
@@ -283,6 +436,10 @@ class SessionHandler:
             if frame is None:
                 continue
             arrival_ns = time.perf_counter_ns()
+            # A frame whose answer is being written frees its slot in a moment: an edge that
+            # sends its next frame as soon as it reads an answer may get here first.
+            while len(self._in_flight) >= self._max_in_flight and self._answering:
+                await self._settled.wait()
             if len(self._in_flight) >= self._max_in_flight:
                 await self._refuse(frame.seq, frame.capture_ts_ns, FrameRefused(
                     pb.RESOURCE_EXHAUSTED,
@@ -291,9 +448,55 @@ class SessionHandler:
                     field="seq",
                 ))  # fmt: skip
                 continue
+            held = _Held(self._budget)
+            try:
+                # The assembler has just given these bytes back: they are the frame's now.
+                held.take(sum(len(p) for p in frame.payloads), what="the frame", field="tensors")
+            except FrameRefused as exc:
+                await self._refuse(frame.seq, frame.capture_ts_ns, exc)
+                continue
             self._in_flight.add(frame.seq)
             self._metrics.in_flight.inc()
-            tasks.create_task(self._process(frame, arrival_ns), name=f"{self._id} #{frame.seq}")
+            tasks.create_task(
+                self._process(frame, arrival_ns, held), name=f"{self._id} #{frame.seq}"
+            )
+        return None
+
+    def _violation(self, reason: str) -> _Ending:
+        self._metrics.sessions_total.labels("protocol_violation").inc()
+        self._log.log("violation", logging.WARNING, "ending session %s: %s", self._id, reason)
+        return _Ending(pb.PROTOCOL_VIOLATION, reason)
+
+    async def _watch(self, tasks: asyncio.TaskGroup) -> _Ending:
+        """Give up on frames begun too long ago; end the session once it has been idle."""
+        config = self._config
+        # Deadlines are met within a quarter of the shortest: a few wake-ups per second at most.
+        tick_s = min(max(min(config.frame_timeout_s, config.idle_timeout_s) / 4, 0.01), 1.0)
+        while True:
+            await asyncio.sleep(tick_s)
+            now = time.monotonic()
+            for seq, capture_ts_ns in self._assembler.started_before(now - config.frame_timeout_s):
+                self._assembler.fail(seq)
+                self._metrics.timeouts.labels("frame").inc()
+                message = (
+                    f"frame {seq} still incomplete {config.frame_timeout_s:g} s after its first "
+                    "chunk (--frame-timeout-s); expected a frame's chunks one after another"
+                )
+                self._log.log("timeout", logging.INFO, "session %s: %s", self._id, message)
+                # Written by its own task: the watch must not wait on an edge that does not read.
+                refusal = FrameRefused(pb.RESOURCE_EXHAUSTED, message, field="chunk_index")
+                tasks.create_task(self._refuse(seq, capture_ts_ns, refusal))
+            idle_s = now - self._last_activity_s
+            busy = self._in_flight or self._assembler.pending()
+            if not busy and idle_s >= config.idle_timeout_s:
+                self._metrics.timeouts.labels("idle").inc()
+                return _Ending(
+                    pb.UNAVAILABLE,
+                    f"no frame for {idle_s:.0f} s (--idle-timeout-s "
+                    f"{config.idle_timeout_s:g}); the session's slot is given back: "
+                    f"reconnect in {IDLE_RETRY_AFTER_MS} ms, or when there are frames to send",
+                    retry_after_ms=IDLE_RETRY_AFTER_MS,
+                )
 
     async def _answer_pending(self, code: pb.ErrorCode, message: str) -> None:
         """Frames begun but never completed get an answer too."""
@@ -303,26 +506,38 @@ class SessionHandler:
 
     # -- one frame --------------------------------------------------------------------------
 
-    async def _process(self, frame: AssembledFrame, arrival_ns: int) -> None:
+    async def _process(self, frame: AssembledFrame, arrival_ns: int, held: _Held) -> None:
+        """Answer one frame; its slot and bytes are held until the answer is handed to gRPC."""
         try:
-            answer = await self._answer(frame, arrival_ns)
-        except FrameRefused as exc:
-            answer = [self._refusal(frame.seq, frame.capture_ts_ns, exc)]
-        except Exception:
-            logger.exception("session %s: frame %d failed", self._id, frame.seq)
-            answer = [self._refusal(frame.seq, frame.capture_ts_ns, FrameRefused(
-                pb.INTERNAL, "the server failed on this frame (it logged why)"
-            ))]  # fmt: skip
+            try:
+                answer = await self._answer(frame, arrival_ns, held)
+            except FrameRefused as exc:
+                answer = [self._refusal(frame.seq, frame.capture_ts_ns, exc)]
+            except Exception:
+                logger.exception("session %s: frame %d failed", self._id, frame.seq)
+                answer = [self._refusal(frame.seq, frame.capture_ts_ns, FrameRefused(
+                    pb.INTERNAL, "the server failed on this frame (it logged why)"
+                ))]  # fmt: skip
+            self._answering += 1
+            try:
+                await self._send(answer)
+            finally:
+                self._answering -= 1
         finally:
-            # Out of flight *before* the answer is written: an edge that sends its next frame
-            # the moment it reads this answer must find the slot free.
+            held.release()
             self._in_flight.discard(frame.seq)
             self._metrics.in_flight.dec()
-            self._settled.set()
-        await self._send(answer)
+            self._notify()
 
-    async def _answer(self, frame: AssembledFrame, arrival_ns: int) -> list[pb.CloudMessage]:
-        """Decode, compute (batched), encode: the result messages of one frame.
+    def _notify(self) -> None:
+        """Wake whoever waits for a frame to settle (every waiter holds the old event)."""
+        self._settled.set()
+        self._settled = asyncio.Event()
+
+    async def _answer(
+        self, frame: AssembledFrame, arrival_ns: int, held: _Held
+    ) -> list[pb.CloudMessage]:
+        """Check, decode, compute (batched), encode: the result messages of one frame.
 
         Raises:
             FrameRefused: the frame gets a FrameError instead.
@@ -333,9 +548,15 @@ class SessionHandler:
         route = self._route(first.cut_id or self._hello.cut_id, first.codec or self._hello.codec)
         labels = (short_hash(route.model_hash), route.cut)
         self._metrics.frames.labels(*labels).inc()
+        # Against the plan and the batch bound before anything is decoded: a small zstd or
+        # JPEG payload whose header claims a large tensor must not be inflated only to be
+        # refused. Decoding yields exactly the headers' dtypes and shapes.
+        _check_headers(frame, route, max_batch=self._config.max_frame_batch)
+        decoded = _decoded_bytes(frame)
+        held.take(decoded, what="decoding the frame", field="tensors")
         batcher = self._service.batcher
         with batcher.expect(route):
-            if _decoded_bytes(frame) <= INLINE_CODEC_BYTES:
+            if decoded <= INLINE_CODEC_BYTES:
                 inputs, decode_ns = _decode(frame, route)
             else:
                 inputs, decode_ns = await loop.run_in_executor(
@@ -344,6 +565,7 @@ class SessionHandler:
             pending = batcher.submit(
                 route, inputs, arrival_ns=arrival_ns, budget_ns=first.queue_budget_ms * 1_000_000
             )
+            del inputs  # the batcher holds them until the tail has run
         try:
             result = await pending
         finally:
@@ -351,8 +573,11 @@ class SessionHandler:
             # not hold the future holding that exception (a cycle keeping the decoded tensors
             # alive until a full garbage collection: hundreds of MB under load).
             del pending
+        held.give(decoded)  # the tail has run: the decoded inputs are gone
         timings = ResultTimings(result.queue_ns, decode_ns, result.compute_ns, 0)
-        if sum(t.nbytes for t in result.outputs) <= INLINE_CODEC_BYTES:
+        output_bytes = sum(t.nbytes for t in result.outputs)
+        held.take(2 * output_bytes, what="the frame's answer", field="")  # outputs, encoded
+        if output_bytes <= INLINE_CODEC_BYTES:
             messages, encode_ns = _encode(frame, result.outputs, timings, result.batch_size)
         else:
             messages, encode_ns = await loop.run_in_executor(
@@ -365,13 +590,27 @@ class SessionHandler:
         self._metrics.bytes_out.inc(sum(len(m.result.payload) for m in messages))
         return messages
 
-    def _route(self, cut: str, codec: str) -> Route:
+    def _route(self, cut: str, codec: str, *, model_hash: str | None = None) -> Route:
+        """What serves ``cut`` and ``codec`` of this session's model (or of ``model_hash``).
+
+        Raises:
+            FrameRefused: a name longer than :data:`MAX_NAME_CHARS`, or as
+                :meth:`TailRegistry.resolve`.
+        """
+        for field, value in (("cut_id", cut), ("codec", codec)):
+            if len(value) > MAX_NAME_CHARS:
+                raise FrameRefused(
+                    pb.INVALID_ARGUMENT,
+                    f"{field} of {len(value)} characters; expected at most {MAX_NAME_CHARS}",
+                    field=field,
+                )
         key = (cut, codec)
-        route = self._routes.get(key)
+        route = self._routes.get(key) if model_hash is None else None
         if route is None:
-            route = self._service.registry.resolve(self._hello.model_hash, cut, codec)
-            if len(self._routes) < 64:  # a session uses a handful; never grow without bound
-                self._routes[key] = route
+            model = self._hello.model_hash if model_hash is None else model_hash
+            route = self._service.registry.resolve(model, cut, codec)
+            if model_hash is None and len(self._routes) < 64:
+                self._routes[key] = route  # a session uses a handful; never grow without bound
         return route
 
     async def _refuse(self, seq: int, capture_ts_ns: int, exc: FrameRefused) -> None:
@@ -380,39 +619,98 @@ class SessionHandler:
     def _refusal(self, seq: int, capture_ts_ns: int, exc: FrameRefused) -> pb.CloudMessage:
         """The FrameError for ``seq``, counted and logged."""
         self._metrics.errors.labels(pb.ErrorCode.Name(exc.code)).inc()
-        logger.debug("session %s: frame %d refused: %s", self._id, seq, exc.message)
+        self._log.log(
+            "frame", logging.DEBUG, "session %s: frame %d refused: %s", self._id, seq, exc.message
+        )
         return _frame_error(seq, capture_ts_ns, exc)
 
     # -- messages out -----------------------------------------------------------------------
 
     async def _send(self, messages: list[pb.CloudMessage]) -> None:
-        """Write one answer (its chunks together: a frame's chunks never interleave)."""
+        """Write one answer (its chunks together: a frame's chunks never interleave).
+
+        Each write may wait for the edge (HTTP/2 flow control) at most --write-timeout-s; past
+        that, or once the edge is gone, nothing more is written in this session.
+        """
+        timeout_s = self._config.write_timeout_s
         async with self._write_lock:
             if self._gone:
                 return
             try:
                 for message in messages:
-                    await self._context.write(message)
-            except (aio.AioRpcError, grpc.RpcError, RuntimeError, asyncio.InvalidStateError) as exc:
+                    async with asyncio.timeout(timeout_s):
+                        await self._context.write(message)
+            except TimeoutError:
+                self._stalled = True
+                self._metrics.timeouts.labels("write").inc()
+                self._log.log(
+                    "timeout",
+                    logging.INFO,
+                    "session %s: the edge took no answer for %g s (--write-timeout-s); "
+                    "ending the session",
+                    self._id,
+                    timeout_s,
+                )
+                self._stop_writing()
+            except (aio.AioRpcError, aio.BaseError, grpc.RpcError, RuntimeError,
+                    asyncio.InvalidStateError) as exc:  # fmt: skip
                 # The edge is gone; what was left to say cannot be said.
-                self._gone = True
-                logger.info("session %s: edge went away while writing (%s)", self._id, exc)
+                self._log.log(
+                    "gone", logging.INFO, "session %s: edge went away while writing (%s)",
+                    self._id, type(exc).__name__,
+                )  # fmt: skip
+                self._stop_writing()
+            else:
+                self._last_activity_s = time.monotonic()
+
+    def _stop_writing(self) -> None:
+        self._gone = True
+        self._unwritable.set()
+
+
+def _long_name(hello: pb.Hello) -> tuple[pb.ErrorCode, str] | None:
+    """A Hello string too long to keep or to show (a 3 MiB edge id), named."""
+    for field in ("edge_id", "model_hash", "cut_id", "codec"):
+        length = len(getattr(hello, field))
+        if length > MAX_NAME_CHARS:
+            return (
+                pb.INVALID_ARGUMENT,
+                f"Hello.{field} of {length} characters; expected at most {MAX_NAME_CHARS}",
+            )
+    return None
+
+
+def _check_headers(frame: AssembledFrame, route: Route, *, max_batch: int | None) -> None:
+    """The frame's headers against the plan and the batch bound (``None``: the plan's input
+    batch).
+
+    Raises:
+        FrameRefused: ``INVALID_ARGUMENT`` naming the tensor at fault; ``RESOURCE_EXHAUSTED``
+            for more samples than allowed.
+    """
+    try:
+        batch = check_described([(h.shape, h.dtype) for h in frame.headers], route.crossing)
+    except TensorSpecError as exc:
+        raise FrameRefused(pb.INVALID_ARGUMENT, str(exc), field=exc.field) from exc
+    limit = route.plan.plan.input_shape[0] if max_batch is None else max_batch
+    if not 1 <= batch <= limit:
+        flag = "--max-frame-batch" if max_batch is not None else "the plan's input batch"
+        raise FrameRefused(
+            pb.RESOURCE_EXHAUSTED if batch > limit else pb.INVALID_ARGUMENT,
+            f"a frame of batch {batch}; expected 1..{limit} samples per frame ({flag}): send "
+            "one frame per input, the server batches frames itself",
+            field="tensors[0].shape",
+        )
 
 
 def _decode(frame: AssembledFrame, route: Route) -> tuple[list[torch.Tensor], int]:
-    """Check against the plan, decode, prepare the tail's inputs (on the loop or in a codec
+    """Decode and prepare the tail's inputs of a checked frame (on the loop or in a codec
     thread, see INLINE_CODEC_BYTES)."""
     start = time.perf_counter_ns()
     try:
-        # Against the plan before decoding, on the validated headers alone: a small zstd or
-        # JPEG payload whose header claims a large tensor must not be inflated only to be
-        # refused. Decoding yields exactly the headers' dtypes and shapes.
-        check_described([(h.shape, h.dtype) for h in frame.headers], route.crossing)
         tensors = decode_frame(frame)
     except CodecError as exc:
         raise _codec_refusal(exc) from exc
-    except TensorSpecError as exc:
-        raise FrameRefused(pb.INVALID_ARGUMENT, str(exc), field=exc.field) from exc
     inputs = route.prepare(tensors)
     return inputs, time.perf_counter_ns() - start
 
@@ -462,8 +760,7 @@ def _frame_error(seq: int, capture_ts_ns: int, exc: FrameRefused) -> pb.CloudMes
     )
 
 
-def _end(exc: SessionEnded) -> pb.CloudMessage:
-    retry = RETRY_AFTER_MS if exc.code == pb.UNAVAILABLE else 0
+def _end(exc: _Ending) -> pb.CloudMessage:
     return pb.CloudMessage(
-        end=pb.SessionEnd(code=exc.code, reason=exc.message, retry_after_ms=retry)
+        end=pb.SessionEnd(code=exc.code, reason=exc.message, retry_after_ms=exc.retry_after_ms)
     )

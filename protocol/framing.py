@@ -11,15 +11,19 @@ order and cut into chunks; chunk 0 carries all the headers. For a 3.2 MB payload
 
 The chunks of one frame arrive in order (one gRPC stream preserves order), but frames may
 interleave. :class:`FrameAssembler` keeps a bounded number of partial frames, validates every
-header before it allocates the frame's buffer, and reports each failure for the frame it
-concerns, so the receiver can answer that frame and go on.
+header on chunk 0, and reports each failure for the frame it concerns, so the receiver can answer
+that frame and go on. It holds only what has arrived: chunk 0 announcing 32 MiB costs the bytes
+chunk 0 carried, and every chunk's bytes are counted against a :class:`ByteBudget` (a session's,
+inside the server's), so a sender that starts frames and never finishes them holds at most the
+budget, and for no longer than the receiver lets it (:meth:`FrameAssembler.started_before`).
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import torch
@@ -42,7 +46,8 @@ class FrameLimits:
     max_chunk_bytes: int = MAX_CHUNK_BYTES
     max_tensors: int = 64
     max_frame_bytes: int = 256 << 20
-    # Partial frames held at once, and their buffers' total size.
+    # Partial frames held at once, and the bytes of theirs that have arrived (unless the
+    # assembler is given a ByteBudget, which then bounds those bytes instead).
     max_pending_frames: int = 16
     max_buffered_bytes: int = 512 << 20
     tensor: DecodeLimits = DEFAULT_LIMITS
@@ -62,6 +67,63 @@ class FrameLimits:
     def max_chunks(self) -> int:
         """Most chunks a frame of ``max_frame_bytes`` can need."""
         return max(1, -(-self.max_frame_bytes // self.max_chunk_bytes))
+
+
+class ByteBudget:
+    """Bytes held against a bound, optionally inside a larger bound that others share.
+
+    A session's budget sits inside the server's: taking from it takes from both, and fails if
+    either would go over. Nothing is allocated here; holders take before they keep bytes and
+    give back when they let go of them.
+
+    >>> server = ByteBudget(100, name="--max-buffered-bytes")
+    >>> session = ByteBudget(60, name="--max-session-bytes", parent=server)
+    >>> session.take(50)
+    >>> session.take(20)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    splitwire.protocol.errors.LimitError: holding 20 more bytes would exceed --max-session-bytes ...
+    >>> session.give(50); server.held
+    0
+
+    Args:
+        limit: the most bytes held at once.
+        name: what the bound is called in errors (the flag that sets it).
+        parent: a budget every take also draws on.
+    """
+
+    def __init__(self, limit: int, *, name: str, parent: ByteBudget | None = None) -> None:
+        if limit <= 0:
+            raise ValueError(f"ByteBudget {name}: limit must be positive, got {limit}")
+        self.limit = limit
+        self.name = name
+        self.parent = parent
+        self.held = 0
+
+    def take(self, size: int) -> None:
+        """Hold ``size`` more bytes.
+
+        Raises:
+            LimitError: this budget or a parent would go over its limit (nothing is taken).
+        """
+        budget: ByteBudget | None = self
+        while budget is not None:
+            if budget.held + size > budget.limit:
+                raise LimitError(
+                    f"holding {size} more bytes would exceed {budget.name} ({budget.limit} "
+                    f"bytes, {budget.held} held); wait for answers before sending more"
+                )
+            budget = budget.parent
+        budget = self
+        while budget is not None:
+            budget.held += size
+            budget = budget.parent
+
+    def give(self, size: int) -> None:
+        """Let go of ``size`` bytes taken earlier."""
+        budget: ByteBudget | None = self
+        while budget is not None:
+            budget.held -= size
+            budget = budget.parent
 
 
 @dataclass(frozen=True)
@@ -189,8 +251,11 @@ class _PartialFrame:
     chunk_count: int
     headers: tuple[TensorHeader, ...]
     first: Chunk
-    buffer: bytearray
+    size: int  # payload bytes the headers announce
     sizes: tuple[int, ...]
+    started_s: float  # time.monotonic() when chunk 0 arrived
+    # The chunks' payloads as they came: nothing is allocated ahead of the bytes.
+    pieces: list[bytes] = field(default_factory=list)
     next_index: int = 0
     filled: int = 0
 
@@ -207,16 +272,28 @@ class FrameAssembler:
     Every :class:`ChunkError` (or header error) raised by :meth:`add` concerns the frame of the
     chunk just added (its ``seq`` is set); that frame is dropped, later chunks of it are ignored,
     and other frames are unaffected. Frames still incomplete when the stream ends are listed by
-    :meth:`pending`, so the receiver can report them too.
+    :meth:`pending`, so the receiver can report them too; those started too long ago by
+    :meth:`started_before`, so the receiver can give up on them (:meth:`fail`).
+
+    Args:
+        limits: bounds on each frame and on the partial frames held.
+        budget: what the bytes of partial frames are counted against (default: a budget of
+            ``limits.max_buffered_bytes`` of this assembler's own). A frame's bytes are given
+            back when it completes, fails or is dropped: the holder of a complete frame counts
+            its bytes itself from then on.
     """
 
     _FORGET_AFTER = 256  # failed seqs remembered, so a broken frame is reported once
 
-    def __init__(self, limits: FrameLimits | None = None) -> None:
+    def __init__(
+        self, limits: FrameLimits | None = None, *, budget: ByteBudget | None = None
+    ) -> None:
         self.limits = limits or FrameLimits()
+        self.budget = budget or ByteBudget(
+            self.limits.max_buffered_bytes, name="the limit of buffered bytes"
+        )
         self._partial: OrderedDict[int, _PartialFrame] = OrderedDict()
         self._failed: OrderedDict[int, None] = OrderedDict()
-        self._buffered = 0
 
     def add(self, chunk: Chunk) -> AssembledFrame | None:
         """Take one chunk; return the frame it completes, if any.
@@ -240,11 +317,21 @@ class FrameAssembler:
         """Sequence numbers of frames begun but not completed."""
         return list(self._partial)
 
+    def started_before(self, moment_s: float) -> list[tuple[int, int]]:
+        """``(seq, capture_ts_ns)`` of the partial frames whose chunk 0 arrived before
+        ``moment_s`` (a ``time.monotonic()`` reading)."""
+        return [(p.seq, p.capture_ts_ns) for p in self._partial.values() if p.started_s < moment_s]
+
     def drop(self, seq: int) -> None:
-        """Forget a partial frame (e.g. the sender gave up on it)."""
+        """Forget a partial frame (e.g. the sender gave up on it); its later chunks start a
+        new frame (and fail, lacking chunk 0)."""
         partial = self._partial.pop(seq, None)
         if partial is not None:
-            self._buffered -= len(partial.buffer)
+            self.budget.give(partial.filled)
+
+    def fail(self, seq: int) -> None:
+        """Forget a partial frame and ignore its later chunks (e.g. it took too long)."""
+        self._fail(seq)
 
     def _start(self, chunk: Chunk) -> AssembledFrame | None:
         limits = self.limits
@@ -292,9 +379,10 @@ class FrameAssembler:
                 "send each frame's chunks together",
                 field="seq",
             )
-        if self._buffered + total > limits.max_buffered_bytes:
+        if total > self.budget.limit:
             raise LimitError(
-                f"buffering {total} more bytes would exceed {limits.max_buffered_bytes}",
+                f"a frame of {total} payload bytes can never fit in {self.budget.name} "
+                f"({self.budget.limit} bytes); send smaller frames",
                 field="tensors",
             )
         partial = _PartialFrame(
@@ -302,12 +390,12 @@ class FrameAssembler:
             capture_ts_ns=chunk.capture_ts_ns,
             chunk_count=chunk.chunk_count,
             headers=tuple(headers),
-            first=chunk,
-            buffer=bytearray(total),
+            first=_without_payload(chunk),
+            size=total,
             sizes=sizes,
+            started_s=time.monotonic(),
         )
         self._partial[chunk.seq] = partial
-        self._buffered += total
         return self._continue(partial, chunk)
 
     def _continue(self, partial: _PartialFrame, chunk: Chunk) -> AssembledFrame | None:
@@ -327,32 +415,39 @@ class FrameAssembler:
                 "expected only chunk 0 to carry headers",
                 field="chunk_count",
             )
-        size = len(chunk.payload)
+        payload = chunk.payload  # (a copy: upb makes one per access)
+        size = len(payload)
         if size > self.limits.max_chunk_bytes:
             raise LimitError(
                 f"chunk payload of {size} bytes exceeds the limit of {self.limits.max_chunk_bytes}",
                 field="payload",
             )
         end = partial.filled + size
-        if end > len(partial.buffer):
+        if end > partial.size:
             raise ChunkError(
-                f"chunks carry more than the {len(partial.buffer)} payload bytes the headers "
-                "announce",
+                f"chunks carry more than the {partial.size} payload bytes the headers announce",
                 field="payload",
             )
-        partial.buffer[partial.filled : end] = chunk.payload
+        try:
+            self.budget.take(size)
+        except LimitError as exc:
+            raise exc.within(prefix="payload") from None
+        partial.pieces.append(payload)
         partial.filled = end
         partial.next_index += 1
         if partial.next_index < partial.chunk_count:
             return None
         self.drop(partial.seq)
-        if partial.filled != len(partial.buffer):
+        if partial.filled != partial.size:
             raise ChunkError(
-                f"frame ended with {partial.filled} payload bytes; headers announce "
-                f"{len(partial.buffer)}",
+                f"frame ended with {partial.filled} payload bytes; headers announce {partial.size}",
                 field="payload",
             )
-        view = memoryview(partial.buffer)
+        # One chunk (most frames) is used as it came; several are joined once, now that all
+        # of them are here.
+        joined = partial.pieces[0] if len(partial.pieces) == 1 else b"".join(partial.pieces)
+        partial.pieces.clear()
+        view = memoryview(joined)
         payloads, offset = [], 0
         for size in partial.sizes:
             payloads.append(view[offset : offset + size])
@@ -370,3 +465,10 @@ class FrameAssembler:
         self._failed[seq] = None
         while len(self._failed) > self._FORGET_AFTER:
             self._failed.popitem(last=False)
+
+
+def _without_payload(chunk: Chunk) -> Chunk:
+    """Chunk 0's fields but its payload, which is kept once, with the other chunks' (a copy of
+    the message would keep the payload's bytes in its arena)."""
+    fields = {f.name: value for f, value in chunk.ListFields() if f.name != "payload"}
+    return type(chunk)(**fields)

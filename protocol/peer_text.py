@@ -143,25 +143,27 @@ class RateLimitedLog:
             if window is not None and window.suppressed:
                 self._logger.log(
                     level,
-                    "%d %s lines of the %.0f s from %s were not logged",
+                    "%d %s lines of the %g s from %s were not logged",
                     window.suppressed,
                     kind,
                     self._interval_s,
                     time.strftime("%H:%M:%S", time.localtime(time.time() - now + window.started_s)),
+                    stacklevel=2,
                 )
             window = self._windows[kind] = _Window(started_s=now)
         if window.logged < self._burst:
             window.logged += 1
-            self._logger.log(level, message, *args)
+            self._logger.log(level, message, *args, stacklevel=2)
             return
         if not window.suppressed:
             self._logger.log(
                 level,
-                "more than %d %s lines in %.0f s: the next ones are counted, not logged, "
-                "until %.0f s have passed",
+                "more than %d %s lines in %g s; until the %g s are over, they are counted, "
+                "not logged",
                 self._burst,
                 kind,
                 self._interval_s,
                 self._interval_s,
+                stacklevel=2,
             )
         window.suppressed += 1

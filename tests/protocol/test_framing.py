@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import time
+import tracemalloc
+
 import pytest
 import torch
 
 from splitwire.protocol import (
     MAX_CHUNK_BYTES,
+    AssembledFrame,
     ChecksumError,
     ChunkError,
+    EncodedTensor,
     FrameAssembler,
     FrameLimits,
     HeaderError,
     LimitError,
     ResultTimings,
+    TensorHeader,
     decode_frame,
     encode,
     frame_chunks,
     result_chunks,
 )
 from splitwire.protocol import splitwire_pb2 as pb
+from splitwire.protocol.framing import ByteBudget
 
 
 @pytest.fixture
@@ -180,3 +187,83 @@ def test_frame_byte_limit() -> None:
     chunks = frame_chunks(1, 0, [encode(torch.ones(1000), "fp32")], max_chunk_bytes=1000)
     with pytest.raises(LimitError, match="exceeds the limit of 3500"):
         FrameAssembler(FrameLimits(max_chunk_bytes=1000, max_frame_bytes=3500)).add(chunks[0])
+
+
+# -- what a receiver holds -----------------------------------------------------------------
+
+
+def _claim(size: int, chunk_bytes: int = MAX_CHUNK_BYTES) -> list[pb.FrameChunk]:
+    """The chunks of a raw float32 frame of ``size`` bytes (zeros)."""
+    header = TensorHeader(dtype="float32", scheme="raw", shape=(size // 4,), raw_size=size,
+                          payload_size=size, checksum=0, zstd_level=0)  # fmt: skip
+    return frame_chunks(1, 5, [EncodedTensor(header, bytes(size))], max_chunk_bytes=chunk_bytes)
+
+
+def test_chunk_0_holds_only_the_bytes_that_arrived() -> None:
+    first = _claim(32 << 20)[0]
+    first.payload = b"\0" * 44  # a frame announcing 32 MiB, 44 bytes of it sent
+    assembler = FrameAssembler(FrameLimits(max_frame_bytes=64 << 20))
+    tracemalloc.start()
+    try:
+        assert assembler.add(first) is None
+        allocated, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert allocated < 64 << 10, f"chunk 0 allocated {allocated} bytes"
+    assert assembler.budget.held == 44
+    assembler.drop(1)
+    assert assembler.budget.held == 0
+
+
+def test_a_session_budget_inside_a_server_budget() -> None:
+    server = ByteBudget(6000, name="--max-buffered-bytes")
+    one = FrameAssembler(budget=ByteBudget(4000, name="--max-session-bytes", parent=server))
+    two = FrameAssembler(budget=ByteBudget(4000, name="--max-session-bytes", parent=server))
+    frame = _claim(4000, 1000)  # four chunks of 1000 bytes
+    for chunk in frame[:3]:
+        assert one.add(chunk) is None
+    again = [pb.FrameChunk() for _ in frame]
+    for copy, chunk in zip(again, frame, strict=True):
+        copy.CopyFrom(chunk)
+        copy.seq = 2
+    one.add(again[0])  # 4000 held: the session's bound, reached
+    with pytest.raises(LimitError, match="would exceed --max-session-bytes") as info:
+        one.add(again[1])
+    assert info.value.field == "payload" and info.value.seq == 2
+    assert one.budget.held == 3000 == server.held  # the failed frame gave its bytes back
+    for chunk in frame[:3]:
+        two.add(chunk)
+    # The server's bound: 3000 + 3000 held; the next chunk of either is refused.
+    with pytest.raises(LimitError, match="would exceed --max-buffered-bytes"):
+        two.add(frame[3])
+    assert server.held == 3000
+    # The other completes: a complete frame's bytes are its holder's to count.
+    assert isinstance(one.add(frame[3]), AssembledFrame)
+    assert server.held == 0
+    # A frame that could never fit is refused on chunk 0, before any of it is held.
+    with pytest.raises(LimitError, match="can never fit"):
+        FrameAssembler(budget=ByteBudget(100, name="--max-session-bytes")).add(frame[0])
+
+
+def test_frames_started_too_long_ago_are_listed_and_failed() -> None:
+    chunks = _claim(3000, 1000)
+    assembler = FrameAssembler()
+    assembler.add(chunks[0])
+    before = time.monotonic()
+    assert assembler.started_before(before - 60) == []
+    assert assembler.started_before(before + 1) == [(1, 5)]
+    assembler.fail(1)
+    assert assembler.pending() == [] and assembler.budget.held == 0
+    assert assembler.add(chunks[1]) is None  # the rest of a failed frame is ignored
+    assert assembler.pending() == []
+
+
+def test_a_complete_frame_keeps_one_copy_of_its_payload(tensors: list[torch.Tensor]) -> None:
+    chunks = frame_chunks(3, 9, [encode(t, "fp32") for t in tensors], max_chunk_bytes=1000)
+    frame = _assemble(FrameAssembler(), chunks)
+    assert isinstance(frame, AssembledFrame)
+    # Chunk 0 as the frame keeps it: its fields, not its payload (held once, in payloads).
+    assert frame.first.payload == b"" and len(frame.first.tensors) == 3
+    assert frame.first.capture_ts_ns == 9
+    for tensor, decoded in zip(tensors, decode_frame(frame), strict=True):
+        assert torch.equal(tensor, decoded)

@@ -1,10 +1,13 @@
-"""peer_text: a peer's string can neither forge a log line nor flood the log."""
+"""peer_text and RateLimitedLog: a peer can neither forge a log line nor flood the log."""
 
 from __future__ import annotations
 
+import logging
+import time
+
 import pytest
 
-from splitwire.protocol.peer_text import DEFAULT_LIMIT, MIN_LIMIT, peer_text
+from splitwire.protocol.peer_text import DEFAULT_LIMIT, MIN_LIMIT, RateLimitedLog, peer_text
 
 
 @pytest.mark.parametrize(
@@ -46,3 +49,29 @@ def test_limit() -> None:
     assert len(peer_text("z" * 500, limit=MIN_LIMIT)) == MIN_LIMIT
     with pytest.raises(ValueError, match="at least"):
         peer_text("z", limit=MIN_LIMIT - 1)
+
+
+def test_rate_limited_log_counts_what_it_holds_back(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("splitwire.test.peer")
+    caplog.set_level(logging.INFO, logger="splitwire.test.peer")
+    log = RateLimitedLog(logger, burst=3, interval_s=0.3)
+    for i in range(10):
+        log.log("hello", logging.INFO, "rejected hello %d", i)
+    log.log("violation", logging.WARNING, "a violation")  # another kind: its own count
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "rejected hello 0",
+        "rejected hello 1",
+        "rejected hello 2",
+        "more than 3 hello lines in 0.3 s; until the 0.3 s are over, they are counted, not logged",
+        "a violation",
+    ]
+    # The line logged in the source file that called it, not in peer_text.py.
+    assert {r.filename for r in caplog.records} == {"test_peer_text.py"}
+    caplog.clear()
+    time.sleep(0.35)
+    log.log("hello", logging.INFO, "rejected hello %d", 10)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and lines[1] == "rejected hello 10"
+    assert lines[0].startswith("7 hello lines of the 0.3 s from ")
+    assert lines[0].endswith(" were not logged")

@@ -1,0 +1,447 @@
+"""The tail's memory, CPU and waits are bounded whatever a peer sends (issue 17, item 2).
+
+One test per attack of the issue, against a real server on loopback with a healthy session
+(:class:`~tests.cloud.test_hostile.Bystander`) beside the attacker: the attack is refused or
+bounded (resident memory measured as ``test_hostile`` does: the server runs in this process),
+and the bystander keeps getting correct results. Timeouts are set to a second or less here;
+their defaults are in :mod:`splitwire.cloud.config`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+import torch
+import zstandard
+from grpc import aio
+
+from splitwire.cloud import CloudServer
+from splitwire.cloud.config import CloudConfig
+from splitwire.cloud.errors import ConfigError
+from splitwire.cloud.session import IDLE_RETRY_AFTER_MS
+from splitwire.partitioner.runtime import RunnablePlan
+from splitwire.protocol import frame_chunks
+from splitwire.protocol import splitwire_pb2 as pb
+from splitwire.protocol.client import (
+    SessionClient,
+    SessionClosed,
+    SessionError,
+    SessionRejected,
+    open_channel,
+)
+from splitwire.protocol.peer_text import peer_text
+from splitwire.protocol.transport import CLIENT_OPTIONS, bearer
+
+from ..pki import Pki
+from .conftest import encoded, exchange, inputs, result, tail_outputs
+from .test_hostile import (
+    BOMB_BOUND_MB,
+    SESSION_METHOD,
+    _hello,
+    chunked,
+    forged,
+    refused,
+    under_attack,
+)
+
+TOKEN = "edge-fleet-token-1"
+
+
+def _sample(server: CloudServer, name: str, **labels: str) -> float:
+    return server.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def _until(condition: Any, *, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
+        await asyncio.sleep(0.02)
+
+
+# -- the batch dimension ---------------------------------------------------------------------
+
+
+def _batch_bomb(batch: int) -> pb.FrameChunk:
+    """A frame of the plan's input shape but ``batch`` samples: zeros, zstd-compressed to a few
+    hundred bytes (compressed a MiB at a time, never held whole)."""
+    raw_size = batch * 3 * 64 * 64 * 4
+    compressor = zstandard.ZstdCompressor(level=19).compressobj()
+    zeros = bytes(1 << 20)
+    payload = b"".join(compressor.compress(zeros) for _ in range(raw_size >> 20))
+    payload += compressor.compress(bytes(raw_size % (1 << 20))) + compressor.flush()
+    tensor = forged(payload, dtype="float32", scheme="raw", shape=(batch, 3, 64, 64),
+                    raw_size=raw_size, zstd_level=19)  # fmt: skip
+    return chunked(1, [tensor], 1 << 20)[0]
+
+
+async def test_batch_bombs_are_refused_before_decoding(
+    start_server, connect, plan: RunnablePlan
+) -> None:
+    server = await start_server()
+    bomb = _batch_bomb(1024)
+    assert bomb.ByteSize() < 2000  # 201 MB of float32 zeros announced in < 2 kB
+    # Refused on the headers: nothing is decoded, the tail never runs (the issue: 81 s of it).
+    alone = await connect(server, cut="c0000", codec="fp32")
+    for seq in range(1, 9):
+        bomb.seq = seq
+        await alone.send_chunks([bomb])
+    for _ in range(8):
+        refused(await alone.receive(), "RESOURCE_EXHAUSTED", "tensors[0].shape")
+    assert _sample(server, "splitwire_decode_seconds_count") == 0
+    assert _sample(server, "splitwire_queue_wait_seconds_count") == 0
+    async with under_attack(server, connect, plan) as bystander:
+        session = await connect(server, cut="c0000", codec="fp32")
+        with bystander.bounded(BOMB_BOUND_MB, "eight batch-1024 bombs"):
+            started = time.monotonic()
+            for seq in range(1, 9):
+                bomb.seq = seq
+                await session.send_chunks([bomb])
+            events = [await session.receive() for _ in range(8)]
+            elapsed = time.monotonic() - started
+        for event in events:
+            error = refused(event, "RESOURCE_EXHAUSTED", "tensors[0].shape")
+            assert "a frame of batch 1024; expected 1..1 samples" in error.message, error
+        assert elapsed < 5, f"eight refusals took {elapsed:.1f} s"
+        await bystander.progress()
+        # Batch 0 is no frame at all.
+        empty = forged(b"", dtype="float32", scheme="raw", shape=(0, 3, 64, 64), raw_size=0)
+        error = refused((await exchange(session, [[empty]], first_seq=20))[20], "INVALID_ARGUMENT")
+        assert "a frame of batch 0" in error.message
+
+
+async def test_max_frame_batch_allows_up_to_its_value(
+    start_server, connect, plan: RunnablePlan
+) -> None:
+    server = await start_server(max_frame_batch=4, max_batch=8)
+    x = inputs(11, batch=4)
+    reference = tail_outputs(plan, "c0000", [x])[0]
+    sessions = [await connect(server, cut="c0000", codec="fp32") for _ in range(4)]
+    # Four sessions' frames of four samples at once: a tail call never takes more than
+    # max(--max-batch, --max-frame-batch) = 8 samples, i.e. two of these frames.
+    answers = await asyncio.gather(*(exchange(s, [encoded([x], "fp32")]) for s in sessions))
+    for per_session in answers:
+        got = result(per_session[1])
+        torch.testing.assert_close(got.outputs[0], reference, rtol=1e-4, atol=1e-4)
+        assert got.batch_size <= 2, got.batch_size
+    error = refused(
+        (await exchange(sessions[0], [encoded([inputs(12, batch=5)], "fp32")], first_seq=2))[2],
+        "RESOURCE_EXHAUSTED",
+        "tensors[0].shape",
+    )
+    assert "expected 1..4 samples per frame (--max-frame-batch)" in error.message
+
+
+# -- a client that sends and never reads ------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def never_reading(server: CloudServer, plan: RunnablePlan) -> AsyncIterator[Any]:
+    """A session whose client sends frames as fast as it can and never reads an answer. Its
+    channel keeps the smallest HTTP/2 window (no BDP probing), as an attacker's would."""
+    options = (*CLIENT_OPTIONS, ("grpc.http2.bdp_probe", 0))
+    async with aio.insecure_channel(server.address, options=options) as channel:
+        session = SessionClient(channel)
+        await session.open(_hello(plan, edge_id="never-reads"))
+        # 4 MiB frames the plan refuses once they are whole: each holds 4 MiB until its
+        # FrameError has been handed to gRPC.
+        claim = forged(bytes(4 << 20), shape=(1, 1 << 20), dtype="float32", scheme="raw",
+                       raw_size=4 << 20)  # fmt: skip
+        chunks = frame_chunks(1, 1, [claim], max_chunk_bytes=1 << 20)
+        state = {"sent": 0, "error": None}
+
+        async def send_forever() -> None:
+            seq = 0
+            try:
+                while True:
+                    seq += 1
+                    for chunk in chunks:
+                        chunk.seq = seq
+                    await session.send_chunks(chunks)
+                    state["sent"] = seq
+            except SessionError as exc:
+                state["error"] = exc
+
+        task = asyncio.create_task(send_forever())
+        try:
+            yield state
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            session.cancel()
+
+
+@pytest.mark.timed
+async def test_a_client_that_never_reads_stops_being_read(
+    start_server, connect, plan: RunnablePlan
+) -> None:
+    server = await start_server(write_timeout_s=3.0, max_session_bytes=64 << 20)
+    async with under_attack(server, connect, plan) as bystander:
+        with bystander.bounded(160, "a session that sends 4 MiB frames and never reads"):
+            async with never_reading(server, plan) as attacker:
+                # The server stops reading it: its sends stall (HTTP/2 flow control).
+                last, still = -1, 0.0
+                deadline = time.monotonic() + 30
+                while still < 1.0:
+                    assert time.monotonic() < deadline, "the attacker's sends never stalled"
+                    await asyncio.sleep(0.1)
+                    still = still + 0.1 if attacker["sent"] == last else 0.0
+                    last = attacker["sent"]
+                held = server.service.budget.held
+                # Its frames in flight, each 4 MiB, within its --max-session-bytes.
+                assert 0 < held <= 64 << 20, held
+                await bystander.progress(2)
+                # No answer taken for --write-timeout-s: the session ends, its bytes go back.
+                await _until(lambda: len(server.service.sessions) == 1, timeout_s=30,
+                             what="the never-reading session ended")  # fmt: skip
+                assert _sample(server, "splitwire_timeouts_total", kind="write") == 1
+                assert server.service.budget.held < 1 << 20  # the bystander's frame at most
+        await bystander.progress(2)
+
+
+# -- chunk 0 announcing 32 MiB ----------------------------------------------------------------
+
+
+@pytest.mark.timed
+async def test_announced_frames_cost_what_arrived(
+    start_server, connect, plan: RunnablePlan
+) -> None:
+    server = await start_server(frame_timeout_s=1.0)
+    claim = forged(bytes(32 << 20), shape=(1, 8 << 20), dtype="float32", scheme="raw",
+                   raw_size=32 << 20)  # fmt: skip
+    first = frame_chunks(1, 7, [claim], max_chunk_bytes=1 << 20)[0]
+    first.payload = b"\0" * 44  # 44 bytes of a frame announcing 32 MiB in 32 chunks
+    async with under_attack(server, connect, plan) as bystander:
+        attackers = [await connect(server, cut="c0000", codec="fp32") for _ in range(16)]
+        with bystander.bounded(32, "16 sessions announcing 32 MiB each"):  # was +1 GiB
+            for attacker in attackers:
+                await attacker.send_chunks([first])
+            # A frame after it, answered: the server has read the 44 bytes (one stream keeps
+            # its order), and holds them, and the bystander's frame (read and decoded) at most.
+            valid = [encoded([inputs(2)], "fp32")]
+            for answers in await asyncio.gather(
+                *(exchange(attacker, valid, first_seq=2) for attacker in attackers)
+            ):
+                result(answers[2])
+            assert server.service.budget.held <= 16 * 44 + 2 * 49152
+            await bystander.progress()
+        # Never continued: each is answered once --frame-timeout-s has passed ...
+        for attacker in attackers:
+            async with asyncio.timeout(10):
+                error = refused(await attacker.receive(), "RESOURCE_EXHAUSTED", "chunk_index")
+            assert error.seq == 1 and error.capture_ts_ns == 7
+            assert "still incomplete 1 s after its first chunk (--frame-timeout-s)" in error.message
+        assert _sample(server, "splitwire_timeouts_total", kind="frame") == 16
+        assert server.service.budget.held < 1 << 20
+        # ... and its late chunks are ignored; the session goes on.
+        late = frame_chunks(1, 7, [claim], max_chunk_bytes=1 << 20)[1]
+        await attackers[0].send_chunks([late])
+        result((await exchange(attackers[0], [encoded([inputs(3)], "fp32")], first_seq=3))[3])
+        await bystander.progress()
+
+
+# -- sessions that say nothing -----------------------------------------------------------------
+
+
+@pytest.mark.timed
+async def test_idle_sessions_give_their_slot_back(
+    start_server, connect, plan: RunnablePlan
+) -> None:
+    server = await start_server(max_sessions=5, idle_timeout_s=1.0)
+    async with under_attack(server, connect, plan) as bystander:  # one of the five slots
+        silent = [await connect(server, cut="c0000", codec="fp32") for _ in range(4)]
+        with pytest.raises(SessionRejected, match="5 sessions open"):
+            await connect(server, cut="c0000", codec="fp32")
+        # Each Hello-then-nothing session is ended, in a way that tells the edge to come back.
+        for session in silent:
+            async with asyncio.timeout(10):
+                end = await session.receive()
+            assert isinstance(end, SessionClosed), end
+            assert end.code_name == "UNAVAILABLE" and end.retry_after_ms == IDLE_RETRY_AFTER_MS
+            assert "(--idle-timeout-s 1)" in end.reason, end.reason
+            assert await session.receive() is None
+        assert _sample(server, "splitwire_timeouts_total", kind="idle") == 4
+        # The bystander, busy all along, is never idle; a new edge gets a slot.
+        await bystander.progress(3)
+        fresh = await connect(server, cut="c0000", codec="fp32")
+        result((await exchange(fresh, [encoded([inputs(4)], "fp32")]))[1])
+
+
+@pytest.mark.timed
+async def test_streams_without_a_hello_are_closed(
+    start_server, connect, plan: RunnablePlan
+) -> None:
+    server = await start_server(hello_timeout_s=1.0, max_sessions=150)
+    async with under_attack(server, connect, plan) as bystander:
+        with bystander.bounded(64, "200 streams that never send a Hello"):
+            async with open_channel(server.address) as channel:
+                stub = channel.stream_stream(
+                    SESSION_METHOD,
+                    request_serializer=pb.EdgeMessage.SerializeToString,
+                    response_deserializer=pb.CloudMessage.FromString,
+                )
+                calls = [stub() for _ in range(200)]
+
+                async def outcome(call: Any) -> tuple[str, str]:
+                    async with asyncio.timeout(20):
+                        message = await call.read()
+                        assert await call.read() is aio.EOF
+                    assert message.WhichOneof("kind") == "end", message
+                    return pb.ErrorCode.Name(message.end.code), message.end.reason
+
+                outcomes = await asyncio.gather(*(outcome(call) for call in calls))
+        kinds = collections.Counter(code for code, _ in outcomes)
+        # At most --max-sessions streams wait for their Hello (the bystander's is long said);
+        # the others are ended at once, and the waiting ones after --hello-timeout-s.
+        assert kinds == {"PROTOCOL_VIOLATION": 150, "RESOURCE_EXHAUSTED": 50}, kinds
+        for code, reason in outcomes:
+            words = "no Hello within 1 s" if code == "PROTOCOL_VIOLATION" else "waiting to send"
+            assert words in reason, reason
+        assert server.service.handshakes == 0
+        assert _sample(server, "splitwire_timeouts_total", kind="hello") == 150
+        await bystander.progress()
+
+
+# -- peer strings in the logs ----------------------------------------------------------------
+
+
+async def test_peer_strings_cannot_forge_or_flood_the_log(
+    start_server, connect, plan: RunnablePlan, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await start_server()
+    caplog.set_level(logging.DEBUG, logger="splitwire")
+    forged_line = "edge\n2026-01-01 00:00:00 INFO splitwire.cloud.session: all good\x1b[2J"
+    # Accepted with a forged line in its id; one frame refused, to log a frame line too.
+    session = await connect(server, cut="c0000", codec="fp32", edge_id=forged_line)
+    refused((await exchange(session, [encoded([inputs(1, batch=2)], "fp32")]))[1],
+            "RESOURCE_EXHAUSTED")  # fmt: skip
+    # 20 hellos rejected with 3 MiB ids, 20 with a forged line and a wrong version, 20 with
+    # a cut and codec no plan has.
+    huge = "\x1b[31m" + "A" * (3 << 20)
+    rejected = [
+        *({"edge_id": huge} for _ in range(20)),
+        *({"edge_id": forged_line, "protocol_version": 99} for _ in range(20)),
+        *({"cut_id": "\n" + "c" * 100, "codec": "\x1b" + "x" * 100} for _ in range(20)),
+    ]
+    reasons = []
+    for fields in rejected:
+        with pytest.raises(SessionRejected) as caught:
+            await connect(server, **fields)
+        reasons.append(caught.value.reason)
+    assert "Hello.edge_id of 3145733 characters; expected at most 128" in reasons[0]
+    assert all(len(reason) < 1000 for reason in reasons)
+    records = [r for r in caplog.records if r.name.startswith("splitwire.cloud")]
+    text = "\n".join(r.getMessage() for r in records)
+    assert len(text) < 20_000, f"{len(text)} characters of log for 60 rejected hellos"
+    for record in records:
+        line = record.getMessage()
+        assert "\n" not in line and "\x1b" not in line, line
+    assert f"edge {peer_text(forged_line)}, model" in text  # the accepted session's line
+    # Ten lines of a kind per interval; the rest are counted, and the count is logged.
+    rejections = [r for r in records if r.getMessage().startswith("rejected session from")]
+    assert len(rejections) == 10, len(rejections)
+    assert "more than 10 hello lines in 10 s; until the 10 s are over" in text
+
+
+# -- calls without a token ---------------------------------------------------------------------
+
+
+async def test_refused_calls_are_always_unauthenticated(
+    start_server, connect, plan: RunnablePlan, tmp_path
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{TOKEN}\n")
+    tokens.chmod(0o600)
+    server = await start_server(token_file=tokens)
+    bystander_session = await connect(server, cut="c0000", codec="fp32", token=TOKEN)
+    frame = encoded([inputs(5)], "fp32")
+    stop = asyncio.Event()
+
+    async def load() -> int:  # a session writing frames all along
+        seq = 0
+        while not stop.is_set():
+            seq += 1
+            result((await exchange(bystander_session, [frame], first_seq=seq))[seq])
+        return seq
+
+    async def edge_open(token: str | None) -> grpc.StatusCode | None:
+        async with open_channel(server.address) as channel:
+            try:
+                await SessionClient(channel, token=token).open(_hello(plan), timeout_s=30)
+            except SessionError as exc:
+                return exc.status
+        return None
+
+    async def writer(token: str | None) -> grpc.StatusCode:
+        """A caller that writes six messages before reading anything."""
+        async with open_channel(server.address) as channel:
+            call = channel.stream_stream(SESSION_METHOD,
+                                         request_serializer=pb.EdgeMessage.SerializeToString,
+                                         response_deserializer=pb.CloudMessage.FromString)(
+                metadata=bearer(token) if token else None)  # fmt: skip
+            message = pb.EdgeMessage(hello=_hello(plan))
+            with contextlib.suppress(asyncio.InvalidStateError, aio.AioRpcError):
+                for _ in range(6):
+                    await call.write(message)
+            return await call.code()
+
+    loading = asyncio.create_task(load())
+    codes: collections.Counter[str] = collections.Counter()
+    for _ in range(4):
+        started = time.monotonic()
+        outcomes = await asyncio.gather(
+            *(edge_open(token) for token in [None, "wrong"] * 25),
+            *(writer(token) for token in [None, "wrong"] * 25),
+        )
+        assert time.monotonic() - started < 15
+        codes.update(code.name if code else "ACCEPTED" for code in outcomes)
+    stop.set()
+    frames = await loading
+    assert codes == {"UNAUTHENTICATED": 400}, codes
+    assert frames > 0
+    assert _sample(server, "splitwire_unauthenticated_calls_total") == 400
+
+
+@pytest.mark.parametrize("tls", [False, True])
+async def test_tokens_without_tls_are_warned_about(
+    start_server, pki: Pki, tmp_path, caplog: pytest.LogCaptureFixture, tls: bool
+) -> None:
+    from splitwire.cloud.config import TlsConfig
+
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{TOKEN}\n")
+    tokens.chmod(0o600)
+    caplog.set_level(logging.WARNING, logger="splitwire")
+    await start_server(
+        token_file=tokens, tls=TlsConfig(pki.server_cert, pki.server_key) if tls else None
+    )
+    warned = "bearer tokens travel in clear text" in caplog.text
+    assert warned != tls
+    assert TOKEN not in caplog.text
+
+
+# -- configuration -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"max_frame_batch": 0}, "--max-frame-batch 0: expected at least 1"),
+        ({"hello_timeout_s": 0}, "--hello-timeout-s 0: expected a positive"),
+        ({"idle_timeout_s": -1}, "--idle-timeout-s -1: expected a positive"),
+        ({"max_session_bytes": 1 << 20}, "--max-session-bytes 1048576 is below --max-frame-bytes"),
+        ({"max_buffered_bytes": 1 << 20, "max_session_bytes": 2 << 20, "max_frame_bytes": 1 << 20},
+         "--max-buffered-bytes 1048576 is below --max-session-bytes"),
+    ],
+)  # fmt: skip
+def test_contradictory_bounds_are_refused(tmp_path, fields: dict[str, Any], words: str) -> None:
+    with pytest.raises(ConfigError, match=words.replace("(", r"\(")):
+        CloudConfig(listen="127.0.0.1:0", plans=(tmp_path,), **fields)
