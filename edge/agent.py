@@ -1145,8 +1145,9 @@ class EdgeAgent:
     def _answered(self, seq: int, epoch: int) -> None:
         """The server answered ``seq``: it no longer counts against Accept.max_in_flight, even
         when its frame was already emitted (its budget ran out while the server held it), and
-        the session is answering."""
-        if epoch == self._epoch:
+        the session is answering. An answer to a frame it does not hold (an error for a seq
+        never sent) says nothing: it must not make a tail that hangs up at once look healthy."""
+        if epoch == self._epoch and seq in self._unanswered:
             self._unanswered.discard(seq)
             self._session_answered, self._silent_frames = True, 0
             self._wake()

@@ -71,12 +71,14 @@ class HostileTail(pb_grpc.SplitSessionServicer):
 
     ``answer``: answers each frame (on its last chunk) with these tensors; ``end_retry_ms``:
     ends each session right after its Accept with ``SessionEnd UNAVAILABLE`` and this retry
-    hint; neither: reads every frame and answers nothing (a silent tail).
+    hint (after a ``FrameError`` for a frame never sent, with ``stray_error``); neither: reads
+    every frame and answers nothing (a silent tail).
     """
 
     plan: RunnablePlan
     answer: Answer | None = None
     end_retry_ms: int | None = None
+    stray_error: bool = False
     hellos: list[float] = field(default_factory=list)  # time.monotonic() of each
     frames: int = 0
 
@@ -91,6 +93,9 @@ class HostileTail(pb_grpc.SplitSessionServicer):
             max_chunk_bytes=1 << 20, max_frame_bytes=1 << 26, cut_ids=sorted(self.plan.plan.cuts),
         )))  # fmt: skip
         if self.end_retry_ms is not None:
+            if self.stray_error:
+                error = pb.FrameError(seq=424242, code=pb.STALE, message="looks busy")
+                await context.write(pb.CloudMessage(error=error))
             end = pb.SessionEnd(code=pb.UNAVAILABLE, reason="go away",
                                 retry_after_ms=self.end_retry_ms)  # fmt: skip
             await context.write(pb.CloudMessage(end=end))
@@ -260,13 +265,15 @@ async def _hellos_while_running(
     return [t - tail.hellos[0] for t in tail.hellos]
 
 
+@pytest.mark.parametrize("stray_error", [False, True], ids=["end", "stray-error-then-end"])
 async def test_a_tail_that_ends_every_session_at_once_is_retried_with_backoff(
-    serve, plan_dir: Path, plan: RunnablePlan, split_cuts
+    serve, plan_dir: Path, plan: RunnablePlan, split_cuts, stray_error: bool
 ) -> None:
     """SessionEnd with retry_after_ms = 0 right after each Accept: a session that answered
     nothing is a failed attempt, so the agent backs off (0.1 s doubling, jittered, capped at
-    1 s here) instead of reconnecting in a loop (the issue saw 1 430 reconnects in 10 s)."""
-    tail = HostileTail(plan, end_retry_ms=0)
+    1 s here) instead of reconnecting in a loop (the issue saw 1 430 reconnects in 10 s). An
+    error for a frame the agent never sent is no answer: it does not reset the backoff."""
+    tail = HostileTail(plan, end_retry_ms=0, stray_error=stray_error)
     hellos = await _hellos_while_running(
         serve, plan_dir, split_cuts, tail, run_s=3.0, reconnect_initial_s=0.1, reconnect_max_s=1.0
     )
