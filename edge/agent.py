@@ -33,7 +33,9 @@ the session is dropped. A session that answered nothing counts as a failed attem
 that accepts and hangs up at once is retried with the same capped backoff as one that cannot
 be reached, and its ``retry_after_ms`` never waits longer than the cap (``reconnect_max_s``).
 A tail that accepts frames and never answers costs each frame its budget at most, and after
-``max_unanswered`` frames in a row ran out of time without an answer the session is dropped.
+``max_unanswered`` frames in a row were lost to it without a single answer (sent and run out
+of time; or, once it holds every slot with such frames, run out or replaced while waiting to be
+sent) the session is dropped.
 
 With a delay corrector (``--corrector DIR``, :mod:`~splitwire.edge.correction`) a frame's output
 does not wait for its remote answer: right after the head, the local model's features of the
@@ -263,6 +265,8 @@ class EdgeAgent:
         # of time waiting on it since it last did.
         self._session_answered = False
         self._silent_frames = 0
+        # Of those unanswered seqs, the ones whose frames ran out of time.
+        self._overdue: set[int] = set()
         self._server_id: str | None = None
         self._stopping = False
         self._closing = False
@@ -522,10 +526,12 @@ class EdgeAgent:
         reason = "window_full" if self._session is not None or not self._needs_cloud() else (
             "disconnected"
         )  # fmt: skip
-        if self._pending:
-            self._emit_dropped(self._pending[0], reason)
-        elif self._started() >= self.config.window and self._ready:
-            self._emit_dropped(self._ready[0], reason)
+        replaced = self._pending[0] if self._pending else None
+        if replaced is None and self._started() >= self.config.window and self._ready:
+            replaced = self._ready[0]
+        if replaced is not None:
+            self._ran_out(replaced)
+            self._emit_dropped(replaced, reason)
         self._frames[frame.seq] = frame
         self._pending.append(frame)
         assert self._wake_event is not None
@@ -581,22 +587,28 @@ class EdgeAgent:
         self._wake()
 
     def _ran_out(self, frame: _Frame) -> None:
-        """``frame`` stops waiting on the cloud without an answer. When it was waiting on the
-        open session (sent on it, or ready behind frames the tail holds) it counts as one more
-        frame in a row the session left unanswered; at ``max_unanswered`` the session is
-        dropped: the tail accepts frames but does not answer them."""
+        """``frame`` is lost to the open session: it ran out of time unanswered after being
+        sent on it, or, while the session is blocked (the tail holds every in-flight slot with
+        such frames, so nothing can be sent until it answers), it ran out of time or gave way
+        waiting to be sent. Each counts as one more frame in a row the session left
+        unanswered; at ``max_unanswered`` the session is dropped: the tail takes frames and
+        does not answer them. Any answer resets the count (see :meth:`_answered`)."""
         if self._session is None:
             return
-        sent_here = frame.state == "sent" and frame.epoch == self._epoch
-        if not (sent_here or frame.state == "ready"):
+        if frame.state == "sent" and frame.epoch == self._epoch:
+            self._overdue.add(frame.seq)
+        elif (
+            frame.emitted  # a corrected frame not sent: its output is out, nothing was lost
+            or frame.state not in ("pending", "ready")
+            or len(self._overdue) < self._send_limit()
+        ):
             return
         self._silent_frames += 1
         if self._silent_frames >= self.config.max_unanswered:
-            self._silent_frames = 0
             self._lose(
                 self._epoch,
-                f"{self.config.max_unanswered} frames in a row ran out of time without an "
-                "answer: the tail takes frames but does not answer them",
+                f"{self._silent_frames} frames in a row were lost without an answer: the tail "
+                "takes frames and does not answer them",
             )
 
     def _emit_dropped(self, frame: _Frame, reason: str) -> None:
@@ -1064,6 +1076,7 @@ class EdgeAgent:
         self._epoch += 1
         self._unanswered.clear()
         self._session_answered, self._silent_frames = False, 0
+        self._overdue.clear()
         self._session, self._accept = session, accept
         self._server_id = accept.server_id[:MAX_SERVER_ID_CHARS]
         self.connected_since = time.monotonic()
@@ -1149,6 +1162,7 @@ class EdgeAgent:
         never sent) says nothing: it must not make a tail that hangs up at once look healthy."""
         if epoch == self._epoch and seq in self._unanswered:
             self._unanswered.discard(seq)
+            self._overdue.discard(seq)
             self._session_answered, self._silent_frames = True, 0
             self._wake()
 
@@ -1246,12 +1260,15 @@ class EdgeAgent:
     def _can_send(self) -> bool:
         if not self._ready or self._session is None:
             return False
-        # The Hello asked for the window; a server that grants more gets no more.
-        granted = (self._accept.max_in_flight if self._accept else 0) or self.config.window
-        limit = min(granted, self.config.window)
         # Counted as the server counts: sent and not answered, including frames this side
         # already gave up on (dropped stale), which the server still holds until it answers.
-        return len(self._unanswered) < limit
+        return len(self._unanswered) < self._send_limit()
+
+    def _send_limit(self) -> int:
+        """Frames the session may hold unanswered: what the server granted, but never more
+        than the window the Hello asked for."""
+        granted = (self._accept.max_in_flight if self._accept else 0) or self.config.window
+        return min(granted, self.config.window)
 
     async def _close_session(self) -> None:
         session = self._session

@@ -126,8 +126,9 @@ def register(subparsers: Any) -> None:
         type=int,
         default=defaults.DEFAULT_MAX_UNANSWERED,
         metavar="N",
-        help="drop a session after N frames in a row ran out of time without any answer from "
-        "the tail, and reconnect (default %(default)s)",
+        help="drop a session after N frames in a row were lost to it without any answer from "
+        "the tail (sent and out of time, or stuck behind such frames), and reconnect "
+        "(default %(default)s)",
     )
     corr = edge.add_argument_group("delay corrector")
     corr.add_argument(

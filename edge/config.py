@@ -14,10 +14,12 @@ DEFAULT_GRACE_S = 5.0
 # The backoff cap between session attempts, and the most a tail's retry_after_ms makes the agent
 # wait: a tail that asks for 2^32 - 1 ms must not keep it away for 50 days.
 DEFAULT_RECONNECT_MAX_S = 5.0
-# Frames in a row that may run out of time on an open session without a single answer before
-# the agent drops it: two windows of the default 4. One window can go stale on a link that
-# stalls for a moment (its answers still come, late, and each resets the count); a second
-# window with no answer at all means the tail takes frames and does not answer them.
+# Frames in a row that may be lost to an open session without a single answer before the agent
+# drops it: frames sent that ran out of their budget, and, once the tail holds every slot with
+# such frames (nothing can be sent), frames that ran out or gave way waiting to be sent. Two
+# windows of the default 4: one window can go stale when the tail stalls for a moment (its
+# answers still come, late, and any answer resets the count); with the default budget, 8 means
+# no answer for over 2 s and then 4 more frames lost: a tail that does not answer.
 DEFAULT_MAX_UNANSWERED = 8
 
 

@@ -302,14 +302,15 @@ async def test_a_silent_tail_costs_each_frame_its_budget_and_the_session(
 ) -> None:
     """A tail that accepts frames and answers nothing: under the auto policy each frame is
     computed on the edge before its budget runs out (``local``, ``unanswered``), under the
-    fixed policy it is dropped ``stale`` at its budget; either way, after --max-unanswered
-    frames in a row without an answer the agent drops the session and opens another."""
+    fixed policy it is dropped ``stale`` at its budget; either way, once the frames sent in a
+    row without an answer fill every slot the session has (the window: 4 here, below the
+    default --max-unanswered 8) the agent drops the session and opens another."""
     tail = HostileTail(plan)
     address = await serve(tail)
     budget_ms = 500.0
     agent, out = make_agent(
         plan_dir, cloud=address, frames=40, fps=20, cut=split_cuts[0], codec="fp32",
-        policy=policy, hold_s=60, budget_ms=budget_ms, window=4, max_unanswered=4,
+        policy=policy, hold_s=60, budget_ms=budget_ms, window=4,
         reconnect_initial_s=0.05, reconnect_max_s=0.2,
     )  # fmt: skip
     async with asyncio.timeout(30):
