@@ -51,20 +51,25 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import math
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import grpc
-import torch
 from google.protobuf.message import DecodeError
 from grpc import aio
 
 from splitwire.cloud.errors import FrameRefused, SessionEnded
+from splitwire.cloud.frames import (
+    INLINE_CODEC_BYTES,
+    HeldBytes,
+    check_headers,
+    codec_refusal,
+    decode,
+    decoded_bytes,
+    encode_answer,
+    frame_error,
+)
 from splitwire.cloud.registry import Route, short_hash
-from splitwire.partitioner.errors import TensorSpecError
-from splitwire.partitioner.runtime import check_described
 from splitwire.protocol import (
     MAX_CHUNK_BYTES,
     PROTOCOL_VERSION,
@@ -72,17 +77,11 @@ from splitwire.protocol import (
     CodecError,
     FrameAssembler,
     FrameLimits,
-    LimitError,
     ResultTimings,
-    decode_frame,
-    encode,
-    result_chunks,
 )
 from splitwire.protocol import splitwire_pb2 as pb
 from splitwire.protocol.framing import ByteBudget
-from splitwire.protocol.header import DTYPES
 from splitwire.protocol.peer_text import peer_text
-from splitwire.protocol.transport import RESULT_CODEC
 
 if TYPE_CHECKING:
     from splitwire.cloud.service import TailService
@@ -101,10 +100,6 @@ IDLE_RETRY_AFTER_MS = 1000
 # Longest edge id, model hash, cut id or codec name taken from a peer (a sha256 in hex is 64).
 MAX_NAME_CHARS = 128
 _NOT_EDGE_MESSAGE = "a message that does not parse as a splitwire.v1.EdgeMessage"
-# Frames (and results) that decode to at most this many bytes are decoded (encoded) on the
-# event loop: ~0.2 ms for 256 kB, less than the two thread hops it saves. Larger ones go to the
-# codec threads so that one big frame never stalls every other session.
-INLINE_CODEC_BYTES = 256 << 10
 
 
 class _Ending(SessionEnded):
@@ -117,35 +112,6 @@ class _Ending(SessionEnded):
         super().__init__(code, message)
         self.retry_after_ms = retry_after_ms
         self.tell = tell
-
-
-class _Held:
-    """The bytes one frame holds in its session's budget, given back together when it is done."""
-
-    def __init__(self, budget: ByteBudget) -> None:
-        self._budget = budget
-        self.bytes = 0
-
-    def take(self, size: int, *, what: str, field: str) -> None:
-        """Hold ``size`` more bytes for ``what``.
-
-        Raises:
-            FrameRefused: ``RESOURCE_EXHAUSTED``, the session's or the server's budget is full.
-        """
-        try:
-            self._budget.take(size)
-        except LimitError as exc:
-            raise FrameRefused(
-                pb.RESOURCE_EXHAUSTED, f"{what}: {exc.message}", field=field
-            ) from None
-        self.bytes += size
-
-    def give(self, size: int) -> None:
-        self._budget.give(size)
-        self.bytes -= size
-
-    def release(self) -> None:
-        self.give(self.bytes)
 
 
 class SessionHandler:
@@ -192,6 +158,10 @@ class SessionHandler:
     async def run(self) -> None:
         """Serve the stream until the edge closes it, breaks the protocol, times out, or the
         server shuts down."""
+        await self._run()
+        self._drop_if_stalled()
+
+    async def _run(self) -> None:
         service = self._service
         if service.handshakes >= self._config.max_sessions:
             # Streams that have not said Hello yet are bounded too (each costs ~20 kB of gRPC
@@ -214,7 +184,6 @@ class SessionHandler:
             if not accepted:
                 service.sessions.discard(self)  # the slot admission took, if it took one
         if not accepted:
-            self._drop_if_stalled()
             return
         self._metrics.sessions.inc()
         ending: _Ending | None = None
@@ -234,7 +203,6 @@ class SessionHandler:
         self._log.log(
             "session", logging.INFO, "session %s (%s) closed%s", self._id, self._edge, why
         )
-        self._drop_if_stalled()
 
     def _drop_if_stalled(self) -> None:
         """After a write that outwaited --write-timeout-s, have gRPC drop the call.
@@ -431,7 +399,7 @@ class SessionHandler:
             try:
                 frame = self._assembler.add(chunk)
             except CodecError as exc:
-                await self._refuse(chunk.seq, chunk.capture_ts_ns, _codec_refusal(exc))
+                await self._refuse(chunk.seq, chunk.capture_ts_ns, codec_refusal(exc))
                 continue
             if frame is None:
                 continue
@@ -448,7 +416,7 @@ class SessionHandler:
                     field="seq",
                 ))  # fmt: skip
                 continue
-            held = _Held(self._budget)
+            held = HeldBytes(self._budget)
             try:
                 # The assembler has just given these bytes back: they are the frame's now.
                 held.take(sum(len(p) for p in frame.payloads), what="the frame", field="tensors")
@@ -506,7 +474,7 @@ class SessionHandler:
 
     # -- one frame --------------------------------------------------------------------------
 
-    async def _process(self, frame: AssembledFrame, arrival_ns: int, held: _Held) -> None:
+    async def _process(self, frame: AssembledFrame, arrival_ns: int, held: HeldBytes) -> None:
         """Answer one frame; its slot and bytes are held until the answer is handed to gRPC."""
         try:
             try:
@@ -535,7 +503,7 @@ class SessionHandler:
         self._settled = asyncio.Event()
 
     async def _answer(
-        self, frame: AssembledFrame, arrival_ns: int, held: _Held
+        self, frame: AssembledFrame, arrival_ns: int, held: HeldBytes
     ) -> list[pb.CloudMessage]:
         """Check, decode, compute (batched), encode: the result messages of one frame.
 
@@ -551,16 +519,16 @@ class SessionHandler:
         # Against the plan and the batch bound before anything is decoded: a small zstd or
         # JPEG payload whose header claims a large tensor must not be inflated only to be
         # refused. Decoding yields exactly the headers' dtypes and shapes.
-        _check_headers(frame, route, max_batch=self._config.max_frame_batch)
-        decoded = _decoded_bytes(frame)
+        check_headers(frame, route, max_batch=self._config.max_frame_batch)
+        decoded = decoded_bytes(frame)
         held.take(decoded, what="decoding the frame", field="tensors")
         batcher = self._service.batcher
         with batcher.expect(route):
             if decoded <= INLINE_CODEC_BYTES:
-                inputs, decode_ns = _decode(frame, route)
+                inputs, decode_ns = decode(frame, route)
             else:
                 inputs, decode_ns = await loop.run_in_executor(
-                    self._service.codec_pool, _decode, frame, route
+                    self._service.codec_pool, decode, frame, route
                 )
             pending = batcher.submit(
                 route, inputs, arrival_ns=arrival_ns, budget_ns=first.queue_budget_ms * 1_000_000
@@ -578,10 +546,10 @@ class SessionHandler:
         output_bytes = sum(t.nbytes for t in result.outputs)
         held.take(2 * output_bytes, what="the frame's answer", field="")  # outputs, encoded
         if output_bytes <= INLINE_CODEC_BYTES:
-            messages, encode_ns = _encode(frame, result.outputs, timings, result.batch_size)
+            messages, encode_ns = encode_answer(frame, result.outputs, timings, result.batch_size)
         else:
             messages, encode_ns = await loop.run_in_executor(
-                self._service.codec_pool, _encode, frame, result.outputs, timings,
+                self._service.codec_pool, encode_answer, frame, result.outputs, timings,
                 result.batch_size,
             )  # fmt: skip
         self._metrics.decode_time.observe(decode_ns / 1e9)
@@ -622,7 +590,7 @@ class SessionHandler:
         self._log.log(
             "frame", logging.DEBUG, "session %s: frame %d refused: %s", self._id, seq, exc.message
         )
-        return _frame_error(seq, capture_ts_ns, exc)
+        return frame_error(seq, capture_ts_ns, exc)
 
     # -- messages out -----------------------------------------------------------------------
 
@@ -678,86 +646,6 @@ def _long_name(hello: pb.Hello) -> tuple[pb.ErrorCode, str] | None:
                 f"Hello.{field} of {length} characters; expected at most {MAX_NAME_CHARS}",
             )
     return None
-
-
-def _check_headers(frame: AssembledFrame, route: Route, *, max_batch: int | None) -> None:
-    """The frame's headers against the plan and the batch bound (``None``: the plan's input
-    batch).
-
-    Raises:
-        FrameRefused: ``INVALID_ARGUMENT`` naming the tensor at fault; ``RESOURCE_EXHAUSTED``
-            for more samples than allowed.
-    """
-    try:
-        batch = check_described([(h.shape, h.dtype) for h in frame.headers], route.crossing)
-    except TensorSpecError as exc:
-        raise FrameRefused(pb.INVALID_ARGUMENT, str(exc), field=exc.field) from exc
-    limit = route.plan.plan.input_shape[0] if max_batch is None else max_batch
-    if not 1 <= batch <= limit:
-        flag = "--max-frame-batch" if max_batch is not None else "the plan's input batch"
-        raise FrameRefused(
-            pb.RESOURCE_EXHAUSTED if batch > limit else pb.INVALID_ARGUMENT,
-            f"a frame of batch {batch}; expected 1..{limit} samples per frame ({flag}): send "
-            "one frame per input, the server batches frames itself",
-            field="tensors[0].shape",
-        )
-
-
-def _decode(frame: AssembledFrame, route: Route) -> tuple[list[torch.Tensor], int]:
-    """Decode and prepare the tail's inputs of a checked frame (on the loop or in a codec
-    thread, see INLINE_CODEC_BYTES)."""
-    start = time.perf_counter_ns()
-    try:
-        tensors = decode_frame(frame)
-    except CodecError as exc:
-        raise _codec_refusal(exc) from exc
-    inputs = route.prepare(tensors)
-    return inputs, time.perf_counter_ns() - start
-
-
-def _encode(
-    frame: AssembledFrame,
-    outputs: Sequence[torch.Tensor],
-    timings: ResultTimings,
-    batch_size: int,
-) -> tuple[list[pb.CloudMessage], int]:
-    """The result chunks of one frame (on the loop or in a codec thread)."""
-    start = time.perf_counter_ns()
-    encoded = [encode(t, RESULT_CODEC, name=f"output{i}") for i, t in enumerate(outputs)]
-    encode_ns = time.perf_counter_ns() - start
-    chunks = result_chunks(
-        frame.seq,
-        frame.capture_ts_ns,
-        encoded,
-        timings=ResultTimings(timings.queue_ns, timings.decode_ns, timings.compute_ns, encode_ns),
-    )
-    chunks[0].batch_size = batch_size
-    return [pb.CloudMessage(result=c) for c in chunks], encode_ns
-
-
-def _codec_refusal(exc: CodecError) -> FrameRefused:
-    """A wire-format error as the frame's answer: a bound reached is RESOURCE_EXHAUSTED,
-    anything else malformed is INVALID_ARGUMENT; the field at fault is kept."""
-    code = pb.RESOURCE_EXHAUSTED if isinstance(exc, LimitError) else pb.INVALID_ARGUMENT
-    return FrameRefused(code, exc.message, field=exc.field)
-
-
-def _decoded_bytes(frame: AssembledFrame) -> int:
-    """What decoding the frame produces (its headers were validated on arrival): the inline
-    decision goes by this, not by the wire size, which zstd can make tiny."""
-    return sum(math.prod(h.shape) * DTYPES[h.dtype].itemsize for h in frame.headers)
-
-
-def _frame_error(seq: int, capture_ts_ns: int, exc: FrameRefused) -> pb.CloudMessage:
-    return pb.CloudMessage(
-        error=pb.FrameError(
-            seq=seq,
-            capture_ts_ns=capture_ts_ns,
-            code=exc.code,
-            message=exc.message,
-            field=exc.field,
-        )
-    )
 
 
 def _end(exc: _Ending) -> pb.CloudMessage:
