@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import ssl
@@ -45,6 +44,7 @@ from typing import Any, Protocol
 import aiomqtt
 
 from splitwire.edge.desired import DesiredPlanError, decode_desired
+from splitwire.edge.records import strict_json
 from splitwire.errors import SplitwireError
 from splitwire.protocol.peer_text import peer_text
 
@@ -176,8 +176,9 @@ def _check_topic_part(what: str, value: str) -> None:
 
 
 def _dumps(payload: Any) -> bytes:
-    # default=str: an agent slipping in a Path or an enum must not silence its telemetry.
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    # default=str: an agent slipping in a Path or an enum must not silence its telemetry; strict
+    # JSON: a NaN figure is published as null, which every consumer's parser accepts.
+    return strict_json(payload, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
 def _tls_context(ca: Path) -> ssl.SSLContext:
