@@ -46,6 +46,7 @@ from splitwire.protocol.client import (
     SERVER_TEXT_CHARS,
     ExpectedTensor,
     SessionClient,
+    SessionError,
     SessionRejected,
     open_channel,
 )
@@ -379,6 +380,27 @@ async def test_a_reject_with_an_unknown_code_and_a_huge_reason_is_bounded(
     assert message.startswith(prefix), message[:300]
     assert len(message) <= len(prefix) + SERVER_TEXT_CHARS, message[:300]
     assert "\n" not in message and "\x1b" not in message
+
+
+async def test_an_accept_asking_for_tiny_chunks_is_refused(serve, plan: RunnablePlan) -> None:
+    """An Accept with max_chunk_bytes = 1 would make every frame a message per byte: the
+    session is refused as a failure (the agent backs off), naming the range it accepts."""
+
+    class Tiny(HostileTail):
+        async def Session(self, requests: Any, context: aio.ServicerContext) -> None:
+            await context.read()
+            accept = pb.Accept(protocol_version=PROTOCOL_VERSION, max_chunk_bytes=1)
+            await context.write(pb.CloudMessage(accept=accept))
+            await context.read()
+
+    address = await serve(Tiny(plan))
+    channel = open_channel(address)
+    try:
+        async with SessionClient(channel) as session:
+            with pytest.raises(SessionError, match="chunks of 1 bytes; expected 0"):
+                await session.open(pb.Hello(protocol_version=PROTOCOL_VERSION, edge_id="e"))
+    finally:
+        await channel.close()
 
 
 async def test_results_for_frames_not_in_flight_are_dropped_unread(
