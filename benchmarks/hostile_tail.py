@@ -138,9 +138,14 @@ class Bystander:
 
     async def __aexit__(self, *exc: object) -> None:
         self._stop.set()
-        await asyncio.to_thread(self._process.join, 10.0)
+        # Read while it finishes: a child cannot exit while its samples fill the queue's pipe.
+        deadline = time.monotonic() + 10.0
+        while self._process.is_alive() and time.monotonic() < deadline:
+            self._collect()
+            await asyncio.sleep(0.05)
         if self._process.is_alive():
             self._process.kill()
+        self._process.join()
         self._collect()
 
     def mark(self, phase: str) -> None:
@@ -406,9 +411,10 @@ async def silent_sessions(target: TailTarget, duration_s: float) -> AttackOutcom
         finally:
             session.cancel()
             await edge_channel.close()
-    # Every silent stream the server closed has finished by now: count those still open.
+    # A stream the server closed ends once its last messages are read (gRPC gives a client the
+    # status only then): read each to its end, briefly; what does not end is still open.
     await asyncio.sleep(max(0.0, deadline - time.monotonic()))
-    still_open = sum(1 for call in silent_calls if not call.done())
+    still_open = sum([not await _ends(call) for call in silent_calls])
     for call in silent_calls:
         call.cancel()
     await channel.close()
@@ -494,6 +500,19 @@ async def no_token(target: TailTarget, duration_s: float) -> AttackOutcome:
         checks={"every call UNAUTHENTICATED": codes["UNAUTHENTICATED"] == total},
         detail=_counts(codes),
     )
+
+
+async def _ends(call: Any, *, within_s: float = 0.2) -> bool:
+    """True when ``call``'s stream ends (EOF or a status) within ``within_s``."""
+    try:
+        async with asyncio.timeout(within_s):
+            while await call.read() is not aio.EOF:
+                pass
+    except TimeoutError:
+        return False
+    except (aio.AioRpcError, asyncio.InvalidStateError):
+        pass
+    return True
 
 
 def _kind(event: object) -> str:
