@@ -129,7 +129,8 @@ class TokenInterceptor(aio.ServerInterceptor):
         self._log.log(
             "unauthenticated",
             logging.WARNING,
-            "refused a call to %s: %s bearer token",
+            "refused a call to %s: %s bearer token; expected metadata 'authorization: Bearer "
+            "<token>' with a token from --token-file",
             peer_text(method),
             "wrong" if value else "no",
         )

@@ -24,6 +24,7 @@ import zstandard
 from grpc import aio
 
 from splitwire.cloud import CloudServer
+from splitwire.cloud.auth import REFUSAL_MAX_S
 from splitwire.cloud.config import CloudConfig
 from splitwire.cloud.errors import ConfigError
 from splitwire.cloud.session import IDLE_RETRY_AFTER_MS
@@ -386,8 +387,8 @@ async def test_refused_calls_are_always_unauthenticated(
                 return exc.status
         return None
 
-    async def writer(token: str | None) -> grpc.StatusCode:
-        """A caller that writes six messages before reading anything."""
+    async def writer(token: str | None, messages: int = 6) -> grpc.StatusCode:
+        """A caller that writes ``messages`` messages before reading anything."""
         async with open_channel(server.address) as channel:
             call = channel.stream_stream(SESSION_METHOD,
                                          request_serializer=pb.EdgeMessage.SerializeToString,
@@ -395,7 +396,7 @@ async def test_refused_calls_are_always_unauthenticated(
                 metadata=bearer(token) if token else None)  # fmt: skip
             message = pb.EdgeMessage(hello=_hello(plan))
             with contextlib.suppress(asyncio.InvalidStateError, aio.AioRpcError):
-                for _ in range(6):
+                for _ in range(messages):
                     await call.write(message)
             return await call.code()
 
@@ -413,7 +414,11 @@ async def test_refused_calls_are_always_unauthenticated(
     frames = await loading
     assert codes == {"UNAUTHENTICATED": 400}, codes
     assert frames > 0
-    assert _sample(server, "splitwire_unauthenticated_calls_total") == 400
+    # A caller that writes nothing is answered too, once the refusal stops waiting for it.
+    started = time.monotonic()
+    assert await writer(None, messages=0) == grpc.StatusCode.UNAUTHENTICATED
+    assert time.monotonic() - started < REFUSAL_MAX_S + 2
+    assert _sample(server, "splitwire_unauthenticated_calls_total") == 401
 
 
 @pytest.mark.parametrize("tls", [False, True])
