@@ -1360,7 +1360,7 @@ class EdgeAgent:
         if self._accept is not None and not self._served(option):
             return refused(
                 f"the connected server does not serve cut {cut} (it serves "
-                f"{', '.join(self._accept.cut_ids)})"
+                f"{peer_text(', '.join(self._accept.cut_ids[:8]))})"
             )
         policy = desired.get("policy", "fixed")
         if policy not in ("auto", "fixed"):
