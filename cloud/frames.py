@@ -69,16 +69,18 @@ class HeldBytes:
         self.give(self.bytes)
 
 
-def check_headers(frame: AssembledFrame, route: Route, *, max_batch: int | None) -> None:
-    """The frame's headers against the plan and the batch bound (``None``: the plan's input
-    batch).
+def check_headers(
+    headers: Sequence[tuple[tuple[int, ...], str]], route: Route, *, max_batch: int | None
+) -> None:
+    """A frame's ``(shape, dtype)`` headers against the plan and the batch bound (``None``:
+    the plan's input batch), before anything of it is decoded.
 
     Raises:
         FrameRefused: ``INVALID_ARGUMENT`` naming the tensor at fault; ``RESOURCE_EXHAUSTED``
             for more samples than allowed.
     """
     try:
-        batch = check_described([(h.shape, h.dtype) for h in frame.headers], route.crossing)
+        batch = check_described(headers, route.crossing)
     except TensorSpecError as exc:
         raise FrameRefused(pb.INVALID_ARGUMENT, str(exc), field=exc.field) from exc
     limit = route.plan.plan.input_shape[0] if max_batch is None else max_batch

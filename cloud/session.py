@@ -129,6 +129,7 @@ class SessionHandler:
         self._in_flight: set[int] = set()
         self._answering = 0  # frames of _in_flight whose answer is being written
         self._max_in_flight = self._config.max_in_flight
+        self._max_frame_batch = self._config.max_frame_batch
         # One writer at a time; a write waits for HTTP/2 flow control, so an edge that sends
         # but never reads stalls its own session (reading included), nothing else.
         self._write_lock = asyncio.Lock()
@@ -402,6 +403,8 @@ class SessionHandler:
                 await self._refuse(chunk.seq, chunk.capture_ts_ns, codec_refusal(exc))
                 continue
             if frame is None:
+                if chunk.chunk_index == 0:
+                    await self._check_started(chunk)
                 continue
             arrival_ns = time.perf_counter_ns()
             # A frame whose answer is being written frees its slot in a moment: an edge that
@@ -429,6 +432,17 @@ class SessionHandler:
                 self._process(frame, arrival_ns, held), name=f"{self._id} #{frame.seq}"
             )
         return None
+
+    async def _check_started(self, chunk: pb.FrameChunk) -> None:
+        """A frame of several chunks is checked against the plan on its chunk 0 (whose headers
+        the assembler has validated): one the plan refuses is refused now, and the rest of it
+        is never buffered."""
+        try:
+            headers = [(tuple(t.shape), t.dtype) for t in chunk.tensors]
+            check_headers(headers, self._frame_route(chunk), max_batch=self._max_frame_batch)
+        except FrameRefused as exc:
+            self._assembler.fail(chunk.seq)
+            await self._refuse(chunk.seq, chunk.capture_ts_ns, exc)
 
     def _violation(self, reason: str) -> _Ending:
         self._metrics.sessions_total.labels("protocol_violation").inc()
@@ -513,13 +527,14 @@ class SessionHandler:
         loop = asyncio.get_running_loop()
         first = frame.first
         assert isinstance(first, pb.FrameChunk)
-        route = self._route(first.cut_id or self._hello.cut_id, first.codec or self._hello.codec)
+        route = self._frame_route(first)
         labels = (short_hash(route.model_hash), route.cut)
         self._metrics.frames.labels(*labels).inc()
         # Against the plan and the batch bound before anything is decoded: a small zstd or
         # JPEG payload whose header claims a large tensor must not be inflated only to be
         # refused. Decoding yields exactly the headers' dtypes and shapes.
-        check_headers(frame, route, max_batch=self._config.max_frame_batch)
+        headers = [(h.shape, h.dtype) for h in frame.headers]
+        check_headers(headers, route, max_batch=self._max_frame_batch)
         decoded = decoded_bytes(frame)
         held.take(decoded, what="decoding the frame", field="tensors")
         batcher = self._service.batcher
@@ -557,6 +572,10 @@ class SessionHandler:
         self._metrics.results.labels(*labels).inc()
         self._metrics.bytes_out.inc(sum(len(m.result.payload) for m in messages))
         return messages
+
+    def _frame_route(self, first: pb.FrameChunk) -> Route:
+        """What serves a frame: its chunk 0's cut and codec, or the Hello's."""
+        return self._route(first.cut_id or self._hello.cut_id, first.codec or self._hello.codec)
 
     def _route(self, cut: str, codec: str, *, model_hash: str | None = None) -> Route:
         """What serves ``cut`` and ``codec`` of this session's model (or of ``model_hash``).

@@ -157,11 +157,9 @@ async def never_reading(server: CloudServer, plan: RunnablePlan) -> AsyncIterato
     async with aio.insecure_channel(server.address, options=options) as channel:
         session = SessionClient(channel)
         await session.open(_hello(plan, edge_id="never-reads"))
-        # 4 MiB frames the plan refuses once they are whole: each holds 4 MiB until its
-        # FrameError has been handed to gRPC.
-        claim = forged(bytes(4 << 20), shape=(1, 1 << 20), dtype="float32", scheme="raw",
-                       raw_size=4 << 20)  # fmt: skip
-        chunks = frame_chunks(1, 1, [claim], max_chunk_bytes=1 << 20)
+        # Valid frames of 8 samples (393 kB): each holds its slot, its bytes and its decoded
+        # inputs until its answer has been handed to gRPC.
+        chunks = frame_chunks(1, 1, encoded([inputs(7, batch=8)], "fp32"))
         state = {"sent": 0, "error": None}
 
         async def send_forever() -> None:
@@ -190,9 +188,9 @@ async def never_reading(server: CloudServer, plan: RunnablePlan) -> AsyncIterato
 async def test_a_client_that_never_reads_stops_being_read(
     start_server, connect, plan: RunnablePlan
 ) -> None:
-    server = await start_server(write_timeout_s=3.0, max_session_bytes=64 << 20)
+    server = await start_server(write_timeout_s=3.0, max_frame_batch=8)
     async with under_attack(server, connect, plan) as bystander:
-        with bystander.bounded(160, "a session that sends 4 MiB frames and never reads"):
+        with bystander.bounded(64, "a session that sends frames and never reads"):
             async with never_reading(server, plan) as attacker:
                 # The server stops reading it: its sends stall (HTTP/2 flow control).
                 last, still = -1, 0.0
@@ -202,9 +200,10 @@ async def test_a_client_that_never_reads_stops_being_read(
                     await asyncio.sleep(0.1)
                     still = still + 0.1 if attacker["sent"] == last else 0.0
                     last = attacker["sent"]
+                # It holds its eight slots, each frame's 393 kB until its answer is written,
+                # and nothing more (but the bystander's frame).
                 held = server.service.budget.held
-                # Its frames in flight, each 4 MiB, within its --max-session-bytes.
-                assert 0 < held <= 64 << 20, held
+                assert 8 * 393_216 <= held <= 9 * 393_216 + 2 * 49152, held
                 await bystander.progress(2)
                 # No answer taken for --write-timeout-s: the session ends, its bytes go back.
                 await _until(lambda: len(server.service.sessions) == 1, timeout_s=30,
@@ -217,29 +216,53 @@ async def test_a_client_that_never_reads_stops_being_read(
 # -- chunk 0 announcing 32 MiB ----------------------------------------------------------------
 
 
-@pytest.mark.timed
-async def test_announced_frames_cost_what_arrived(
+async def test_frames_announcing_32_mib_are_refused_on_chunk_0(
     start_server, connect, plan: RunnablePlan
 ) -> None:
-    server = await start_server(frame_timeout_s=1.0)
-    claim = forged(bytes(32 << 20), shape=(1, 8 << 20), dtype="float32", scheme="raw",
-                   raw_size=32 << 20)  # fmt: skip
-    first = frame_chunks(1, 7, [claim], max_chunk_bytes=1 << 20)[0]
-    first.payload = b"\0" * 44  # 44 bytes of a frame announcing 32 MiB in 32 chunks
+    server = await start_server()
+    # 44 bytes of frames announcing 32 MiB: 682 samples of the plan's input, and one tensor
+    # of a shape the plan does not have.
+    claims = [
+        (forged(bytes(682 * 49152), shape=(682, 3, 64, 64), dtype="float32", scheme="raw",
+                raw_size=682 * 49152), "RESOURCE_EXHAUSTED", "a frame of batch 682"),
+        (forged(bytes(32 << 20), shape=(1, 8 << 20), dtype="float32", scheme="raw",
+                raw_size=32 << 20), "INVALID_ARGUMENT", "expected shape (N, 3, 64, 64)"),
+    ]  # fmt: skip
     async with under_attack(server, connect, plan) as bystander:
         attackers = [await connect(server, cut="c0000", codec="fp32") for _ in range(16)]
-        with bystander.bounded(32, "16 sessions announcing 32 MiB each"):  # was +1 GiB
-            for attacker in attackers:
-                await attacker.send_chunks([first])
-            # A frame after it, answered: the server has read the 44 bytes (one stream keeps
-            # its order), and holds them, and the bystander's frame (read and decoded) at most.
-            valid = [encoded([inputs(2)], "fp32")]
-            for answers in await asyncio.gather(
-                *(exchange(attacker, valid, first_seq=2) for attacker in attackers)
-            ):
-                result(answers[2])
-            assert server.service.budget.held <= 16 * 44 + 2 * 49152
+        for claim, code, words in claims:
+            first = frame_chunks(1, 7, [claim], max_chunk_bytes=1 << 20)[0]
+            first.payload = b"\0" * 44
+            with bystander.bounded(32, "16 sessions announcing 32 MiB each"):  # was +1 GiB
+                for attacker in attackers:
+                    await attacker.send_chunks([first])
+                for attacker in attackers:
+                    error = refused(await attacker.receive(), code, "tensors[0].shape")
+                    assert error.seq == 1 and words in error.message, error
+            # Their later chunks are ignored; each session goes on.
+            late = frame_chunks(1, 7, [claim], max_chunk_bytes=1 << 20)[1]
+            await attackers[0].send_chunks([late])
+            result((await exchange(attackers[0], [encoded([inputs(3)], "fp32")], first_seq=2))[2])
             await bystander.progress()
+        assert server.service.budget.held <= 2 * 49152  # the bystander's frame at most
+
+
+@pytest.mark.timed
+async def test_frames_never_completed_time_out(start_server, connect, plan: RunnablePlan) -> None:
+    server = await start_server(frame_timeout_s=1.0)
+    chunks = frame_chunks(1, 7, encoded([inputs(2)], "fp32"), max_chunk_bytes=20_000)
+    async with under_attack(server, connect, plan) as bystander:
+        attackers = [await connect(server, cut="c0000", codec="fp32") for _ in range(16)]
+        for attacker in attackers:
+            await attacker.send_chunks(chunks[:1])  # and never the other two
+        # A frame after it, answered: the server has read chunk 0 (one stream keeps its
+        # order) and holds its 20 kB, and the bystander's frame (read and decoded) at most.
+        valid = [encoded([inputs(2)], "fp32")]
+        for answers in await asyncio.gather(
+            *(exchange(attacker, valid, first_seq=2) for attacker in attackers)
+        ):
+            result(answers[2])
+        assert server.service.budget.held <= 16 * 20_000 + 2 * 49152
         # Never continued: each is answered once --frame-timeout-s has passed ...
         for attacker in attackers:
             async with asyncio.timeout(10):
@@ -247,11 +270,10 @@ async def test_announced_frames_cost_what_arrived(
             assert error.seq == 1 and error.capture_ts_ns == 7
             assert "still incomplete 1 s after its first chunk (--frame-timeout-s)" in error.message
         assert _sample(server, "splitwire_timeouts_total", kind="frame") == 16
-        assert server.service.budget.held < 1 << 20
+        assert server.service.budget.held <= 2 * 49152
         # ... and its late chunks are ignored; the session goes on.
-        late = frame_chunks(1, 7, [claim], max_chunk_bytes=1 << 20)[1]
-        await attackers[0].send_chunks([late])
-        result((await exchange(attackers[0], [encoded([inputs(3)], "fp32")], first_seq=3))[3])
+        await attackers[0].send_chunks(chunks[1:])
+        result((await exchange(attackers[0], valid, first_seq=3))[3])
         await bystander.progress()
 
 

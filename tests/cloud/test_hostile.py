@@ -649,8 +649,8 @@ async def test_claims_beyond_the_limits(start_server, connect, plan: RunnablePla
 async def test_partial_frames_are_bounded(start_server, connect, plan: RunnablePlan) -> None:
     # Frames here stay partial on purpose, for longer than --frame-timeout-s's default on a
     # busy machine: the timeout has its own test (test_bounds).
-    server = await start_server(max_frame_bytes=4 << 20, max_in_flight=8,
-                                max_session_bytes=8 << 20, frame_timeout_s=600)  # fmt: skip
+    server = await start_server(max_frame_bytes=4 << 20, max_in_flight=8, max_frame_batch=32,
+                                max_session_bytes=4 << 20, frame_timeout_s=600)  # fmt: skip
     x = inputs(5)
     async with under_attack(server, connect, plan) as bystander:
         # Pending frames: each session's assembler holds at most max_in_flight partial frames.
@@ -675,45 +675,41 @@ async def test_partial_frames_are_bounded(start_server, connect, plan: RunnableP
             refused(event, "INVALID_ARGUMENT", "")
             assert "stream ended before the frame's last chunk" in event.message
 
-        # Buffered bytes: a session holds what has arrived of its partial frames, at most
-        # --max-session-bytes (8 MiB here), however much their chunk 0 announced.
+        # Buffered bytes: a session holds what has arrived of its frames, at most
+        # --max-session-bytes (4 MiB here), however much their chunk 0 announced. Frames of
+        # 32 samples (the plan's shape: others are refused on chunk 0) in two chunks, 1 MiB
+        # and 0.5 MiB.
         session = await connect(server, cut="c0000", codec="fp32")
-        claim = forged(bytes(4 << 20), shape=(1, 1 << 20), dtype="float32", scheme="raw",
-                       raw_size=4 << 20)  # fmt: skip
-        claims = {seq: frame_chunks(seq, 1, [claim], max_chunk_bytes=1 << 20) for seq in (1, 2, 3)}
-        with bystander.bounded(RSS_BOUND_MB, "three 4 MiB partial frames"):
-            for seq in (1, 2):
-                await session.send_chunks(claims[seq][:3])  # 6 MiB held
-            await session.send_chunks(claims[3][:2])  # 8 MiB held
-            event = await answer(session, claims[3][2:3])
+        batch = encoded([inputs(6, batch=32)], "fp32")
+        claims = {seq: chunked(seq, batch, 1 << 20) for seq in range(1, 5)}
+        with bystander.bounded(RSS_BOUND_MB, "four partial frames of 32 samples"):
+            for seq in (1, 2, 3, 4):
+                await session.send_chunks(claims[seq][:1])  # 4 MiB held
+            event = await answer(session, claims[4][1:])
         error = refused(event, "RESOURCE_EXHAUSTED", "payload")
-        assert error.seq == 3 and "would exceed --max-session-bytes" in error.message, error
+        assert error.seq == 4 and "would exceed --max-session-bytes" in error.message, error
         await bystander.progress()
-        # What was left fits a frame of the plan's size; a completed claim is refused by the plan.
-        result(await answer(session, chunked(4, encoded([x], "fp32"), 1 << 20)))
-        refused(await answer(session, claims[1][3:]), "INVALID_ARGUMENT", "tensors[0].shape")
+        # What is left fits a frame of one sample, not the 1.5 MiB of a whole frame of 32 and
+        # as much again decoded.
         result(await answer(session, chunked(5, encoded([x], "fp32"), 1 << 20)))
+        error = refused(await answer(session, claims[1][1:]), "RESOURCE_EXHAUSTED", "tensors")
+        assert "decoding the frame: holding" in error.message, error
+        result(await answer(session, chunked(6, encoded([x], "fp32"), 1 << 20)))
 
         # Many sessions, each at its limits, alongside the bystander.
         floods = [await connect(server, cut="c0000", codec="fp32") for _ in range(4)]
         for flood in floods:
-            for seq in range(1, 9):
-                await flood.send_chunks([_first_chunk(seq, claim, 1 << 20)])
+            for seq in range(1, 5):
+                await flood.send_chunks(chunked(seq, batch, 1 << 20)[:1])
         await bystander.progress(2)
         for flood in floods:
             await flood.close()
             events = await drain(flood)
-            # Each held its eight frames' first chunks (8 MiB), answered as the stream ended.
-            assert [e.code_name for e in events] == ["INVALID_ARGUMENT"] * 8, events
+            # Each held its four frames' first chunks (4 MiB), answered as the stream ended.
+            assert [e.code_name for e in events] == ["INVALID_ARGUMENT"] * 4, events
     await session.close()
     await drain(session)
     assert server.service.budget.held == 0
-
-
-def _first_chunk(seq: int, tensor: EncodedTensor, size: int) -> pb.FrameChunk:
-    """Chunk 0 of a frame cut into ``size``-byte chunks (the rest never sent)."""
-    chunks = frame_chunks(seq, 1, [tensor], max_chunk_bytes=size)
-    return chunks[0]
 
 
 def _hello(plan: RunnablePlan, **fields: Any) -> pb.Hello:
