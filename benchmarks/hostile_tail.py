@@ -266,17 +266,21 @@ async def _open(stub: pb_grpc.SplitSessionStub, target: TailTarget, **hello_fiel
 
 async def batch_bomb(target: TailTarget, duration_s: float) -> AttackOutcome:
     """Frames declaring batch 1024 in a few hundred bytes of zstd, from 4 sessions, each
-    sending its next frame when the last is answered. Holds if none is computed."""
+    sending its next frame when the last is answered and opening a new session at once when
+    one ends. Holds if none is computed."""
     bomb = frame(target, batch=1024)
     wire = sum(len(t.payload) for t in bomb)
     answers: Counter[str] = Counter()
     deadline = time.monotonic() + duration_s
+    sessions = 0
 
     async def one(index: int) -> None:
+        nonlocal sessions
         channel = open_channel(target.address)
         session = SessionClient(channel, token=target.token)
         try:
             await session.open(hello(target, edge_id=f"bomb-{index}"))
+            sessions += 1
             seq = 0
             while time.monotonic() < deadline:
                 seq += 1
@@ -293,10 +297,15 @@ async def batch_bomb(target: TailTarget, duration_s: float) -> AttackOutcome:
             session.cancel()
             await channel.close()
 
-    await asyncio.gather(*(one(i) for i in range(4)))
-    sent = sum(answers.values())
+    async def reconnecting(index: int) -> None:
+        while time.monotonic() < deadline:
+            await one(index)
+
+    await asyncio.gather(*(reconnecting(i) for i in range(4)))
+    sent = sum(n for kind, n in answers.items() if not kind.startswith(("session", "end")))
     return AttackOutcome(
-        sent=f"{sent} frames of batch 1024 ({wire} B on the wire each) from 4 sessions",
+        sent=f"{sent} frames of batch 1024 ({wire} B on the wire each) from 4 clients that "
+        f"reconnect when ended ({sessions} sessions)",
         checks={"no bomb computed": answers["result"] == 0},
         detail=_counts(answers),
     )
@@ -310,11 +319,18 @@ async def never_reads(target: TailTarget, duration_s: float) -> AttackOutcome:
     deadline = time.monotonic() + duration_s
     channels: list[aio.Channel] = []
 
+    sessions = 0
+
     async def one(index: int) -> None:
-        nonlocal written
+        nonlocal written, sessions
         channel, stub = _stub(target)
         channels.append(channel)
-        call = await _open(stub, target, edge_id=f"deaf-{index}")
+        try:
+            call = await _open(stub, target, edge_id=f"deaf-{index}")
+        except (aio.AioRpcError, SessionError):
+            await asyncio.sleep(0.1)
+            return
+        sessions += 1
         seq = 0
         try:
             while time.monotonic() < deadline:
@@ -326,16 +342,23 @@ async def never_reads(target: TailTarget, duration_s: float) -> AttackOutcome:
                     async with asyncio.timeout(max(0.05, deadline - time.monotonic())):
                         await call.write(pb.EdgeMessage(chunk=message))
                 written += 1
-        except (TimeoutError, aio.AioRpcError, asyncio.InvalidStateError):
+        except TimeoutError:
             pass
+        except (aio.AioRpcError, asyncio.InvalidStateError):
+            return  # the server ended it: open another
         finally:
             call.cancel()
 
-    await asyncio.gather(*(one(i) for i in range(8)))
+    async def reconnecting(index: int) -> None:
+        while time.monotonic() < deadline:
+            await one(index)
+
+    await asyncio.gather(*(reconnecting(i) for i in range(8)))
     for channel in channels:
         await channel.close()
     return AttackOutcome(
-        sent=f"{written} frames from 8 sessions that never read",
+        sent=f"{written} frames from 8 clients that never read and reconnect when ended "
+        f"({sessions} sessions)",
         checks={},
         detail=f"{written / max(duration_s, 1e-9):.0f} frames/s accepted by the server",
     )

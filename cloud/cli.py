@@ -129,6 +129,15 @@ def register(subparsers: Any) -> None:
         "input batch, 1 for a plan of one image)",
     )
     tuning.add_argument(
+        "--max-refused-frames",
+        type=int,
+        default=defaults.DEFAULT_MAX_REFUSED_FRAMES,
+        metavar="N",
+        help="a session with N frames refused for what they carry (a shape, batch or codec the "
+        f"plan does not allow, more in flight than Accept gave) within "
+        f"{defaults.REFUSED_WINDOW_S:g} s ends PROTOCOL_VIOLATION (default %(default)s)",
+    )
+    tuning.add_argument(
         "--max-session-bytes",
         type=int,
         default=defaults.DEFAULT_MAX_SESSION_BYTES,
@@ -244,6 +253,7 @@ def _cloud(args: argparse.Namespace) -> int:
         frame_timeout_s=args.frame_timeout_s,
         idle_timeout_s=args.idle_timeout_s,
         write_timeout_s=args.write_timeout_s,
+        max_refused_frames=args.max_refused_frames,
         grace_s=args.grace_s,
         server_id=args.server_id or args.listen,
     )

@@ -38,6 +38,12 @@ DEFAULT_IDLE_TIMEOUT_S = 60.0
 # An answer the edge has not taken (HTTP/2 flow control) in five frame budgets is one it will
 # not take: the session ends rather than hold its frames.
 DEFAULT_WRITE_TIMEOUT_S = 10.0
+# Frames one session may have refused for what they carry (a shape, batch or codec the plan does
+# not allow, more in flight than Accept gave) within REFUSED_WINDOW_S before it ends: an honest
+# edge gets none, and a misconfigured one is better told once than answered frame by frame. A
+# peer that floods refused frames costs the service a Hello per this many frames.
+DEFAULT_MAX_REFUSED_FRAMES = 32
+REFUSED_WINDOW_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,8 @@ class CloudConfig:
             it then ends with ``SessionEnd UNAVAILABLE`` and a retry delay.
         write_timeout_s: how long an answer may wait for the edge to take it (HTTP/2 flow
             control); the session then ends.
+        max_refused_frames: frames of one session refused for the edge's fault within
+            ``REFUSED_WINDOW_S`` before the session ends ``PROTOCOL_VIOLATION``.
         grace_s: on SIGTERM, how long frames in flight may take to finish.
         server_id: the replica's name in ``Accept.server_id`` and the logs.
         plan_public_key: an Ed25519 public key (PEM) every plan's ``plan.yaml`` must be signed
@@ -107,6 +115,7 @@ class CloudConfig:
     frame_timeout_s: float = DEFAULT_FRAME_TIMEOUT_S
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     write_timeout_s: float = DEFAULT_WRITE_TIMEOUT_S
+    max_refused_frames: int = DEFAULT_MAX_REFUSED_FRAMES
 
     def __post_init__(self) -> None:
         if not self.plans:
@@ -124,6 +133,7 @@ class CloudConfig:
             "--max-frame-batch": 1 if self.max_frame_batch is None else self.max_frame_batch,
             "--max-session-bytes": self.max_session_bytes,
             "--max-buffered-bytes": self.max_buffered_bytes,
+            "--max-refused-frames": self.max_refused_frames,
         }
         for flag, value in positive.items():
             if value < 1:

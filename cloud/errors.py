@@ -30,13 +30,18 @@ class FrameRefused(CloudError):
     Attributes:
         code: the wire ``ErrorCode`` value (e.g. ``pb.INVALID_ARGUMENT``, ``pb.STALE``).
         field: the header field or tensor at fault, when there is one.
+        by_peer: the edge is at fault (what it sent breaks the plan or the limits Accept
+            gave), not the server (a full queue, a budget, a shutdown); sessions count these.
     """
 
-    def __init__(self, code: pb.ErrorCode, message: str, *, field: str = "") -> None:
+    def __init__(
+        self, code: pb.ErrorCode, message: str, *, field: str = "", by_peer: bool = False
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.field = field
+        self.by_peer = by_peer or code in (pb.INVALID_ARGUMENT, pb.PLAN_MISMATCH)
 
 
 class SessionEnded(FrameRefused):

@@ -91,6 +91,7 @@ def check_headers(
             f"a frame of batch {batch}; expected 1..{limit} samples per frame ({flag}): send "
             "one frame per input, the server batches frames itself",
             field="tensors[0].shape",
+            by_peer=True,
         )
 
 

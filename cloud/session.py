@@ -29,6 +29,9 @@ nothing in flight and no frame for             ``SessionEnd`` ``UNAVAILABLE`` wi
 ``--idle-timeout-s``                           ``retry_after_ms`` :data:`IDLE_RETRY_AFTER_MS`
 an answer the edge does not take within        the session ends: nothing more is read or
 ``--write-timeout-s`` (it sends, never reads)  computed for it, its bytes are given back
+``--max-refused-frames`` frames refused for    ``SessionEnd`` ``PROTOCOL_VIOLATION``: nothing
+what they carry (the rows above the queue      more is read; refusing a flood frame by frame
+budget's) within ``REFUSED_WINDOW_S``          would cost every other session its latency
 the stream ends with a frame half-sent         ``FrameError`` for that frame
 the server shuts down                          frames in flight finish, then ``SessionEnd``
                                                ``UNAVAILABLE`` with a retry delay
@@ -52,12 +55,14 @@ import contextlib
 import itertools
 import logging
 import time
+from collections import deque
 from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf.message import DecodeError
 from grpc import aio
 
+from splitwire.cloud.config import REFUSED_WINDOW_S
 from splitwire.cloud.errors import FrameRefused, SessionEnded
 from splitwire.cloud.frames import (
     INLINE_CODEC_BYTES,
@@ -139,6 +144,7 @@ class SessionHandler:
         self._unwritable = asyncio.Event()
         self._settled = asyncio.Event()
         self._last_activity_s = time.monotonic()
+        self._refused = _RefusedFrames(self._config.max_refused_frames, REFUSED_WINDOW_S)
         self._budget = ByteBudget(
             self._config.max_session_bytes, name="--max-session-bytes", parent=service.budget
         )
@@ -337,18 +343,30 @@ class SessionHandler:
         watch = asyncio.ensure_future(self._watch(tasks))
         drain = asyncio.ensure_future(self._service.drained.wait())
         unwritable = asyncio.ensure_future(self._unwritable.wait())
+        refused = asyncio.ensure_future(self._refused.exceeded.wait())
         try:
             await asyncio.wait(
-                {reader, watch, drain, unwritable}, return_when=asyncio.FIRST_COMPLETED
+                {reader, watch, drain, unwritable, refused}, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
-            for waiter in (watch, drain, unwritable):
+            for waiter in (watch, drain, unwritable, refused):
                 waiter.cancel()
         if self._unwritable.is_set():
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
             return _Ending(pb.UNAVAILABLE, "the edge stopped taking answers", tell=False)
+        if self._refused.exceeded.is_set():
+            # Not another frame of this peer is read: what it sends is refused anyway.
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            await self._answer_pending(pb.PROTOCOL_VIOLATION, "the session is ending")
+            return self._violation(
+                f"{self._refused.limit} frames refused within {REFUSED_WINDOW_S:g} s for what "
+                f"they carried (--max-refused-frames; the last: {self._refused.last}); expected "
+                "frames that fit the plan and the limits Accept gave: fix the edge, then reconnect"
+            )
         if reader.done():
             ending = reader.result()
             if ending is None:
@@ -416,7 +434,7 @@ class SessionHandler:
                     pb.RESOURCE_EXHAUSTED,
                     f"{len(self._in_flight)} frames in flight (the limit Accept gave); wait "
                     "for an answer before sending more",
-                    field="seq",
+                    field="seq", by_peer=True,
                 ))  # fmt: skip
                 continue
             held = HeldBytes(self._budget)
@@ -604,8 +622,11 @@ class SessionHandler:
         await self._send([self._refusal(seq, capture_ts_ns, exc)])
 
     def _refusal(self, seq: int, capture_ts_ns: int, exc: FrameRefused) -> pb.CloudMessage:
-        """The FrameError for ``seq``, counted and logged."""
+        """The FrameError for ``seq``, counted and logged (and, when the edge is at fault,
+        counted against --max-refused-frames)."""
         self._metrics.errors.labels(pb.ErrorCode.Name(exc.code)).inc()
+        if exc.by_peer:
+            self._refused.add(exc.message)
         self._log.log(
             "frame", logging.DEBUG, "session %s: frame %d refused: %s", self._id, seq, exc.message
         )
@@ -653,6 +674,25 @@ class SessionHandler:
     def _stop_writing(self) -> None:
         self._gone = True
         self._unwritable.set()
+
+
+class _RefusedFrames:
+    """Frames refused for the edge's fault in the last ``window_s``: once ``limit`` of them fall
+    within the window, :attr:`exceeded` is set and the session ends."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit = limit
+        self.last = ""
+        self.exceeded = asyncio.Event()
+        self._window_s = window_s
+        self._times: deque[float] = deque(maxlen=limit)
+
+    def add(self, message: str) -> None:
+        now = time.monotonic()
+        self._times.append(now)
+        self.last = message[:200]
+        if len(self._times) == self.limit and now - self._times[0] <= self._window_s:
+            self.exceeded.set()
 
 
 def _long_name(hello: pb.Hello) -> tuple[pb.ErrorCode, str] | None:

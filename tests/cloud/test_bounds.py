@@ -124,6 +124,30 @@ async def test_batch_bombs_are_refused_before_decoding(
         assert "a frame of batch 0" in error.message
 
 
+async def test_a_session_flooding_refused_frames_is_ended(
+    start_server, connect, plan: RunnablePlan
+) -> None:
+    # Each bomb is refused on its headers, but answering a flood of them frame by frame would
+    # cost every other session its latency: at --max-refused-frames within the window, the
+    # session ends and nothing more of it is read.
+    server = await start_server(max_refused_frames=6)
+    bomb = _batch_bomb(1024)
+    async with under_attack(server, connect, plan) as bystander:
+        session = await connect(server, cut="c0000", codec="fp32")
+        # Like an edge with a wrong plan: each frame sent once the last one's answer came.
+        for seq in range(1, 7):
+            bomb.seq = seq
+            await session.send_chunks([bomb])
+            refused(await session.receive(), "RESOURCE_EXHAUSTED", "tensors[0].shape")
+        end = await session.receive()
+        assert isinstance(end, SessionClosed), end
+        assert end.code_name == "PROTOCOL_VIOLATION", end
+        assert "6 frames refused within 10 s" in end.reason, end.reason
+        assert "a frame of batch 1024" in end.reason, end.reason
+        assert await session.receive() is None  # the stream is over
+        await bystander.progress()
+
+
 async def test_max_frame_batch_allows_up_to_its_value(
     start_server, connect, plan: RunnablePlan
 ) -> None:
@@ -200,15 +224,20 @@ async def test_a_client_that_never_reads_stops_being_read(
                     await asyncio.sleep(0.1)
                     still = still + 0.1 if attacker["sent"] == last else 0.0
                     last = attacker["sent"]
-                # It holds its eight slots, each frame's 393 kB until its answer is written,
-                # and nothing more (but the bystander's frame).
+                # It holds at most its eight slots, each frame's 393 kB until its answer is
+                # written, and nothing more (but the bystander's frame).
                 held = server.service.budget.held
-                assert 8 * 393_216 <= held <= 9 * 393_216 + 2 * 49152, held
+                assert held <= 9 * 393_216 + 2 * 49152, held
                 await bystander.progress(2)
-                # No answer taken for --write-timeout-s: the session ends, its bytes go back.
+                # Its frames beyond the eight it may have in flight are refused: at
+                # --max-refused-frames of them the session ends (or, if its answers stall
+                # first, after --write-timeout-s), and its bytes go back.
                 await _until(lambda: len(server.service.sessions) == 1, timeout_s=30,
                              what="the never-reading session ended")  # fmt: skip
-                assert _sample(server, "splitwire_timeouts_total", kind="write") == 1
+                ended = _sample(server, "splitwire_timeouts_total", kind="write") + _sample(
+                    server, "splitwire_sessions_total", outcome="protocol_violation"
+                )
+                assert ended == 1
                 assert server.service.budget.held < 1 << 20  # the bystander's frame at most
         await bystander.progress(2)
 
