@@ -10,6 +10,10 @@ therefore pays no batching delay, while under load the batch fills up::
     t=0.4 ms  B queued                                   lane waits: C is still expected
     t=0.7 ms  C queued, nothing else expected            → tail(A, B, C) in one call
 
+A call takes one frame of each session waiting before a second of any, sessions served longest
+ago first (round robin): a session with one frame waiting is never queued behind the frames in
+flight of sessions that send as fast as they may.
+
 The tail runs in a worker thread (one, with a fixed torch thread count), never on the event
 loop. Before computing, frames that waited longer than their queue budget are answered
 ``STALE``; when ``max_queued_frames`` frames are waiting, the next is refused
@@ -58,6 +62,7 @@ class _Job:
     budget_ns: int
     future: asyncio.Future[TailResult]
     queued_ns: int = 0
+    owner: str = ""
 
 
 @dataclass
@@ -66,6 +71,10 @@ class _Lane:
     jobs: deque[_Job] = field(default_factory=deque)
     expected: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # The call number in which each session (owner) last had a frame computed, for fairness;
+    # bounded by the sessions with frames queued (forgotten once a session has none).
+    served: dict[str, int] = field(default_factory=dict)
+    calls: int = 0
 
 
 class TailBatcher:
@@ -144,6 +153,7 @@ class TailBatcher:
         *,
         arrival_ns: int,
         budget_ns: int = 0,
+        owner: str = "",
     ) -> asyncio.Future[TailResult]:
         """Queue one frame's inputs for ``route``'s tail; the future completes with its result.
 
@@ -152,6 +162,9 @@ class TailBatcher:
             inputs: the tail's inputs, batch on dim 0 (checked against the plan already).
             arrival_ns: ``time.perf_counter_ns()`` when the frame's last chunk arrived.
             budget_ns: longest the frame may wait from ``arrival_ns``; 0 = no limit.
+            owner: the session it comes from: each call takes one frame of each session
+                waiting, those served longest ago first, before a second of any (round robin),
+                so sessions with many frames queued cannot keep one with a single frame out.
 
         Raises:
             FrameRefused: ``RESOURCE_EXHAUSTED`` when the queue is full (at once); through the
@@ -172,6 +185,7 @@ class TailBatcher:
             budget_ns=budget_ns,
             future=asyncio.get_running_loop().create_future(),
             queued_ns=time.perf_counter_ns(),
+            owner=owner,
         )
         lane.jobs.append(job)
         self._queued += 1
@@ -211,17 +225,28 @@ class TailBatcher:
                 await self._compute(lane.route, batch)
 
     def _take(self, lane: _Lane) -> list[_Job]:
-        """Up to ``max_batch`` live frames (≤ ``max_samples`` samples); stale ones are
-        answered."""
+        """Up to ``max_batch`` live frames (≤ ``max_samples`` samples), round robin across
+        sessions (see :meth:`submit`); stale ones are answered."""
         now = time.perf_counter_ns()
+        # The oldest frame of each session, sessions served longest ago first, then every
+        # other frame in arrival order: e.g. sessions A (5 frames queued, served in the last
+        # call) and B (1 frame, never served) give B's frame, A's first, then A's others.
+        firsts: dict[str, int] = {}
+        for index, job in enumerate(lane.jobs):
+            firsts.setdefault(job.owner, index)
+        order = sorted(firsts.values(), key=lambda i: (lane.served.get(lane.jobs[i].owner, -1), i))
+        chosen = set(order)
+        order += [i for i in range(len(lane.jobs)) if i not in chosen]
         batch: list[_Job] = []
+        taken: set[int] = set()
         samples = 0
-        while lane.jobs and len(batch) < self._max_batch:
-            job = lane.jobs[0]
-            if batch and samples + job.batch > self._max_samples:
+        for index in order:
+            if len(batch) >= self._max_batch:
                 break
-            lane.jobs.popleft()
-            self._queued -= 1
+            job = lane.jobs[index]
+            if batch and samples + job.batch > self._max_samples:
+                continue
+            taken.add(index)
             if job.future.done():  # the session went away
                 continue
             waited = now - job.arrival_ns
@@ -238,6 +263,14 @@ class TailBatcher:
                 continue
             batch.append(job)
             samples += job.batch
+        lane.jobs = deque(job for i, job in enumerate(lane.jobs) if i not in taken)
+        self._queued -= len(taken)
+        lane.calls += 1
+        for job in batch:
+            lane.served[job.owner] = lane.calls
+        waiting = {job.owner for job in lane.jobs}
+        for owner in [o for o in lane.served if o not in waiting]:
+            del lane.served[owner]
         self._metrics.queued.set(self._queued)
         return batch
 

@@ -564,8 +564,9 @@ class SessionHandler:
                     self._service.codec_pool, decode, frame, route
                 )
             pending = batcher.submit(
-                route, inputs, arrival_ns=arrival_ns, budget_ns=first.queue_budget_ms * 1_000_000
-            )
+                route, inputs, arrival_ns=arrival_ns,
+                budget_ns=first.queue_budget_ms * 1_000_000, owner=self._id,
+            )  # fmt: skip
             del inputs  # the batcher holds them until the tail has run
         try:
             result = await pending

@@ -36,6 +36,7 @@ from splitwire.protocol.client import (
     SessionClosed,
     SessionError,
     SessionRejected,
+    SessionResult,
     open_channel,
 )
 from splitwire.protocol.peer_text import peer_text
@@ -240,6 +241,39 @@ async def test_a_client_that_never_reads_stops_being_read(
                 assert ended == 1
                 assert server.service.budget.held < 1 << 20  # the bystander's frame at most
         await bystander.progress(2)
+
+
+@pytest.mark.timed
+async def test_the_tail_serves_sessions_round_robin(
+    start_server, connect, plan: RunnablePlan
+) -> None:
+    # One frame per tail call: session A's eight frames in flight would all be computed before
+    # B's single frame if the tail served frames first come; round robin computes B's next.
+    # B must wait at most about one call while A still has frames waiting (first come, B would
+    # wait one call per frame of A ahead of it, or come after all but a few of them).
+    server = await start_server(max_batch=1)
+    greedy = await connect(server, cut="c0000", codec="fp32")
+    light = await connect(server, cut="c0000", codec="fp32")
+    frame = encoded([inputs(21)], "fp32")
+    for seq in range(1, 9):
+        await greedy.send(seq, time.time_ns(), frame)
+    await light.send(1, time.time_ns(), frame)
+    arrivals: list[tuple[float, str, SessionResult]] = []
+
+    async def read(session: SessionClient, name: str, count: int) -> None:
+        for _ in range(count):
+            arrivals.append((time.monotonic(), name, result(await session.receive())))
+
+    await asyncio.gather(read(greedy, "greedy", 8), read(light, "light", 1))
+    arrivals.sort(key=lambda a: a[0])
+    order = [name for _, name, _ in arrivals]
+    assert len(order) - 1 - order.index("light") >= 3, order  # A had frames left to compute
+    computes = sorted(r.timings.compute_ns for _, name, r in arrivals if name == "greedy")
+    light_result = next(r for _, name, r in arrivals if name == "light")
+    assert light_result.timings.queue_ns <= 2 * computes[len(computes) // 2], (
+        light_result.timings,
+        computes,
+    )
 
 
 # -- chunk 0 announcing 32 MiB ----------------------------------------------------------------
