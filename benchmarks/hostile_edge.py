@@ -40,6 +40,7 @@ from grpc import aio
 from splitwire.benchmarks.e2e import percentile
 from splitwire.benchmarks.hostile_tail import AttackOutcome
 from splitwire.benchmarks.processes import PeakRss, free_port
+from splitwire.edge.config import DEFAULT_RECONNECT_MAX_S
 from splitwire.partitioner.runtime import RunnablePlan
 from splitwire.protocol import (
     MAX_CHUNK_BYTES,
@@ -191,7 +192,11 @@ def _judge_retry_forever(state: FakeTailState, lines: list[dict[str, Any]], w: A
     # Every gap between the attack's start, the sessions it opened and the attack's end.
     times = [w.mono_start, *(t for t in state.hellos if w.mono_start <= t < w.mono_end)]
     gaps = [b - a for a, b in itertools.pairwise([*times, w.mono_end])]
-    return {"reconnected within the 5 s cap (+1 s)": len(times) > 2 and max(gaps) <= 6.0}
+    cap_s = DEFAULT_RECONNECT_MAX_S
+    return {
+        f"reconnected within the {cap_s:g} s cap (+1 s)": len(times) > 2
+        and max(gaps) <= cap_s + 1.0
+    }
 
 
 def _judge_silent(state: FakeTailState, lines: list[dict[str, Any]], w: AttackWindow
@@ -199,7 +204,9 @@ def _judge_silent(state: FakeTailState, lines: list[dict[str, Any]], w: AttackWi
     return {"reconnected": w.hellos(state) >= 1}
 
 
-def _backoff_attempts(duration_s: float, initial_s: float = 0.1, cap_s: float = 5.0) -> int:
+def _backoff_attempts(
+    duration_s: float, initial_s: float = 0.1, cap_s: float = DEFAULT_RECONNECT_MAX_S
+) -> int:
     attempts, elapsed, delay = 0, 0.0, initial_s
     while elapsed < duration_s:
         attempts += 1
