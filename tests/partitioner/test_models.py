@@ -28,6 +28,8 @@ from splitwire.partitioner.models import (
 
 ZOO = [
     "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
     "mobilenet_v2",
     "resnet18",
     "resnet50",
