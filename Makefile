@@ -11,7 +11,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.splitwire-installed
 EXTRAS ?= dev,hf,plot,pretrained
 # Folders installed as splitwire.<role> (pyproject.toml's package-dir).
-ROLES := protocol partitioner benchmarks cloud edge corrector
+ROLES := protocol partitioner benchmarks cloud edge corrector netem
 
 .PHONY: demo test lint proto bench clean system-deps images images-smoke
 

@@ -26,27 +26,27 @@ from typing import Any
 
 import torch
 
-from splitwire.benchmarks.e2e import make_plan, percentile
-from splitwire.benchmarks.netem import LinkEmulator, Outage, load_emulated_trace
+from splitwire.benchmarks.e2e import make_plan
 from splitwire.benchmarks.processes import tail_process
 from splitwire.errors import SplitwireError
-from splitwire.partitioner.link import LinkTrace
+from splitwire.netem.emulator import LinkEmulator
+from splitwire.partitioner.link import LinkTrace, load_trace
 from splitwire.partitioner.plan_file import PlanOption
 from splitwire.partitioner.runtime import RunnablePlan, open_plan
+from splitwire.stats import percentile
 
 P95_TARGET = 1.5
 
 
 async def _run(
-    plan: RunnablePlan, address: str, trace: LinkTrace, outages: tuple[Outage, ...],
-    start: PlanOption, *, policy: str, fps: float, duration_s: float, hold_s: float,
-    slowdown: float,
+    plan: RunnablePlan, address: str, trace: LinkTrace, start: PlanOption, *, policy: str,
+    fps: float, duration_s: float, hold_s: float, slowdown: float,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
     from splitwire.edge.agent import EdgeAgent
     from splitwire.edge.config import EdgeConfig
 
     out = io.StringIO()
-    async with LinkEmulator(upstream=address, link=trace, outages=outages, seed=0) as em:
+    async with LinkEmulator(upstream=address, link=trace, seed=0) as em:
         wall0 = time.time_ns()
         config = EdgeConfig(
             plan=plan.directory, cloud=em.address, frames=max(2, round(fps * duration_s)),
@@ -99,8 +99,8 @@ def run_adaptive(
     Raises:
         SplitwireError: a trace without a change, or a plan without the first state's pick.
     """
-    trace, outages = load_emulated_trace(trace_path)
-    changes = [t for t, _ in trace.points[1:]] + [o.start_s for o in outages]
+    trace = load_trace(trace_path)
+    changes = [t for t, _ in trace.points[1:]] + [o.start_s for o in trace.outages]
     if not changes:
         raise SplitwireError(f"trace {str(trace_path)!r} never changes: nothing to adapt to")
     change_s = min(changes)
@@ -124,7 +124,7 @@ def run_adaptive(
             for policy in ("auto", "fixed"):
                 progress(f"{policy}: from {start.cut} {start.codec}, {duration:g} s at {fps:g} fps")
                 summary, records = asyncio.run(_run(
-                    plan, address, trace, outages, start, policy=policy, fps=fps,
+                    plan, address, trace, start, policy=policy, fps=fps,
                     duration_s=duration, hold_s=hold_s, slowdown=edge_slowdown,
                 ))  # fmt: skip
                 runs[policy] = _figures(records, change_s, start) | {
@@ -135,7 +135,7 @@ def run_adaptive(
     return {
         "model": model, "trace": str(trace_path),
         "states": [{"t": t, "link": str(link)} for t, link in trace.points],
-        "outages": [[o.start_s, o.end_s] for o in outages], "change_s": change_s,
+        "outages": [[o.start_s, o.end_s] for o in trace.outages], "change_s": change_s,
         "start": {"cut": start.cut, "codec": start.codec}, "fps": fps, "hold_s": hold_s,
         "edge": {"edge_slowdown": edge_slowdown, "emulated": edge_slowdown != 1.0},
         "runs": runs,

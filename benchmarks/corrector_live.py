@@ -20,8 +20,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from splitwire.benchmarks.netem import LinkEmulator
 from splitwire.benchmarks.processes import tail_process
+from splitwire.netem.emulator import LinkEmulator
 
 __all__ = ["AGREEMENT_POINTS", "run_live", "table"]
 

@@ -3,7 +3,7 @@
     splitwire bench e2e --model zoo:resnet18 --link bw=20mbit,rtt=40ms --link lte --json
 
 For one model: plan it for the links (or take a given plan directory), then on each link, behind
-the link emulator (:mod:`splitwire.benchmarks.netem`), run the real agent (this process, one
+the link emulator (:mod:`splitwire.netem`), run the real agent (this process, one
 torch thread) against a real ``splitwire cloud`` child process (one thread) for each measured
 cut with the planner's best codec at that cut on that link, the planner's pick, and the
 baselines (all-on-edge, all-in-cloud raw, all-in-cloud JPEG). Each option runs twice:
@@ -55,12 +55,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from splitwire.benchmarks.netem import LinkEmulator
 from splitwire.benchmarks.processes import tail_process
 from splitwire.errors import SplitwireError
+from splitwire.netem.emulator import LinkEmulator
 from splitwire.partitioner.link import LinkModel, parse_link
 from splitwire.partitioner.plan_file import PlanOption
 from splitwire.partitioner.runtime import RunnablePlan, open_plan
+from splitwire.stats import percentile
 
 logger = logging.getLogger("splitwire.bench")
 
@@ -620,12 +621,3 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def percentile(values: Sequence[float], q: int) -> float:
-    """The q-th percentile (inclusive method); NaN for no values."""
-    if not values:
-        return math.nan
-    if len(values) == 1:
-        return float(values[0])
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]

@@ -37,7 +37,6 @@ from typing import Any
 import torch
 from grpc import aio
 
-from splitwire.benchmarks.e2e import percentile
 from splitwire.benchmarks.hostile_tail import AttackOutcome
 from splitwire.benchmarks.processes import PeakRss, free_port
 from splitwire.edge.config import DEFAULT_RECONNECT_MAX_S
@@ -54,6 +53,7 @@ from splitwire.protocol import (
 from splitwire.protocol import splitwire_pb2 as pb
 from splitwire.protocol import splitwire_pb2_grpc as pb_grpc
 from splitwire.protocol.transport import RESULT_CODEC, SERVER_OPTIONS
+from splitwire.stats import percentile
 
 # The agent under attack: paced like a camera, one cut, no policy switches.
 AGENT_FPS = 10.0

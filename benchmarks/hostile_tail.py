@@ -23,7 +23,6 @@ from typing import Any
 import torch
 from grpc import aio
 
-from splitwire.benchmarks.e2e import percentile
 from splitwire.partitioner.runtime import RunnablePlan, open_plan
 from splitwire.protocol import PROTOCOL_VERSION, EncodedTensor, encode, frame_chunks
 from splitwire.protocol import splitwire_pb2 as pb
@@ -38,6 +37,7 @@ from splitwire.protocol.client import (
 )
 from splitwire.protocol.header import DTYPES
 from splitwire.protocol.transport import CLIENT_OPTIONS, bearer
+from splitwire.stats import percentile
 
 # The bystander: one frame in flight, this many frames a second, and how long one answer may
 # take before it counts as missing.

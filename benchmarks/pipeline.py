@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from splitwire.benchmarks.e2e import percentile
 from splitwire.benchmarks.processes import tail_process
 from splitwire.errors import SplitwireError
+from splitwire.stats import percentile
 
 logger = logging.getLogger("splitwire.bench")
 

@@ -16,7 +16,7 @@ tensors. So the proxy goes in at both places:
    the tail joins it through a plain ``tcp://`` init method, as without a link.
 2. Once the tail has published its URL, the caller starts, on 127.0.0.1 and in a thread of its
    own process (which only waits meanwhile), a
-   :class:`~splitwire.benchmarks.netem.LinkEmulator` whose upstream is the tail, and in front of
+   :class:`~splitwire.netem.LinkEmulator` whose upstream is the tail, and in front of
    it a relay that rewrites the tail's address in each connection's first answer into the
    emulator's (in place: both are ephemeral ports, of the same length). It publishes the
    relay's URL under ``splitwire-proxy/`` + the tail's key.
@@ -47,7 +47,7 @@ from urllib.parse import parse_qs, urlparse
 
 import torch.distributed as dist
 
-from splitwire.benchmarks.netem import LinkEmulator, NetemError, require_loopback
+from splitwire.netem.emulator import LinkEmulator, NetemError, require_loopback
 from splitwire.partitioner.link import LinkModel, LinkTrace
 
 # The edge's rendezvous scheme: ``splitwire-proxy://HOST:PORT`` (init_rpc adds the rank and
@@ -248,7 +248,7 @@ class TailLinkProxy:
         return True
 
     def stats(self) -> dict[str, Any] | None:
-        """The emulator's :meth:`~splitwire.benchmarks.netem.LinkEmulator.stats`, plus
+        """The emulator's :meth:`~splitwire.netem.LinkEmulator.stats`, plus
         ``"rewrites"`` (connections through the relay whose answer named the tail, and now
         names the emulator); None before they started."""
         emulator, relay = self._emulator, self._relay

@@ -39,12 +39,12 @@ from pathlib import Path
 from typing import Any
 
 from splitwire.benchmarks.balancer import GrpcBalancer
-from splitwire.benchmarks.e2e import percentile
 from splitwire.benchmarks.processes import TailReplica
 from splitwire.edge.agent import AgentExecutors, EdgeAgent
 from splitwire.edge.config import EdgeConfig
 from splitwire.errors import SplitwireError
 from splitwire.partitioner.runtime import RunnablePlan, open_plan
+from splitwire.stats import percentile
 
 SCENARIOS = ("spread", "kill", "rolling", "soak")
 # When the scenario's fault happens, as a fraction of the run.

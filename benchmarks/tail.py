@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import statistics
 import subprocess
 import sys
 import time
@@ -52,6 +51,7 @@ from splitwire.protocol.client import (
     SessionResult,
     open_channel,
 )
+from splitwire.stats import percentile
 
 # How long the first part of a run is excluded from RSS "after warm-up" and from latency.
 WARMUP_FRACTION = 0.2
@@ -105,11 +105,8 @@ class TailRun:
         return len(self.latencies_ms) / self.measured_s if self.measured_s else 0.0
 
     def percentile(self, q: float, values: Sequence[float] | None = None) -> float:
-        """The q-th percentile (0..100) of latencies (or ``values``), in ms."""
-        data = sorted(self.latencies_ms if values is None else values)
-        if not data:
-            return float("nan")
-        return data[min(len(data) - 1, round(q / 100 * (len(data) - 1)))]
+        """The q-th percentile (0..100) of latencies (or ``values``), in ms; NaN for none."""
+        return percentile(self.latencies_ms if values is None else values, q)
 
     @property
     def rss_growth(self) -> float:
@@ -208,7 +205,7 @@ def service_overhead(load: TailLoad, *, frames: int = 300) -> tuple[TailRun, Tai
     with _server(single) as (address, pid):
         run = TailRun(load=single, frame_bytes=frame_bytes)
         asyncio.run(_drive(single, address, pid, plan, templates, run, max_frames=frames))
-    with _echo_server(median(run.compute_ms)) as (address, pid):
+    with _echo_server(percentile(run.compute_ms, 50)) as (address, pid):
         echo = TailRun(load=single, frame_bytes=frame_bytes)
         asyncio.run(_drive(single, address, pid, plan, templates, echo, max_frames=frames))
     return run, echo
@@ -377,8 +374,3 @@ def summary(runs: Sequence[TailRun]) -> str:
             f"{r.lost:>5} {r.rss_warm_mb:>7.0f}→{r.rss_end_mb:<7.0f} {sizes[:30]:<30}"
         )
     return "\n".join(lines)
-
-
-def median(values: Sequence[float]) -> float:
-    """The median, NaN for no values."""
-    return statistics.median(values) if values else float("nan")

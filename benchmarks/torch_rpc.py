@@ -64,7 +64,7 @@ edge received, to check them against the plan's halves run locally.
 
 Through an emulated link (``link="bw=20mbit,rtt=40ms"``, any spec ``splitwire netem --link``
 takes): the edge's calls to the tail and the tail's answers cross a
-:class:`~splitwire.benchmarks.netem.LinkEmulator` run by the caller (in a thread) on
+:class:`~splitwire.netem.LinkEmulator` run by the caller (in a thread) on
 127.0.0.1. TensorPipe gives no say over where a worker connects: each agent publishes its
 ephemeral listening address in the rendezvous store. So the caller hosts that store, and the
 edge reads an address of the caller's instead of the tail's
@@ -114,6 +114,7 @@ import torch
 
 from splitwire.errors import SplitwireError
 from splitwire.partitioner.link import LinkModel, parse_link
+from splitwire.stats import percentile
 
 if TYPE_CHECKING:
     from splitwire.benchmarks.rpc_proxy import TailLinkProxy
@@ -151,7 +152,7 @@ class RpcRunResult:
         bytes_per_frame: fp32 bytes of the activations one frame carries.
         link: ``"loopback"``, or the emulated link's spec (canonical for a fixed link).
         emulator: with a link, the emulator's statistics at the end of the run
-            (:meth:`~splitwire.benchmarks.netem.LinkEmulator.stats`: bytes, achieved rate and
+            (:meth:`~splitwire.netem.LinkEmulator.stats`: bytes, achieved rate and
             delay per direction, connections); None on loopback.
     """
 
@@ -165,11 +166,8 @@ class RpcRunResult:
     emulator: dict[str, Any] | None = None
 
     def percentile(self, q: float) -> float:
-        """The q-th percentile (0..100) of the latencies, in ms (nearest rank; NaN if none)."""
-        data = sorted(self.latencies_ms)
-        if not data:
-            return float("nan")
-        return data[min(len(data) - 1, round(q / 100 * (len(data) - 1)))]
+        """The q-th percentile (0..100) of the latencies, in ms; NaN if none."""
+        return percentile(self.latencies_ms, q)
 
     def as_json(self) -> dict[str, Any]:
         """The run as a flat record; with a link, what the emulator achieved (``link_*``:

@@ -29,6 +29,7 @@ import torch
 from splitwire.corrector import Corrector
 from splitwire.corrector.metrics import ConfusionMatrix
 from splitwire.partitioner.plan_file import TensorSpec
+from splitwire.stats import percentile
 
 __all__ = ["Correction", "FrameCorrector", "RemoteAnswer", "SegmentationScore"]
 
@@ -213,7 +214,7 @@ class SegmentationScore:
         delay = (
             {
                 "mean": round(sum(delays) / len(delays), 3),
-                "median": delays[len(delays) // 2],
+                "median": percentile(delays, 50),
                 "max": delays[-1],
             }
             if delays

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
+
+from splitwire.stats import percentile
 
 SOURCES = ("remote", "local", "fused", "dropped")
 # Latencies kept for the summary's percentiles: a daemon runs for days, memory must not grow.
@@ -170,8 +171,5 @@ class RunStats:
 
 
 def _percentile(values: deque[float], q: int) -> float | None:
-    if not values:
-        return None
-    if len(values) == 1 or q == 0:
-        return round(min(values), 3)
-    return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1], 3)
+    """The summary's rounded figure; None (printed n/a) without values."""
+    return round(percentile(values, q), 3) if values else None

@@ -6,7 +6,8 @@ bandwidths (the ``_bps`` fields). A link is written as a spec string::
     parse_link("lte,rtt=80ms")                  # a preset with an override
     parse_link("bw=20mbit,rtt=40ms,jitter=5ms,loss=0.5%")
     parse_link("up=2mbit,down=10mbit,rtt=60ms,name=office")
-    parse_link("traces/commute.yaml")           # a LinkTrace (a link that changes over time)
+    parse_link("traces/commute.yaml")           # a LinkTrace (a link that changes over time,
+                                                # with its outages)
     link.transfer_s(up_bytes, down_bytes)       # expected seconds for one exchange
 
 The transfer model
@@ -441,26 +442,60 @@ def _format_number(value: float) -> str:
 
 
 @dataclass(frozen=True)
+class Outage:
+    """``[start_s, end_s)`` of trace time during which the link carries nothing: every byte sent
+    then waits until it ends (a tunnel, a failed handover, a cable pulled).
+
+    Raises:
+        LinkError: on construction, unless ``0 <= start_s < end_s`` and both are finite.
+    """
+
+    start_s: float
+    end_s: float
+
+    def __post_init__(self) -> None:
+        numbers = all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in (self.start_s, self.end_s)
+        )
+        if not (numbers and 0 <= self.start_s < self.end_s):
+            raise LinkError(
+                f"outage [{self.start_s!r}, {self.end_s!r}): expected 0 <= start < end, both a "
+                "finite number of seconds"
+            )
+        object.__setattr__(self, "start_s", float(self.start_s))
+        object.__setattr__(self, "end_s", float(self.end_s))
+
+
+@dataclass(frozen=True)
 class LinkTrace:
-    """A link that changes over time: ``points[i] = (t, link)`` holds from ``t`` seconds on.
+    """A link that changes over time: ``points[i] = (t, link)`` holds from ``t`` seconds on,
+    except during ``outages``, when nothing moves.
 
     A planner can optimise the expected cost (weighting each state by
-    :meth:`duration_weights`) or the worst case (the maximum over :meth:`states`).
+    :meth:`duration_weights`) or the worst case (the maximum over :meth:`states`). An outage
+    does not end the state it falls in: that state's duration includes it, and it is the state
+    again when the outage ends (unless the next point starts there). A planner has nothing to
+    choose during an outage (only the edge's own model answers), so outages only matter to
+    whoever replays the trace (the link emulator, ``splitwire netem``).
 
     Attributes:
         name: a label, usually the trace file's stem.
         points: ``(t, LinkModel)`` pairs, times strictly increasing from 0.
         end: when the last state stops, in seconds; ``None`` lets it last as long as the mean
             of the earlier intervals (or 1 s, if there is only one point: then its weight is 1).
+        outages: intervals of trace time during which the link holds every byte, in time
+            order and not overlapping.
 
     Raises:
         LinkError: on construction, for an empty trace, times that do not start at 0 or do not
-            increase strictly, or an ``end`` not after the last time.
+            increase strictly, an ``end`` not after the last time, or overlapping outages.
     """
 
     name: str
     points: tuple[tuple[float, LinkModel], ...]
     end: float | None = None
+    outages: tuple[Outage, ...] = ()
 
     def __post_init__(self) -> None:
         where = f"link trace {self.name!r}"
@@ -475,6 +510,15 @@ class LinkTrace:
         object.__setattr__(self, "points", tuple((float(t), link) for t, link in self.points))
         if self.end is not None:
             object.__setattr__(self, "end", float(self.end))
+        outages = tuple(self.outages)
+        for before, after in itertools.pairwise(outages):
+            if after.start_s < before.end_s:
+                raise LinkError(
+                    f"{where}: outage [{after.start_s:g}, {after.end_s:g}) starts before "
+                    f"[{before.start_s:g}, {before.end_s:g}) ends; expected outages in time "
+                    "order, not overlapping"
+                )
+        object.__setattr__(self, "outages", outages)
 
     def states(self) -> list[LinkModel]:
         """The link states in time order (one per point)."""
@@ -507,6 +551,14 @@ class LinkTrace:
         index = bisect.bisect_right([start for start, _ in self.points], t) - 1
         return self.points[index][1]
 
+    def held_until(self, t: float) -> float:
+        """When a byte sent at ``t`` seconds can move: ``t``, or the end of the outage ``t``
+        falls in (of the last one, where outages follow each other without a gap)."""
+        for outage in self.outages:
+            if outage.start_s <= t < outage.end_s:
+                t = outage.end_s
+        return t
+
 
 def _check_time(time: object, previous: float | None, *, where: str) -> None:
     """Raise unless ``time`` is a finite number, 0 for the first point, else after ``previous``."""
@@ -530,11 +582,19 @@ def load_trace(path: str | Path) -> LinkTrace:
 
         - {t: 0, bw: 20mbit, rtt: 40ms, jitter: 5ms, loss: 0.5%}
         - {t: 30, link: 3g}
-        - {t: 60, link: lte, rtt: 80ms}
+        - {t: 60, stall: true}          # an outage: nothing moves from 60 s to 62 s
+        - {t: 62, link: lte, rtt: 80ms}
 
     CSV has a header ``t,bw,rtt[,jitter,loss]`` (``up,down`` instead of ``bw``, an optional
     ``name``); empty cells of optional columns take the defaults; lines starting with ``#`` and
     blank lines are skipped. A CSV trace has no ``end``.
+
+    Outages: an entry with ``stall: true`` (a YAML key or a CSV column; ``false`` or an empty
+    cell is no outage) or a zero bandwidth (``bw``, ``up`` or ``down`` of 0) is an
+    :class:`Outage` from its ``t`` to the next entry's (or the YAML ``end``); its other keys are
+    ignored. It is no point of the trace: the state before it lasts through it (see
+    :class:`LinkTrace`), and where the trace starts with one, the first state is there behind
+    it from t=0.
 
     Args:
         path: a ``.yaml``, ``.yml`` or ``.csv`` file.
@@ -544,7 +604,8 @@ def load_trace(path: str | Path) -> LinkTrace:
 
     Raises:
         LinkError: for an unreadable file or a bad entry, naming the entry (YAML, 1-based) or
-            line (CSV, 1-based, header included).
+            line (CSV, 1-based, header included); a trace whose entries are all outages, or
+            whose last entry is an outage with no ``end`` to stop it.
     """
     file = Path(path)
     where = f"link trace {str(file)!r}"
@@ -560,6 +621,64 @@ def load_trace(path: str | Path) -> LinkTrace:
     if suffix == ".csv":
         return _trace_from_csv(text, name=name, where=where)
     return _trace_from_yaml(text, name=name, where=where)
+
+
+class _Entry(NamedTuple):
+    """One entry of a trace file: a link state from ``time`` on, or an outage (``link`` None)."""
+
+    time: float
+    link: LinkModel | None
+    where: str
+
+
+_STALL_TRUE = ("true", "yes", "1")
+_STALL_FALSE = ("false", "no", "0", "")
+
+
+def _pop_outage(fields: dict[str, object], *, where: str) -> bool:
+    """Whether an entry's ``fields`` make it an outage (see :func:`load_trace`); removes the
+    ``stall`` key, which no link state has."""
+    stall = fields.pop("stall", None)
+    if stall is not None:
+        text = str(stall).strip().lower()
+        if text in _STALL_TRUE:
+            return True
+        if text not in _STALL_FALSE:
+            raise LinkError(f"{where}: stall={stall!r}; expected true or false")
+    for key in ("bw", "up", "down"):
+        value = fields.get(key)
+        if value is None or isinstance(value, bool):
+            continue
+        match = _QUANTITY.fullmatch(str(value).strip())
+        if match is not None and float(match.group(1)) == 0.0:
+            return True
+    return False
+
+
+def _assemble(
+    entries: Sequence[_Entry], *, name: str, end: float | None, where: str, missing_end: str
+) -> LinkTrace:
+    """The trace of ``entries`` (in time order, times already checked): its link states as
+    points, its outage entries as outages, each lasting until the next entry or ``end``."""
+    if all(entry.link is None for entry in entries):
+        raise LinkError(
+            f"{where}: every entry is an outage; a trace needs at least one link state "
+            "(e.g. {t: 0, bw: 20mbit, rtt: 40ms})"
+        )
+    outages = []
+    for index, entry in enumerate(entries):
+        if entry.link is not None:
+            continue
+        stop = entries[index + 1].time if index + 1 < len(entries) else end
+        if stop is None:
+            raise LinkError(
+                f"{entry.where}: the outage at t={entry.time:g} is the last entry and the trace "
+                f"has no end to stop it; {missing_end}"
+            )
+        outages.append(Outage(entry.time, stop))
+    points = [(entry.time, entry.link) for entry in entries if entry.link is not None]
+    points[0] = (0.0, points[0][1])  # an outage from t=0: the first state is there behind it
+    return LinkTrace(name=name, points=tuple(points), end=end, outages=tuple(outages))
 
 
 def _trace_from_yaml(text: str, *, name: str, where: str) -> LinkTrace:
@@ -580,7 +699,7 @@ def _trace_from_yaml(text: str, *, name: str, where: str) -> LinkTrace:
             f"{where}: expected a non-empty list of entries like {{t: 0, bw: 20mbit, rtt: 40ms}}"
             f", got {doc!r:.80}"
         )
-    points: list[tuple[float, LinkModel]] = []
+    entries: list[_Entry] = []
     for number, entry in enumerate(doc, start=1):
         entry_where = f"{where}, entry {number}"
         if not isinstance(entry, dict) or "t" not in entry:
@@ -589,7 +708,10 @@ def _trace_from_yaml(text: str, *, name: str, where: str) -> LinkTrace:
             )
         fields = {str(key).lower(): value for key, value in entry.items()}
         time = fields.pop("t")
-        _check_time(time, points[-1][0] if points else None, where=entry_where)
+        _check_time(time, entries[-1].time if entries else None, where=entry_where)
+        if _pop_outage(fields, where=entry_where):
+            entries.append(_Entry(time, None, entry_where))
+            continue
         spec = fields.pop("link", None)
         items = [] if spec is None else str(spec).split(",")
         for key, value in fields.items():
@@ -597,10 +719,13 @@ def _trace_from_yaml(text: str, *, name: str, where: str) -> LinkTrace:
                 raise LinkError(f"{entry_where}: {key}={value!r}; expected text like 20mbit")
             items.append(f"{key}={value}")
         link = _link_from_items(items, where=entry_where, default_name=f"{name}@{time:g}s")
-        points.append((time, link))
+        entries.append(_Entry(time, link, entry_where))
     if end is not None:
-        _check_time(end, points[-1][0], where=f"{where}, end")
-    return LinkTrace(name=name, points=tuple(points), end=end)
+        _check_time(end, entries[-1].time, where=f"{where}, end")
+    return _assemble(
+        entries, name=name, end=end, where=where,
+        missing_end="add an entry after it or an 'end' (the mapping form: {end: S, points: [...]})",
+    )  # fmt: skip
 
 
 def _trace_from_csv(text: str, *, name: str, where: str) -> LinkTrace:
@@ -609,14 +734,14 @@ def _trace_from_csv(text: str, *, name: str, where: str) -> LinkTrace:
         for number, line in enumerate(text.splitlines(), start=1)
         if line.strip() and not line.lstrip().startswith("#")
     ]
-    accepted = "a trace CSV has columns t,bw,rtt[,jitter,loss] (or up,down instead of bw)"
+    accepted = "a trace CSV has columns t,bw,rtt[,jitter,loss,stall] (or up,down instead of bw)"
     if not rows:
         raise LinkError(f"{where}: empty; {accepted}")
     header_line, header = rows[0]
     header_where = f"{where}, line {header_line}"
     columns = [column.strip().lower() for column in header]
     for column in columns:
-        if column != "t" and column not in _KEYS:
+        if column not in ("t", "stall") and column not in _KEYS:
             raise LinkError(f"{header_where}: unknown column {column!r}; {accepted}")
     has_rate = "bw" in columns or {"up", "down"} <= set(columns)
     missing = [c for c in ("t", "rtt") if c not in columns] + ([] if has_rate else ["bw"])
@@ -624,18 +749,24 @@ def _trace_from_csv(text: str, *, name: str, where: str) -> LinkTrace:
         raise LinkError(f"{header_where}: missing column {', '.join(missing)}; {accepted}")
     if len(rows) == 1:
         raise LinkError(f"{header_where}: a header but no points; the first must be at t=0")
-    points: list[tuple[float, LinkModel]] = []
+    entries: list[_Entry] = []
     for number, row in rows[1:]:
         line_where = f"{where}, line {number}"
         if len(row) != len(columns):
             raise LinkError(f"{line_where}: {len(row)} fields, the header has {len(columns)}")
-        cells = dict(zip(columns, (cell.strip() for cell in row), strict=True))
+        cells: dict[str, object] = dict(zip(columns, (cell.strip() for cell in row), strict=True))
         try:
-            time = float(cells.pop("t"))
+            time = float(str(cells.pop("t")))
         except ValueError:
             raise LinkError(f"{line_where}: t is not a number of seconds") from None
-        _check_time(time, points[-1][0] if points else None, where=line_where)
+        _check_time(time, entries[-1].time if entries else None, where=line_where)
+        if _pop_outage(cells, where=line_where):
+            entries.append(_Entry(time, None, line_where))
+            continue
         items = [f"{key}={value}" for key, value in cells.items() if value]
         link = _link_from_items(items, where=line_where, default_name=f"{name}@{time:g}s")
-        points.append((time, link))
-    return LinkTrace(name=name, points=tuple(points))
+        entries.append(_Entry(time, link, line_where))
+    return _assemble(
+        entries, name=name, end=None, where=where,
+        missing_end="a CSV trace has no end: add a line after it, where the link is back",
+    )  # fmt: skip

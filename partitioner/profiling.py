@@ -73,6 +73,7 @@ from splitwire.partitioner.profile_format import (
     Profile,
 )
 from splitwire.protocol import CodecSpec, decode, encode
+from splitwire.stats import percentile
 
 logger = logging.getLogger(__name__)
 
@@ -398,8 +399,7 @@ def _op_name(node: fx.Node) -> str:
 def _iqr(values: Sequence[float]) -> float:
     if len(values) < 2:
         return 0.0
-    q1, _, q3 = statistics.quantiles(values, n=4)
-    return max(0.0, q3 - q1)
+    return percentile(values, 75) - percentile(values, 25)
 
 
 # --- validation and (de)serialisation -------------------------------------------------------

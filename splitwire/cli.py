@@ -4,6 +4,7 @@
     splitwire models
     splitwire plan show plans/resnet18
     splitwire bench codec --json
+    splitwire netem --upstream 127.0.0.1:50051 --link lte
 
 Exit codes: 0 success, 1 an unexpected failure (a bug: the traceback is printed), 2 bad input
 (a spec, a file, a flag: the message says what was expected), 130 interrupted.
@@ -30,6 +31,7 @@ COMMAND_MODULES = (
     "splitwire.partitioner.keygen",
     "splitwire.cloud.cli",
     "splitwire.edge.cli",
+    "splitwire.netem.cli",
     "splitwire.benchmarks.cli",
     "splitwire.corrector.cli",
 )

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ROLES = ("protocol", "partitioner", "benchmarks", "cloud")
+ROLES = ("protocol", "partitioner", "benchmarks", "cloud", "netem")
 
 
 @pytest.mark.parametrize("role", ROLES)

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from splitwire.benchmarks.netem import LinkEmulator
 from splitwire.corrector import load_corrector
 from splitwire.corrector.training import TrainConfig, train
 from splitwire.edge.config import EdgeConfigError
 from splitwire.edge.correction import FrameCorrector
+from splitwire.netem import LinkEmulator
 from splitwire.partitioner.link import parse_link
 from splitwire.partitioner.planner import PlanRequest, plan_model, write_plan_directory
 from splitwire.partitioner.runtime import open_plan

@@ -20,6 +20,7 @@ from splitwire.partitioner.link import (
     PRESETS,
     LinkModel,
     LinkTrace,
+    Outage,
     load_trace,
     parse_link,
 )
@@ -412,6 +413,26 @@ def test_csv_trace_up_down_and_name(tmp_path: Path) -> None:
         ("t.csv", "t,bw,rtt\nsoon,1mbit,1ms\n", ["line 2", "t is not a number"]),
         ("t.csv", "t,up,down,rtt\n0,,1mbit,1ms\n", ["line 2", "missing up"]),
         ("t.csv", "t,bw,rtt\n0,1mbit,1ms\n1,1mbit,1ms,\n", ["line 3", "4 fields"]),
+        # outages
+        (
+            "t.yaml",
+            "- {t: 0, stall: true}\n- {t: 1, bw: 0, rtt: 1ms}\n",
+            ["every entry is an outage"],
+        ),
+        (
+            "t.yaml",
+            "- {t: 0, link: wifi}\n- {t: 3, stall: true}\n",
+            ["entry 2", "outage at t=3 is the last entry", "'end'"],
+        ),
+        ("t.csv", "t,bw,rtt\n0,1mbit,1ms\n4,0,1ms\n", ["line 3", "add a line after it"]),
+        ("t.yaml", "- {t: 0, link: wifi, stall: maybe}\n", ["entry 1", "stall='maybe'"]),
+        (
+            "t.yaml",
+            "- {t: 0, link: wifi}\n- {t: 3, stall: true}\n- {t: 2, link: lte}\n",
+            ["entry 3", "t=2 is not after the previous t=3"],
+        ),
+        ("t.yaml", "end: 3\npoints: [{t: 0, link: wifi}, {t: 3, stall: true}]\n", ["end", "t=3"]),
+        ("t.csv", "t,bw,rtt,stall\n0,1mbit,1ms,often\n", ["line 2", "expected true or false"]),
     ],
 )
 def test_bad_traces(tmp_path: Path, name: str, text: str, fragments: list[str]) -> None:
@@ -422,6 +443,67 @@ def test_bad_traces(tmp_path: Path, name: str, text: str, fragments: list[str]) 
     assert str(path) in message
     for fragment in fragments:
         assert fragment in message
+
+
+# --- outages ---------------------------------------------------------------------------------
+
+
+def test_yaml_trace_with_outages(tmp_path: Path) -> None:
+    """A stall entry and a zero bandwidth are outages until the next entry (or the end); the
+    state before each lasts through it, and nothing else of the trace changes."""
+    path = write(
+        tmp_path,
+        "tunnel.yaml",
+        "end: 20\npoints:\n"
+        "  - {t: 0, bw: 20mbit, rtt: 40ms}\n"
+        "  - {t: 5, stall: true}\n"
+        "  - {t: 6, link: 3g, stall: false}\n"
+        "  - {t: 10, bw: 0mbit, rtt: 40ms}\n"
+        "  - {t: 12.5, up: 0, down: 10mbit, rtt: 40ms}\n"
+        "  - {t: 13, link: lte}\n",
+    )
+    trace = load_trace(path)
+    assert trace.outages == (Outage(5, 6), Outage(10, 12.5), Outage(12.5, 13))
+    assert [t for t, _ in trace.points] == [0.0, 6.0, 13.0]
+    assert trace.states()[1:] == [PRESETS["3g"], PRESETS["lte"]]
+    assert trace.durations_s() == pytest.approx([6.0, 7.0, 7.0])  # outages inside their state
+    assert trace.at(5.5) == trace.states()[0] and trace.at(11) == PRESETS["3g"]
+    # A byte sent in an outage moves when it ends; back-to-back outages hold it through both.
+    assert trace.held_until(4.9) == 4.9 and trace.held_until(5.0) == 6.0
+    assert trace.held_until(10.2) == 13.0 and trace.held_until(13.0) == 13.0
+    assert parse_link(str(path)) == trace  # the planner's spec parser reads the same trace
+
+
+def test_csv_trace_with_outages(tmp_path: Path) -> None:
+    path = write(tmp_path, "drop.csv", "t,bw,rtt\n0,20mbit,40ms\n2,0,40ms\n3,5mbit,80ms\n")
+    trace = load_trace(path)
+    assert trace.outages == (Outage(2.0, 3.0),)
+    assert isinstance(trace, LinkTrace) and trace.name == "drop"
+    assert trace.at(3.5).uplink_bps == 5e6 and trace.at(2.5).uplink_bps == 20e6
+    stalls = write(tmp_path, "s.csv", "t,bw,rtt,stall\n0,1mbit,4ms,\n1,,,true\n2,2mbit,4ms,no\n")
+    assert load_trace(stalls).outages == (Outage(1.0, 2.0),)
+    # Without outages a trace has none.
+    plain = write(tmp_path, "plain.yaml", "- {t: 0, link: lte}\n- {t: 10, link: 3g}\n")
+    assert load_trace(plain).outages == ()
+
+
+def test_trace_starting_with_an_outage(tmp_path: Path) -> None:
+    """The first state is there behind an outage at t=0."""
+    path = write(tmp_path, "late.yaml", "- {t: 0, stall: true}\n- {t: 2, link: wifi}\n")
+    trace = load_trace(path)
+    assert trace.outages == (Outage(0, 2),)
+    assert trace.points == ((0.0, PRESETS["wifi"]),)
+    assert trace.held_until(0.0) == 2.0
+
+
+def test_outages_validate() -> None:
+    wifi = PRESETS["wifi"]
+    for start, end in ((1, 1), (-1, 2), (0, math.inf), (2, 1)):
+        with pytest.raises(LinkError, match="expected 0 <= start < end"):
+            Outage(start, end)
+    with pytest.raises(LinkError, match="starts before"):
+        LinkTrace("x", ((0, wifi),), outages=(Outage(0, 2), Outage(1, 3)))
+    assert LinkTrace("x", ((0, wifi),), outages=(Outage(0, 1), Outage(1, 3))).held_until(0) == 3
 
 
 def test_trace_wrong_suffix(tmp_path: Path) -> None:

@@ -34,9 +34,10 @@ last three packets of a chunk that ends a burst of writes (the read returned les
 chunk) stalls the chunk by the retransmission timeout ``rto_s``; any other loss (fast
 retransmit) by ``mean_rtt_s``.
 
-Outages: a trace state marked ``stall: true`` (or with bandwidth 0) holds every byte, in the
-bucket and in the delay line, until the state ends; then delivery resumes in order. Trace time
-starts when the emulator starts. See :func:`load_emulated_trace`.
+Outages: a trace's outages (entries marked ``stall: true`` or with bandwidth 0, read by the
+planner's own :func:`~splitwire.partitioner.link.load_trace`) hold every byte, in the bucket and
+in the delay line, until they end; then delivery resumes in order. Trace time starts when the
+emulator starts.
 
 The emulator only listens on and connects to loopback addresses.
 """
@@ -48,31 +49,19 @@ import contextlib
 import ipaddress
 import math
 import random
-import re
 import signal
 import socket
 import statistics
-import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import yaml
-
 from splitwire.errors import SplitwireError
-from splitwire.partitioner.link import MSS_BYTES, LinkModel, LinkTrace, load_trace
+from splitwire.partitioner.link import MSS_BYTES, LinkModel, LinkTrace
+from splitwire.stats import percentile
 
-__all__ = [
-    "LinkEmulator",
-    "NetemError",
-    "Outage",
-    "load_emulated_trace",
-    "require_loopback",
-    "serve",
-]
+__all__ = ["LinkEmulator", "NetemError", "require_loopback", "serve"]
 
 CHUNK_BYTES = 32 * 1024
 BURST_BYTES = 2 * MSS_BYTES
@@ -84,21 +73,8 @@ MAX_SAMPLES = 50_000
 
 
 class NetemError(SplitwireError):
-    """A bad emulator setting: a non-loopback address, an unreadable trace, a bad outage."""
-
-
-@dataclass(frozen=True)
-class Outage:
-    """``[start_s, end_s)`` of trace time during which the link holds every byte."""
-
-    start_s: float
-    end_s: float
-
-    def __post_init__(self) -> None:
-        if not (0 <= self.start_s < self.end_s and math.isfinite(self.end_s)):
-            raise NetemError(
-                f"outage [{self.start_s!r}, {self.end_s!r}): expected 0 <= start < end, finite"
-            )
+    """A bad emulator setting: a non-loopback address, an address already in use, a bad
+    buffer size. (A bad link spec or trace is the planner's ``LinkError``.)"""
 
 
 def require_loopback(address: str, *, what: str) -> tuple[str, int]:
@@ -126,104 +102,14 @@ def require_loopback(address: str, *, what: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def load_emulated_trace(path: str | Path) -> tuple[LinkTrace, tuple[Outage, ...]]:
-    """A planner trace file (``.yaml``/``.yml``/``.csv``, see ``partitioner/link.py``) plus
-    outages: entries with ``stall: true`` (a YAML key or a CSV column) or a zero bandwidth
-    (``bw``, ``up`` or ``down`` of 0) hold every byte until the next entry (or the YAML
-    ``end``). The link states around them come from the planner's own parser.
-
-        - {t: 0, bw: 20mbit, rtt: 40ms}
-        - {t: 2, stall: true}          # nothing moves from 2 s to 3 s
-        - {t: 3, bw: 5mbit, rtt: 80ms}
-
-    Returns:
-        The trace without the outage entries (the state before each outage lasts through it),
-        and the outages in trace time.
-
-    Raises:
-        NetemError: a trace whose entries are all outages, or an outage without an end.
-        LinkError: anything the planner's parser refuses.
-    """
-    file = Path(path)
-    text = file.read_text(encoding="utf-8") if file.is_file() else None
-    if text is None:
-        return load_trace(file), ()  # the planner's loader explains the missing file
-    suffix = file.suffix.lower()
-    if suffix == ".csv":
-        lines = text.splitlines()
-        body = [i for i, line in enumerate(lines) if line.strip() and not line.startswith("#")]
-        header = [c.strip().lower() for c in lines[body[0]].split(",")] if body else []
-        entries: Any = [dict(zip(header, lines[i].split(","), strict=False)) for i in body[1:]]
-        doc: Any = entries
-    else:
-        doc = yaml.safe_load(text)
-        entries = doc["points"] if isinstance(doc, dict) else doc
-    if not isinstance(entries, list):
-        return load_trace(file), ()
-    times: list[float] = []
-    stalled: list[bool] = []
-    for entry in entries:
-        if not isinstance(entry, dict) or "t" not in entry:
-            return load_trace(file), ()  # malformed: let the planner's parser say how
-        times.append(float(entry["t"]))
-        stalled.append(_is_outage(entry))
-    if not any(stalled):
-        return load_trace(file), ()
-    if all(stalled):
-        raise NetemError(f"trace {str(file)!r}: every entry is an outage; nothing would move")
-    end = doc.get("end") if isinstance(doc, dict) else None
-    outages = []
-    for index, is_out in enumerate(stalled):
-        if not is_out:
-            continue
-        stop = times[index + 1] if index + 1 < len(times) else end
-        if stop is None:
-            raise NetemError(
-                f"trace {str(file)!r}: the outage at t={times[index]:g} is the last entry and "
-                "the trace has no 'end'; add a following entry or an end"
-            )
-        outages.append(Outage(times[index], float(stop)))
-    kept = [e for e, out in zip(entries, stalled, strict=True) if not out]
-    kept[0] = dict(kept[0], t=0)  # an outage at t=0: the first real state is there behind it
-    with tempfile.TemporaryDirectory() as tmp:
-        clean = Path(tmp) / file.name
-        if suffix == ".csv":
-            columns = [c for c in header if c != "stall"]
-            rows = [",".join(columns)] + [
-                ",".join(str(e.get(c, "")).strip() for c in columns) for e in kept
-            ]
-            clean.write_text("\n".join(rows) + "\n", encoding="utf-8")
-        else:
-            points = [{k: v for k, v in e.items() if k != "stall"} for e in kept]
-            mapping = dict(doc, points=points) if isinstance(doc, dict) else points
-            clean.write_text(yaml.safe_dump(mapping), encoding="utf-8")
-        return load_trace(clean), tuple(outages)
+def _state_at(link: LinkModel | LinkTrace, t: float) -> LinkModel:
+    """The link state at trace time ``t`` (a fixed link at any time)."""
+    return link.at(max(t, 0.0)) if isinstance(link, LinkTrace) else link
 
 
-def _is_outage(entry: dict[str, Any]) -> bool:
-    stall = str(entry.get("stall", "")).strip().lower()
-    if stall in ("true", "1", "yes"):
-        return True
-    zero = re.compile(r"0+(\.0*)?\s*[a-z/]*")
-    return any(zero.fullmatch(str(entry.get(k, "")).strip().lower()) for k in ("bw", "up", "down"))
-
-
-class _Schedule:
-    """The link state and outages as functions of trace time."""
-
-    def __init__(self, link: LinkModel | LinkTrace, outages: Sequence[Outage]) -> None:
-        self.link = link
-        self.outages = tuple(sorted(outages, key=lambda o: o.start_s))
-
-    def at(self, t: float) -> LinkModel:
-        return self.link.at(max(t, 0.0)) if isinstance(self.link, LinkTrace) else self.link
-
-    def held_until(self, t: float) -> float:
-        """``t``, or the end of the outage ``t`` falls in."""
-        for outage in self.outages:
-            if outage.start_s <= t < outage.end_s:
-                t = outage.end_s
-        return t
+def _held_until(link: LinkModel | LinkTrace, t: float) -> float:
+    """``t``, or the end of the trace's outage ``t`` falls in."""
+    return link.held_until(t) if isinstance(link, LinkTrace) else t
 
 
 def _jitter_scale(cap: float) -> float:
@@ -260,10 +146,10 @@ class _DirectionStats:
 class _Direction:
     """One direction's bottleneck (token bucket) and delay state, shared by all connections."""
 
-    def __init__(self, name: str, schedule: _Schedule, *, t0: float, rng: random.Random,
-                 max_queue_s: float) -> None:  # fmt: skip
+    def __init__(self, name: str, link: LinkModel | LinkTrace, *, t0: float,
+                 rng: random.Random, max_queue_s: float) -> None:  # fmt: skip
         self.name = name
-        self.schedule = schedule
+        self.link = link
         self.t0 = t0
         self.rng = rng
         self.max_queue_s = max_queue_s
@@ -284,11 +170,11 @@ class _Direction:
         """Departure from the bucket, delivery time (before per-connection ordering) and the
         base one-way delay, all in monotonic seconds, for a chunk read at ``now``."""
         start = max(now, self.last_depart)
-        held = self.t0 + self.schedule.held_until(start - self.t0)
+        held = self.t0 + _held_until(self.link, start - self.t0)
         if held > start:  # an outage: no tokens accrue while it lasts
             start, self.tokens, self.tokens_at = held, 0.0, held
             self.stats.outage_holds += 1
-        link = self.schedule.at(start - self.t0)
+        link = _state_at(self.link, start - self.t0)
         rate = self._rate_bytes(link)
         self.tokens = min(BURST_BYTES, self.tokens + rate * (start - self.tokens_at))
         depart = start if self.tokens >= nbytes else start + (nbytes - self.tokens) / rate
@@ -335,11 +221,10 @@ class _Direction:
 
     def summary(self, link: LinkModel) -> dict[str, Any]:
         s = self.stats
-        delays = sorted(s.delays_s)
-        extra = s.extra_s
+        delays, extra = s.delays_s, s.extra_s
 
-        def q(values: list[float], f: float) -> float:
-            return 1e3 * values[min(len(values) - 1, int(f * len(values)))] if values else 0.0
+        def q(values: list[float], percent: int) -> float:
+            return 1e3 * percentile(values, percent) if values else 0.0
 
         bps = link.effective_uplink_bps if self.name == "up" else link.effective_downlink_bps
         return {
@@ -351,9 +236,9 @@ class _Direction:
             "achieved_bps": 8 * s.saturated_bytes / s.saturated_s if s.saturated_s > 0 else None,
             "saturated_s": round(s.saturated_s, 4),
             "delay_mean_ms": 1e3 * s.delay_total_s / s.chunks if s.chunks else 0.0,
-            "delay_p50_ms": q(delays, 0.5),
-            "delay_p95_ms": q(delays, 0.95),
-            "delay_max_ms": q(delays, 1.0),
+            "delay_p50_ms": q(delays, 50),
+            "delay_p95_ms": q(delays, 95),
+            "delay_max_ms": q(delays, 100),
             "jitter_mean_ms": 1e3 * statistics.fmean(extra) if extra else 0.0,
             "late_mean_ms": 1e3 * s.late_total_s / s.chunks if s.chunks else 0.0,
             "loss_stalls": s.loss_stalls,
@@ -366,8 +251,8 @@ class LinkEmulator:
 
     Args:
         upstream: ``HOST:PORT`` of the real server (loopback).
-        link: a :class:`LinkModel`, or a :class:`LinkTrace` (time 0 = entering the block).
-        outages: trace-time intervals that hold every byte (see :func:`load_emulated_trace`).
+        link: a :class:`LinkModel`, or a :class:`LinkTrace` (time 0 = entering the block),
+            whose outages hold every byte while they last.
         listen: where to accept (loopback; port 0 picks a free one).
         seed: seeds jitter and loss draws (``None``: a fresh seed).
         max_queue_s: the bottleneck's buffer, in seconds of data at its rate.
@@ -377,13 +262,13 @@ class LinkEmulator:
     """
 
     def __init__(self, *, upstream: str, link: LinkModel | LinkTrace,
-                 outages: Sequence[Outage] = (), listen: str = "127.0.0.1:0",
-                 seed: int | None = None, max_queue_s: float = 1.0) -> None:  # fmt: skip
+                 listen: str = "127.0.0.1:0", seed: int | None = None,
+                 max_queue_s: float = 1.0) -> None:  # fmt: skip
         self._upstream = require_loopback(upstream, what="upstream")
         self._listen = require_loopback(listen, what="listen")
         if not (max_queue_s > 0):
             raise NetemError(f"max_queue_s={max_queue_s!r}: expected > 0")
-        self._schedule = _Schedule(link, outages)
+        self._link = link
         self._rng = random.Random(seed)
         self._max_queue_s = max_queue_s
         self._server: asyncio.Server | None = None
@@ -396,7 +281,7 @@ class LinkEmulator:
     async def __aenter__(self) -> LinkEmulator:
         self.t0 = time.monotonic()
         self._directions = {
-            name: _Direction(name, self._schedule, t0=self.t0, rng=self._rng,
+            name: _Direction(name, self._link, t0=self.t0, rng=self._rng,
                              max_queue_s=self._max_queue_s)
             for name in ("up", "down")
         }  # fmt: skip
@@ -420,7 +305,7 @@ class LinkEmulator:
 
     def link_now(self) -> LinkModel:
         """The link state in force now."""
-        return self._schedule.at(time.monotonic() - self.t0)
+        return _state_at(self._link, time.monotonic() - self.t0)
 
     def stats(self) -> dict[str, Any]:
         """What the link did so far, per direction: requested figures (of the state in force
@@ -472,7 +357,7 @@ class LinkEmulator:
         """Carry one direction until EOF (then half-close the sink) or an error (then close
         both ends, which ends the other direction too)."""
         queue: asyncio.Queue[tuple[float, float, float, bytes, bool] | None] = asyncio.Queue()
-        schedule = self._schedule
+        link = self._link
         t0 = self.t0
 
         async def deliver() -> None:
@@ -481,7 +366,7 @@ class LinkEmulator:
                 while (wait := due - time.monotonic()) > 0:
                     await asyncio.sleep(wait)
                     # An outage that began while the chunk was on its way holds it too.
-                    held = t0 + schedule.held_until(time.monotonic() - t0)
+                    held = t0 + _held_until(link, time.monotonic() - t0)
                     if held > due:
                         direction.stats.outage_holds += 1
                         due = held
@@ -517,9 +402,8 @@ class LinkEmulator:
 
 
 async def serve(
-    *, listen: str, upstream: str, link: LinkModel | LinkTrace, outages: Sequence[Outage] = (),
-    interval_s: float = 1.0, duration_s: float | None = None, seed: int | None = None,
-    report: Any = None,
+    *, listen: str, upstream: str, link: LinkModel | LinkTrace, interval_s: float = 1.0,
+    duration_s: float | None = None, seed: int | None = None, report: Any = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Run the emulator until SIGINT/SIGTERM (or ``duration_s``); every ``interval_s`` write a
     line per direction to ``report`` (a text stream, e.g. stderr): the rate delivered in the
@@ -528,8 +412,7 @@ async def serve(
     Raises:
         NetemError: a non-loopback address, or ``listen`` already in use.
     """
-    emulator = LinkEmulator(upstream=upstream, link=link, outages=outages, listen=listen,
-                            seed=seed)  # fmt: skip
+    emulator = LinkEmulator(upstream=upstream, link=link, listen=listen, seed=seed)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

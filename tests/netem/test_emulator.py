@@ -2,7 +2,9 @@
 reordering), outages from a trace, loopback only, a real gRPC stream through it, the CLI.
 
 Tolerances are wide enough for a loaded 2-core machine (the emulator runs on the test's event
-loop, which also runs the load): rate ±15 %, delays +25 ms over the requested upper bound."""
+loop, which also runs the load): rate ±15 %, delays +25 ms over the requested upper bound.
+Those tests are marked ``timed`` (`make test` runs them alone); how a trace's outages are read
+is tested with the trace reader, in tests/partitioner/test_link.py."""
 
 from __future__ import annotations
 
@@ -19,14 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from splitwire.benchmarks.netem import (
-    LinkEmulator,
-    NetemError,
-    Outage,
-    load_emulated_trace,
-    require_loopback,
-)
-from splitwire.partitioner.link import LinkTrace, parse_link
+from splitwire.netem import LinkEmulator, NetemError, require_loopback
+from splitwire.partitioner.link import Outage, load_trace, parse_link
 
 RATE_TOLERANCE = 0.15
 SLACK_S = 0.025  # scheduling lateness allowed on a busy machine
@@ -71,6 +67,7 @@ def _rate_bps(samples: list[tuple[float, int]]) -> float:
     return 8 * sum(n for _, n in samples[1:]) / (samples[-1][0] - samples[0][0])
 
 
+@pytest.mark.timed
 async def test_rate_both_directions_within_tolerance() -> None:
     """20 Mbit/s each way, bulk in both directions at once for ~2 s."""
     nbytes = 5 * 1024 * 1024  # 2.1 s at 20 Mbit/s
@@ -117,6 +114,7 @@ async def _ping(em: LinkEmulator, count: int, gap_s: float = 0.0) -> tuple[list[
     return rtts, back
 
 
+@pytest.mark.timed
 async def test_added_round_trip_matches_the_requested() -> None:
     server = await _echo_server()
     async with server, LinkEmulator(upstream=_address(server), link=parse_link(
@@ -129,6 +127,7 @@ async def test_added_round_trip_matches_the_requested() -> None:
         assert 20.0 <= stats[name]["delay_p50_ms"] <= 20.0 + 1e3 * SLACK_S / 2, stats[name]
 
 
+@pytest.mark.timed
 async def test_jitter_within_its_bound_and_bytes_in_order() -> None:
     """Mean extra one-way delay ≈ jitter, never above 4 × jitter; a fast stream of numbered
     messages comes back byte for byte in order."""
@@ -154,6 +153,7 @@ async def test_jitter_within_its_bound_and_bytes_in_order() -> None:
         assert 7.0 <= stats[name]["jitter_mean_ms"] <= 13.0 + 1e3 * SLACK_S / 2, stats[name]
 
 
+@pytest.mark.timed
 async def test_outage_from_a_trace_holds_bytes_then_resumes(tmp_path: Path) -> None:
     trace_file = tmp_path / "outage.yaml"
     trace_file.write_text(
@@ -162,10 +162,10 @@ async def test_outage_from_a_trace_holds_bytes_then_resumes(tmp_path: Path) -> N
         "  - {t: 0.6, stall: true}\n"
         "  - {t: 1.4, bw: 50mbit, rtt: 4ms}\n"
     )
-    trace, outages = load_emulated_trace(trace_file)
-    assert outages == (Outage(0.6, 1.4),) and [t for t, _ in trace.points] == [0.0, 1.4]
+    trace = load_trace(trace_file)
+    assert trace.outages == (Outage(0.6, 1.4),) and [t for t, _ in trace.points] == [0.0, 1.4]
     server = await _echo_server()
-    async with server, LinkEmulator(upstream=_address(server), link=trace, outages=outages) as em:
+    async with server, LinkEmulator(upstream=_address(server), link=trace) as em:
         reader, writer = await asyncio.open_connection(*em.address.split(":"))
 
         async def receive() -> list[tuple[bytes, float]]:
@@ -190,19 +190,6 @@ async def test_outage_from_a_trace_holds_bytes_then_resumes(tmp_path: Path) -> N
     assert stats["up"]["outage_holds"] + stats["down"]["outage_holds"] >= 1
 
 
-def test_csv_trace_with_outages(tmp_path: Path) -> None:
-    trace_file = tmp_path / "drop.csv"
-    trace_file.write_text("t,bw,rtt\n0,20mbit,40ms\n2,0,40ms\n3,5mbit,80ms\n")
-    trace, outages = load_emulated_trace(trace_file)
-    assert outages == (Outage(2.0, 3.0),)
-    assert isinstance(trace, LinkTrace) and trace.name == "drop"
-    assert trace.at(3.5).uplink_bps == 5e6 and trace.at(2.5).uplink_bps == 20e6
-    # Without outages it is the planner's own loader.
-    plain = tmp_path / "plain.yaml"
-    plain.write_text("- {t: 0, link: lte}\n- {t: 10, link: 3g}\n")
-    assert load_emulated_trace(plain) == (parse_link(str(plain)), ())
-
-
 @pytest.mark.parametrize(
     ("upstream", "listen"),
     [("10.1.2.3:80", "127.0.0.1:0"), ("127.0.0.1:80", "0.0.0.0:0"), ("example.invalid:1", None)],
@@ -219,6 +206,7 @@ def test_address_must_be_host_and_port() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timed
 async def test_a_real_grpc_stream_through_it(plan_dir: Path, start_server) -> None:
     """The agent streams frames to a real tail over a 20 Mbit/s, 40 ms link."""
     from splitwire.edge.agent import EdgeAgent
@@ -241,6 +229,7 @@ async def test_a_real_grpc_stream_through_it(plan_dir: Path, start_server) -> No
     assert stats["up"]["bytes"] > 0 and stats["down"]["bytes"] > 0
 
 
+@pytest.mark.timed
 def test_cli_runs_reports_and_exits_0_on_sigterm(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     command = [sys.executable, "-m", "splitwire", "netem", "--listen", "127.0.0.1:0",
