@@ -35,6 +35,39 @@ def test_help_teaches_the_subcommands() -> None:
         assert command in result.stdout
 
 
+def test_building_the_parser_imports_no_torch() -> None:
+    """Every package's and every benchmark's subcommand registers without importing torch or
+    grpc (their handlers import them), so ``splitwire --help`` stays fast."""
+    code = (
+        "import sys\n"
+        "from splitwire.cli import build_parser\n"
+        "build_parser()\n"
+        "heavy = sorted(m for m in ('torch', 'grpc', 'numpy') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_every_benchmark_and_netem_has_its_help() -> None:
+    from splitwire.benchmarks.cli import BENCHMARK_MODULES
+
+    names = [module.rsplit(".", 1)[1] for module in BENCHMARK_MODULES]
+    listing = splitwire("bench", "--help")
+    assert listing.returncode == 0
+    assert all(name in listing.stdout for name in names)
+    for name in names:
+        result = splitwire("bench", name, "--help")
+        assert result.returncode == 0 and f"usage: splitwire bench {name}" in result.stdout
+    netem = splitwire("netem", "--help")
+    assert netem.returncode == 0
+    for flag in ("--listen", "--upstream", "--link", "--trace", "--interval", "--duration",
+                 "--seed", "--json"):  # fmt: skip
+        assert flag in netem.stdout
+
+
 def test_user_error_exits_2_without_traceback() -> None:
     result = splitwire("models", "zoo:no_such_model")
     assert result.returncode == 2
