@@ -4,6 +4,8 @@ remote model computed from an older frame, conditioned on the delay (Dedelayed).
     >>> from splitwire.corrector import load_corrector
     >>> corrector = load_corrector(Path("out/corrector"))
     >>> logits = corrector.fuse(corrector.local_features(frame), downlink, delay_frames=3)
+    >>> out = corrector.answer(feats, thumbnail=..., delay_frames=3, remote_feats=downlink,
+    ...                        remote_classes=classes, remote_thumbnail=...)   # what is emitted
 
 Train and evaluate with ``splitwire corrector train|eval|latency`` (:mod:`.cli`). Torch only:
 no gRPC, no MQTT.
@@ -22,6 +24,7 @@ from splitwire.lazy import lazy_exports
 
 # Names are imported on first use (PEP 562): `splitwire --help` must not pay for torch.
 _LOCATIONS = {
+    "Answer": "splitwire.corrector.runtime",
     "CheckpointError": "splitwire.corrector.errors",
     "Clip": "splitwire.corrector.video",
     "ConvergenceError": "splitwire.corrector.errors",
@@ -31,11 +34,16 @@ _LOCATIONS = {
     "FeatureShapeError": "splitwire.corrector.errors",
     "Fusion": "splitwire.corrector.fusion",
     "LocalFeatures": "splitwire.corrector.local",
+    "MotionGate": "splitwire.corrector.selection",
     "Regime": "splitwire.corrector.evaluation",
     "TaskConfig": "splitwire.corrector.video",
     "TaskConfigError": "splitwire.corrector.errors",
     "TrainConfig": "splitwire.corrector.training",
+    "ablation": "splitwire.corrector.ablation",
+    "calibrate_gate": "splitwire.corrector.selection",
     "clip": "splitwire.corrector.video",
+    "decode_classes": "splitwire.corrector.payload",
+    "encode_classes": "splitwire.corrector.payload",
     "evaluate": "splitwire.corrector.evaluation",
     "fusion_names": "splitwire.corrector.fusion",
     "load_checkpoint": "splitwire.corrector.checkpoint",

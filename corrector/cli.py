@@ -5,6 +5,7 @@
     splitwire corrector eval --ckpt out/corrector --json --plot docs/corrector-miou.png
     splitwire corrector eval --ckpt out/corrector --speed 4,6 --max-delay 12
     splitwire corrector latency --ckpt out/corrector
+    splitwire corrector ablation --ckpt out/c0 --ckpt out/c1 --ckpt out/c2 --speed 0,4
 
 Exit codes: 0 success; 2 bad input (flags, a checkpoint that does not load); 3 training that
 stayed below its held-out quality bar (nothing is written then).
@@ -39,6 +40,7 @@ def register(subparsers: Any) -> None:
     _register_train(sub)
     _register_eval(sub)
     _register_latency(sub)
+    _register_ablation(sub)
 
 
 def _register_train(sub: Any) -> None:
@@ -111,6 +113,28 @@ def _register_latency(sub: Any) -> None:
     p.set_defaults(func=_latency)
 
 
+def _register_ablation(sub: Any) -> None:
+    p = sub.add_parser(
+        "ablation",
+        help="what the delay embedding buys: add against add-nodelay over training seeds",
+        description=(
+            "Evaluate add and add-nodelay of every checkpoint (one per training seed) on held-out "
+            "clips of mixed speeds at delays 0..tau_max, and report add − add-nodelay per delay: "
+            "per seed, mean, standard deviation and range."
+        ),
+    )
+    p.add_argument(
+        "--ckpt", required=True, type=Path, action="append", metavar="DIR",
+        help="a checkpoint with add and add-nodelay (repeat: one per training seed)",
+    )  # fmt: skip
+    p.add_argument("--speed", default="0,4", metavar="LO,HI",
+                   help="object speeds, px/frame (default %(default)s: mixed)")  # fmt: skip
+    p.add_argument("--clips", type=int, default=64, metavar="N", help="held-out clips (64)")
+    p.add_argument("--seed", type=int, default=0, help="evaluation seed (default 0)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=_ablation)
+
+
 def _train(args: argparse.Namespace) -> int:
     from splitwire.corrector.training import DEFAULT_FUSIONS, TrainConfig, train
 
@@ -178,6 +202,20 @@ def _eval(args: argparse.Namespace) -> int:
 
         plot_curves(records, args.plot, tau_max=checkpoint.tau_max)
         logger.info("wrote %s", args.plot)
+    return 0
+
+
+def _ablation(args: argparse.Namespace) -> int:
+    from splitwire.corrector.ablation import ablation, format_ablation
+    from splitwire.corrector.checkpoint import load_checkpoint
+
+    speed = parse_speed(args.speed)
+    checkpoints = [load_checkpoint(d, fusions=["add", "add-nodelay"]) for d in args.ckpt]
+    rows = ablation(checkpoints, speed=speed, clips=args.clips, seed=args.seed)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+    else:
+        print(format_ablation(rows, seeds=len(checkpoints), speed=speed))
     return 0
 
 

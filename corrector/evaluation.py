@@ -7,8 +7,17 @@ frames, the current frame t is the last one and, for each delay d, the remote fr
 
 * ``local``: the primary variant's local model alone on frame t;
 * ``remote``: the heavy model's prediction for frame t - d, used as the answer for frame t;
-* ``fused`` (and every other trained variant): local features of t fused with the heavy
-  model's downlink features of t - d at delay d (beyond tau_max: exactly local-only).
+* ``heavy``: the heavy model on frame t itself (what no delay would give; the same at every d);
+* ``fused`` (and every other trained variant): what the agent emits
+  (:meth:`~splitwire.corrector.runtime.Corrector.answer`): the remote class map of t - d where
+  the edge measures no motion between the two frames, elsewhere the fusion of the local
+  features of t with the downlink features of t - d (local-only beyond tau_max);
+* ``fusion``: the fusion alone, everywhere (what the selection starts from);
+* ``fused_margin``: fused − max(local, remote), the issue's target (≥ −0.005).
+
+Downlink bytes per frame are the remote answer's: its feature map under
+:data:`~splitwire.corrector.payload.FEATURE_CODEC` plus its zstd class map, averaged over the
+regime's remote frames.
 
 All answers of a regime are scored on the same clips (paired), each mIoU over the background
 and the four object classes, counted over all pixels of all clips.
@@ -17,6 +26,7 @@ and the four object classes, counted over all pixels of all clips.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
@@ -24,6 +34,7 @@ from splitwire.corrector.checkpoint import Checkpoint
 from splitwire.corrector.errors import TaskConfigError
 from splitwire.corrector.inputs import preprocess
 from splitwire.corrector.metrics import ConfusionMatrix
+from splitwire.corrector.payload import downlink_bytes
 from splitwire.corrector.runtime import Corrector
 from splitwire.corrector.training import PURPOSE_EVAL
 from splitwire.corrector.video import FPS, NUM_CLASSES, TaskConfig, check_speed, scene
@@ -46,9 +57,10 @@ DEFAULT_REGIMES = (
 )
 
 
-def variant_key(fusion: str) -> str:
-    """The record field of a non-primary fusion variant: ``gate`` → ``gate_miou``."""
-    return f"{fusion.replace('-', '_')}_miou"
+def variant_key(fusion: str, *, raw: bool = False) -> str:
+    """The record field of a fusion variant: ``gate`` → ``gate_miou`` (what the agent emits
+    with it), ``gate_fusion_miou`` with ``raw`` (the fusion alone)."""
+    return f"{fusion.replace('-', '_')}{'_fusion' if raw else ''}_miou"
 
 
 @dataclass(frozen=True)
@@ -59,9 +71,16 @@ class EvalRecord:
         motion: the regime's name (``static``, ``low``, ``high``, or ``LO-HI`` for --speed).
         speed_lo / speed_hi: its speed range, pixels per frame.
         delay_frames / delay_ms: the delay (frames at 30 fps).
-        beyond_tau_max: the delay exceeds the trained range (fused falls back to local).
+        beyond_tau_max: the delay exceeds the trained range (the fusion falls back to local).
         local_miou / remote_miou / fused_miou: the three answers (fused: the primary variant).
-        variants: every other trained variant's fused mIoU, keyed by :func:`variant_key`.
+        heavy_miou: the heavy model on the current frame (the delay-0 reference).
+        fusion_miou: the primary variant's fusion alone, without the measured-motion selection.
+        fused_margin: fused − max(local, remote).
+        kept_share: share of the pixels that showed the remote class map.
+        feature_bytes / class_map_bytes / downlink_bytes: the remote answer's downlink bytes
+            per frame (mean): feature map, class map, both.
+        variants: every other trained variant's figures, keyed by :func:`variant_key`, and
+            every variant's fusion alone (``raw``).
     """
 
     motion: str
@@ -73,6 +92,13 @@ class EvalRecord:
     local_miou: float
     remote_miou: float
     fused_miou: float
+    heavy_miou: float
+    fusion_miou: float
+    fused_margin: float
+    kept_share: float
+    feature_bytes: float
+    class_map_bytes: float
+    downlink_bytes: float
     variants: dict[str, float]
 
     def as_dict(self) -> dict[str, object]:
@@ -115,7 +141,7 @@ def evaluate(
     try:
         for regime in regimes:
             check_speed(regime.speed)
-            matrices = _score_regime(
+            scores = _score_regime(
                 correctors,
                 primary=primary,
                 task=task,
@@ -124,7 +150,17 @@ def evaluate(
                 clips=clips,
                 seed=seed,
             )
+            m = scores.matrices
+            heavy = round(m["heavy"].miou(), 4)
             for d in range(max_delay + 1):
+                local, remote = round(m["local"][d].miou(), 4), round(m["remote"][d].miou(), 4)
+                fused = round(m[primary][d].miou(), 4)
+                variants: dict[str, float] = {}
+                for name in correctors:
+                    if name != primary:
+                        variants[variant_key(name)] = round(m[name][d].miou(), 4)
+                    variants[variant_key(name, raw=True)] = round(m[f"raw:{name}"][d].miou(), 4)
+                fusion = variants.pop(variant_key(primary, raw=True))
                 records.append(
                     EvalRecord(
                         motion=regime.name,
@@ -133,19 +169,36 @@ def evaluate(
                         delay_frames=d,
                         delay_ms=round(d * 1000 / FPS, 1),
                         beyond_tau_max=d > checkpoint.tau_max,
-                        local_miou=round(matrices["local"][d].miou(), 4),
-                        remote_miou=round(matrices["remote"][d].miou(), 4),
-                        fused_miou=round(matrices[primary][d].miou(), 4),
-                        variants={
-                            variant_key(name): round(matrices[name][d].miou(), 4)
-                            for name in correctors
-                            if name != primary
-                        },
+                        local_miou=local,
+                        remote_miou=remote,
+                        fused_miou=fused,
+                        heavy_miou=heavy,
+                        fusion_miou=fusion,
+                        fused_margin=round(fused - max(local, remote), 4),
+                        kept_share=round(scores.kept[d] / scores.clips, 4),
+                        feature_bytes=round(scores.feature_bytes / scores.frames, 1),
+                        class_map_bytes=round(scores.class_map_bytes / scores.frames, 1),
+                        downlink_bytes=round(
+                            (scores.feature_bytes + scores.class_map_bytes) / scores.frames, 1
+                        ),
+                        variants=variants,
                     )
                 )
     finally:
         torch.set_num_threads(previous)
     return records
+
+
+@dataclass
+class _Scores:
+    """A regime's confusion matrices (per answer, per delay; ``heavy`` one) and byte counts."""
+
+    matrices: dict[str, Any]
+    kept: list[float]
+    frames: int = 0  # remote frames priced
+    clips: int = 0
+    feature_bytes: int = 0
+    class_map_bytes: int = 0
 
 
 def _score_regime(
@@ -157,11 +210,16 @@ def _score_regime(
     max_delay: int,
     clips: int,
     seed: int,
-) -> dict[str, list[ConfusionMatrix]]:
+) -> _Scores:
     length = max_delay + 1
-    names = ["local", "remote", *correctors]
-    matrices = {k: [ConfusionMatrix(NUM_CLASSES) for _ in range(length)] for k in names}
+    names = ["local", "remote", *correctors, *(f"raw:{n}" for n in correctors)]
+    matrices: dict[str, Any] = {
+        k: [ConfusionMatrix(NUM_CLASSES) for _ in range(length)] for k in names
+    }
+    matrices["heavy"] = ConfusionMatrix(NUM_CLASSES)
+    scores = _Scores(matrices, [0.0] * length)
     primary_local = correctors[primary]
+    gate = primary_local.gate
     batch = 16
     for start in range(0, clips, batch):
         rendered = [
@@ -173,15 +231,38 @@ def _score_regime(
         b = frames.shape[0]
         with torch.inference_mode():
             logits, downlink = primary_local.heavy(preprocess(frames.flatten(0, 1)))
+        classes = logits.argmax(dim=1).unflatten(0, (b, length))  # (B, T, H, W)
         logits = logits.unflatten(0, (b, length))  # (B, T, K, H, W)
         downlink = downlink.unflatten(0, (b, length))
+        thumbs = gate.thumbnail(frames.flatten(0, 1)).unflatten(0, (b, length))
+        for i in range(b):  # every frame's remote answer, priced as it would travel
+            for t in range(length):
+                features, class_map = downlink_bytes(downlink[i, t : t + 1], classes[i, t : t + 1])
+                scores.feature_bytes += features
+                scores.class_map_bytes += class_map
+        scores.frames += b * length
+        scores.clips += b
         now = frames[:, -1]
         feats = {name: c.local_features(now) for name, c in correctors.items()}
         local_only = primary_local.fuse(feats[primary], None, 0)
+        matrices["heavy"].add(logits[:, -1], labels)
         for d in range(length):
             t_old = length - 1 - d
             matrices["local"][d].add(local_only, labels)
             matrices["remote"][d].add(logits[:, t_old], labels)
             for name, c in correctors.items():
-                matrices[name][d].add(c.fuse(feats[name], downlink[:, t_old].clone(), d), labels)
-    return matrices
+                out = c.answer(
+                    feats[name],
+                    thumbnail=thumbs[:, -1],
+                    delay_frames=d,
+                    remote_feats=downlink[:, t_old].clone(),
+                    remote_classes=classes[:, t_old],
+                    remote_thumbnail=thumbs[:, t_old],
+                )
+                matrices[name][d].add(out.logits, labels)
+                matrices[f"raw:{name}"][d].add(
+                    c.fuse(feats[name], downlink[:, t_old].clone(), d), labels
+                )
+                if name == primary:
+                    scores.kept[d] += float(out.kept.sum())
+    return scores

@@ -13,32 +13,44 @@ __all__ = ["format_table", "plot_curves"]
 
 
 def format_table(records: Sequence[EvalRecord], *, checkpoint: Checkpoint) -> str:
-    """One block per regime: a row per delay, mIoU in points, and the fused margin over the
-    stronger of local-only and remote-only (``*`` marks delays beyond tau_max)."""
+    """One block per regime: a row per delay, mIoU in points, the fused margin over the
+    stronger of local-only and remote-only (``*`` marks delays beyond tau_max), the heavy model
+    at delay 0 and the downlink bytes per frame in the regime's heading."""
     if not records:
         return "(no records)"
     variants = list(records[0].variants)
-    head = ["delay", "ms", "local", "remote", f"fused:{checkpoint.primary}"] + [
-        v.removesuffix("_miou").replace("_", "-") for v in variants
+    head = ["delay", "ms", "local", "remote", f"fused:{checkpoint.primary}", "fusion"] + [
+        v.removesuffix("_miou").replace("_fusion", ":fusion").replace("_", "-") for v in variants
     ]
-    head.append("fused-best")
+    head += ["kept%", "fused-best"]
     lines = [
-        f"mIoU (points) on held-out clips; fused = {checkpoint.primary}, local = its local-only "
-        f"path; tau_max {checkpoint.tau_max} (* beyond: remote dropped)"
+        f"mIoU (points) on held-out clips; fused = {checkpoint.primary} with the remote class "
+        "map kept where the edge measures no motion, fusion = the fusion alone; local = its "
+        f"local-only path; tau_max {checkpoint.tau_max} (* beyond: remote features dropped, "
+        "the class map still kept where nothing moved)"
     ]
     widths = [max(6, len(h)) for h in head]
     for motion in dict.fromkeys(r.motion for r in records):
         rows = [r for r in records if r.motion == motion]
+        first = rows[0]
         lines.append("")
-        lines.append(f"{motion}: {rows[0].speed_lo:g}-{rows[0].speed_hi:g} px/frame")
+        lines.append(
+            f"{motion}: {first.speed_lo:g}-{first.speed_hi:g} px/frame; heavy model at delay 0 "
+            f"{100 * first.heavy_miou:.1f}; downlink {first.downlink_bytes:.0f} B/frame "
+            f"(features {first.feature_bytes:.0f} + class map {first.class_map_bytes:.0f})"
+        )
         lines.append("  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)))
         for r in rows:
             cells = [
                 f"{r.delay_frames}{'*' if r.beyond_tau_max else ''}",
                 f"{r.delay_ms:.0f}",
-                *(f"{100 * v:.1f}" for v in (r.local_miou, r.remote_miou, r.fused_miou)),
+                *(
+                    f"{100 * v:.1f}"
+                    for v in (r.local_miou, r.remote_miou, r.fused_miou, r.fusion_miou)
+                ),
                 *(f"{100 * r.variants[v]:.1f}" for v in variants),
-                f"{100 * (r.fused_miou - max(r.local_miou, r.remote_miou)):+.1f}",
+                f"{100 * r.kept_share:.0f}",
+                f"{100 * r.fused_margin:+.1f}",
             ]
             lines.append("  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)))
     return "\n".join(lines)
@@ -66,10 +78,9 @@ def plot_curves(records: Sequence[EvalRecord], path: Path, *, tau_max: int) -> N
         delays = [r.delay_frames for r in rows]
         ax.plot(delays, [r.local_miou for r in rows], "o-", label="local only")
         ax.plot(delays, [r.remote_miou for r in rows], "s-", label="remote only (stale)")
-        ax.plot(delays, [r.fused_miou for r in rows], "^-", lw=2, label="fused (add + delay emb.)")
-        for key in rows[0].variants:
-            label = key.removesuffix("_miou").replace("_", "-")
-            ax.plot(delays, [r.variants[key] for r in rows], "--", label=f"fused ({label})")
+        ax.plot(delays, [r.fused_miou for r in rows], "^-", lw=2, label="fused (emitted)")
+        ax.plot(delays, [r.fusion_miou for r in rows], "--", label="fusion alone (add)")
+        ax.axhline(rows[0].heavy_miou, color="black", lw=0.8, ls="--", label="heavy, no delay")
         ax.axvline(tau_max + 0.5, color="grey", lw=0.8, ls=":")
         ax.set_title(f"{motion}: {rows[0].speed_lo:g}-{rows[0].speed_hi:g} px/frame")
         ax.set_xlabel("delay (frames at 30 fps)")

@@ -7,12 +7,20 @@
     >>> logits = c.fuse(feats, downlink, delay_frames=3)  # downlink (N, 8, 16, 16) of frame t-3
 
 ``fuse`` drops the remote features when the delay exceeds ``tau_max`` (the range the fusion
-was trained on): the answer is then exactly the local-only one.
+was trained on): the answer is then exactly the local-only one. ``answer`` is what the agent
+emits: the fused answer where the scene moved since the remote frame, the remote class map
+where it did not (at any delay; :mod:`.selection`)::
+
+    >>> now = c.gate.thumbnail(frame)                 # kept per frame on the edge
+    >>> out = c.answer(feats, thumbnail=now, delay_frames=3, remote_feats=downlink,
+    ...                remote_classes=classes, remote_thumbnail=then)
+    >>> out.logits, out.kept                          # (N, K, H, W), share of pixels kept
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -20,9 +28,23 @@ from splitwire.corrector.checkpoint import Checkpoint, load_checkpoint
 from splitwire.corrector.errors import FeatureShapeError
 from splitwire.corrector.inputs import preprocess
 from splitwire.corrector.local import LocalFeatures, LocalModel
+from splitwire.corrector.selection import MotionGate, calibrate_gate, one_hot_logits
+from splitwire.corrector.video import TaskConfig
 from splitwire.partitioner.models.texture_unet import TextureUNet
 
-__all__ = ["Corrector", "load_corrector"]
+__all__ = ["Answer", "Corrector", "load_corrector"]
+
+
+class Answer(NamedTuple):
+    """What :meth:`Corrector.answer` emits.
+
+    Attributes:
+        logits: (N, K, H, W) class logits for the current frame.
+        kept: (N,) share of the pixels that show the remote class map (0.0 when there is none).
+    """
+
+    logits: torch.Tensor
+    kept: torch.Tensor
 
 
 class Corrector:
@@ -34,6 +56,7 @@ class Corrector:
         tau_max: the largest delay (frames) the fusion was trained on.
         frame_size: the side of the square frames it was trained on.
         fusion: the fusion variant's name.
+        gate: the measured-motion rule that decides where the remote class map still holds.
     """
 
     def __init__(
@@ -44,24 +67,32 @@ class Corrector:
         tau_max: int,
         frame_size: int,
         fusion: str,
+        gate: MotionGate,
     ) -> None:
+        if frame_size % gate.cell:
+            raise FeatureShapeError(
+                f"frame size {frame_size} is not a multiple of the motion gate's cell {gate.cell}"
+            )
         self.heavy = heavy.eval()
         self.local = local.eval()
         self.tau_max = tau_max
         self.frame_size = frame_size
         self.fusion = fusion
+        self.gate = gate
         self.num_classes = local.num_classes
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, fusion: str | None = None) -> Corrector:
         """The corrector of one variant (default: the checkpoint's primary) of a checkpoint."""
         name = fusion or checkpoint.primary
+        task = TaskConfig.from_dict(checkpoint.meta["task"])
         return cls(
             heavy=checkpoint.heavy,
             local=checkpoint.locals[name],
             tau_max=checkpoint.tau_max,
-            frame_size=int(checkpoint.meta["task"]["size"]),
+            frame_size=task.size,
             fusion=name,
+            gate=calibrate_gate(task, seed=int(checkpoint.meta["seed"])),
         )
 
     @property
@@ -134,6 +165,62 @@ class Corrector:
             delay = delay.clamp(max=self.tau_max)
         with torch.inference_mode():
             return self.local.decode(local_feats, remote, delay)
+
+    def answer(
+        self,
+        local_feats: LocalFeatures,
+        *,
+        thumbnail: torch.Tensor,
+        delay_frames: int,
+        remote_feats: torch.Tensor | None = None,
+        remote_classes: torch.Tensor | None = None,
+        remote_thumbnail: torch.Tensor | None = None,
+    ) -> Answer:
+        """The output for the current frame: the remote class map where the scene has not
+        moved since the remote frame (at any delay), the fused answer (local-only beyond
+        ``tau_max``) where it has. Without a class map or the remote frame's thumbnail, motion
+        cannot be measured and the answer is :meth:`fuse`'s everywhere.
+
+        Args:
+            local_feats: from :meth:`local_features` of the current frame.
+            thumbnail: ``gate.thumbnail`` of the current frame (N, 3, h, w).
+            delay_frames: frames between the current frame and the remote one.
+            remote_feats: the downlink features of the remote frame (as :meth:`fuse`).
+            remote_classes: the heavy model's class map of the remote frame (N, H, W), integer
+                values in 0..K-1 (validated here: it came from a peer).
+            remote_thumbnail: ``gate.thumbnail`` of the remote frame, kept by the edge.
+
+        Raises:
+            FeatureShapeError: a class map or thumbnail of another shape, or class values
+                outside 0..K-1.
+        """
+        fused = self.fuse(local_feats, remote_feats, delay_frames)
+        n = fused.shape[0]
+        if remote_classes is None or remote_thumbnail is None:
+            return Answer(fused, torch.zeros(n))
+        self.check_classes(remote_classes, n)
+        changed = self.gate.changed(thumbnail, remote_thumbnail)  # (N, 1, H, W) bool
+        logits = torch.where(changed, fused, one_hot_logits(remote_classes, self.num_classes))
+        return Answer(logits, 1.0 - changed.float().mean(dim=(1, 2, 3)))
+
+    def check_classes(self, classes: torch.Tensor, n: int) -> None:
+        """Check a remote class map (peer input) before it is used.
+
+        Raises:
+            FeatureShapeError: not an integer (N, H, W) map of the frame's size, or a value
+                outside 0..K-1.
+        """
+        expected = (n, self.frame_size, self.frame_size)
+        if tuple(classes.shape) != expected or classes.is_floating_point():
+            raise FeatureShapeError(
+                f"remote class map: expected an integer map {expected}, got "
+                f"{tuple(classes.shape)} {classes.dtype}; the cloud runs another heavy model"
+            )
+        if classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= self.num_classes):
+            raise FeatureShapeError(
+                f"remote class map: expected classes 0..{self.num_classes - 1}, got values "
+                f"{int(classes.min())}..{int(classes.max())}"
+            )
 
     def _input(self, frames: torch.Tensor) -> torch.Tensor:
         x = preprocess(frames)

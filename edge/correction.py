@@ -8,10 +8,17 @@ s), conditioned on the delay t − s in frames, measured on the edge's clock::
     frame t ──> local model ──> fuse(local_t, downlink_s, t − s) ──> output t   (fused)
           └──> head ──> encode ──> tail ... (a round trip later) ──> downlink_t  (kept for t+k)
 
-Features older than the corrector's ``tau_max`` are dropped and the output is the local model's
-alone (``local``, reason ``stale_features``; ``no_features`` before the first answer). Delays
-are counted in frames: from capture timestamps and the camera's frame interval when the source
-is paced (``--fps``), from sequence numbers otherwise; no other machine's clock is involved.
+Whether the remote answer still holds is *measured*, not guessed from its age: the agent keeps
+a thumbnail (4×4-pixel cell means) of every frame it sends, and where the current frame's cells
+match those of the frame the answer is for, the output shows the tail's class map (derived
+from the logits it returned, checked first: a peer's), at any delay; where the scene moved, the
+fused answer (:meth:`~splitwire.corrector.runtime.Corrector.answer`). Features older than the
+corrector's ``tau_max`` are not fused; when nothing of the answer can be used the output is the
+local model's alone (``local``, reason ``stale_features``; ``no_features`` before the first
+answer). Delays are counted in frames: from capture timestamps and the camera's frame interval
+when the source is paced (``--fps``), from sequence numbers otherwise; no other machine's clock
+is involved. Each corrected frame carries the downlink bytes its remote answer is priced at
+(feature map under int8+zstd1 plus the zstd class map).
 
 When the source carries labels (the corrector's synthetic video task), :class:`SegmentationScore`
 scores every emitted output, and, on the same frames, what the local model alone and the stale
@@ -21,6 +28,9 @@ it measured.
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,10 +38,26 @@ import torch
 
 from splitwire.corrector import Corrector
 from splitwire.corrector.metrics import ConfusionMatrix
+from splitwire.corrector.payload import downlink_bytes
 from splitwire.partitioner.plan_file import TensorSpec
 from splitwire.stats import percentile
 
-__all__ = ["Correction", "FrameCorrector", "RemoteAnswer", "SegmentationScore"]
+__all__ = [
+    "THUMBNAIL_HISTORY",
+    "Correction",
+    "FrameCorrector",
+    "RemoteAnswer",
+    "SegmentationScore",
+]
+
+logger = logging.getLogger(__name__)
+
+# Thumbnails kept for frames whose answer has not arrived: 3 KiB each at 64x64, so 256 frames
+# (8.5 s at 30 fps, longer than any answer worth using) hold 0.75 MiB. An answer whose frame
+# fell out is used the age-only way (fused up to tau_max, nothing beyond).
+THUMBNAIL_HISTORY = 256
+# A tail that keeps sending unusable answers gets one warning per this many.
+_WARN_EVERY = 100
 
 
 @dataclass(frozen=True)
@@ -43,12 +69,18 @@ class RemoteAnswer:
         captured_ns: that frame's capture time (``perf_counter_ns``, the edge's clock).
         logits: the heavy model's own class logits (1, K, H, W).
         downlink: its downlink feature map (1, C, H/4, W/4), what the fusion reads.
+        classes: the class map (1, H, W) the output shows where nothing moved.
+        thumbnail: the answered frame's thumbnail (None if it was no longer held).
+        downlink_bytes: what the answer is priced at on the downlink (feature map + class map).
     """
 
     seq: int
     captured_ns: int
     logits: torch.Tensor
     downlink: torch.Tensor
+    classes: torch.Tensor
+    thumbnail: torch.Tensor | None
+    downlink_bytes: int
 
 
 @dataclass(frozen=True)
@@ -57,11 +89,13 @@ class Correction:
 
     Attributes:
         logits: the emitted class logits (1, K, H, W).
-        source: ``fused`` (remote features used) or ``local``.
+        source: ``fused`` (something of the remote answer used) or ``local``.
         reason: for ``local``: ``no_features`` or ``stale_features``.
         delay_frames: frames between this frame and the remote answer it could use (None
             before the first answer), whether or not it was fresh enough to fuse.
         remote_seq: the frame the remote answer came from.
+        kept_share: share of the pixels showing the remote class map (None without an answer).
+        downlink_bytes: the remote answer's downlink bytes (None without an answer).
         local_only: what the local model alone says (computed only when scoring).
         remote_only: the stale remote answer's logits, used as this frame's (when scoring).
     """
@@ -73,6 +107,8 @@ class Correction:
     remote_seq: int | None
     local_only: torch.Tensor | None = None
     remote_only: torch.Tensor | None = None
+    kept_share: float | None = None
+    downlink_bytes: int | None = None
 
 
 class FrameCorrector:
@@ -85,6 +121,7 @@ class FrameCorrector:
             plan and corrector come from different models fails at start, not per frame.
         frame_interval_ns: the camera's frame interval, or None to count delays in sequence
             numbers (an unpaced source).
+        history: thumbnails kept for unanswered frames (:data:`THUMBNAIL_HISTORY`).
 
     Raises:
         ValueError: the plan's outputs are not the ``(logits, downlink)`` pair this corrector
@@ -97,7 +134,10 @@ class FrameCorrector:
         *,
         outputs: tuple[TensorSpec, ...],
         frame_interval_ns: int | None,
+        history: int = THUMBNAIL_HISTORY,
     ) -> None:
+        if history < 1:
+            raise ValueError(f"thumbnail history {history}: expected >= 1 frame")
         downlink = corrector.downlink_shape
         if len(outputs) != 2 or tuple(outputs[1].shape[1:]) != downlink:
             got = ", ".join(f"{tuple(s.shape)} {s.dtype}" for s in outputs)
@@ -109,7 +149,13 @@ class FrameCorrector:
         self.corrector = corrector
         self.tau_max = corrector.tau_max
         self.frame_interval_ns = frame_interval_ns
+        self.history = history
         self._newest: RemoteAnswer | None = None
+        # seq -> thumbnail, oldest first; written by correct() (worker thread), read and pruned
+        # by remember() (event loop).
+        self._thumbnails: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+        self.refused = 0
 
     @property
     def newest(self) -> RemoteAnswer | None:
@@ -119,6 +165,8 @@ class FrameCorrector:
     def remember(self, seq: int, captured_ns: int, outputs: tuple[torch.Tensor, ...]) -> None:
         """Keep the tail's answer for frame ``seq`` if it is newer than the one held.
 
+        The logits are the tail's (a peer's): an answer whose logits are not (1, K, H, W) or
+        not finite is refused (the older answer stays; one warning per 100 refusals).
         Called on the event loop; :meth:`correct` (in the worker thread) reads the reference
         once, so it sees either the old answer or the new one, never a mix.
         """
@@ -126,7 +174,39 @@ class FrameCorrector:
         if held is not None and held.captured_ns >= captured_ns:
             return  # answers can arrive out of order: never replace a newer frame's
         logits, downlink = outputs
-        self._newest = RemoteAnswer(seq, captured_ns, logits.float(), downlink.float())
+        c = self.corrector
+        expected = (1, c.num_classes, c.frame_size, c.frame_size)
+        problem = None
+        if tuple(logits.shape) != expected:
+            problem = f"logits {tuple(logits.shape)}, expected {expected}"
+        elif not bool(torch.isfinite(logits).all()) or not bool(torch.isfinite(downlink).all()):
+            problem = "logits or features that are not finite"
+        if problem is not None:
+            self.refused += 1
+            if self.refused % _WARN_EVERY == 1:
+                logger.warning(
+                    "corrector: refused the tail's answer for frame %d (%s; %d refused so far); "
+                    "the previous answer stays in use",
+                    seq,
+                    problem,
+                    self.refused,
+                )
+            return
+        classes = logits.argmax(dim=1)  # (1, H, W)
+        with self._lock:
+            thumbnail = self._thumbnails.pop(seq, None)
+            for old in [k for k in self._thumbnails if k < seq]:  # never used: newer answer
+                del self._thumbnails[old]
+        features, class_map = downlink_bytes(downlink, classes)
+        self._newest = RemoteAnswer(
+            seq,
+            captured_ns,
+            logits.float(),
+            downlink.float(),
+            classes,
+            thumbnail,
+            features + class_map,
+        )
 
     def delay_frames(self, seq: int, captured_ns: int, answer: RemoteAnswer) -> int:
         """Frames between frame ``seq`` (captured at ``captured_ns``) and ``answer``'s."""
@@ -137,8 +217,9 @@ class FrameCorrector:
     def correct(
         self, pixels: torch.Tensor, *, seq: int, captured_ns: int, scoring: bool = False
     ) -> Correction:
-        """The output for one uint8 frame (1, 3, H, W): fused with the newest remote answer
-        when it is at most ``tau_max`` frames old, the local model's alone otherwise.
+        """The output for one uint8 frame (1, 3, H, W): the remote class map where the scene has
+        not moved since the newest answer's frame, elsewhere fused with its features when they
+        are at most ``tau_max`` frames old, the local model's alone otherwise.
 
         Args:
             pixels: the camera frame.
@@ -147,27 +228,49 @@ class FrameCorrector:
             scoring: also compute the local-only and remote-only answers (for scoring).
         """
         answer = self._newest  # one read: a newer answer arriving now waits for the next frame
-        local = self.corrector.local_features(pixels)
-        delay = self.delay_frames(seq, captured_ns, answer) if answer is not None else None
+        c = self.corrector
+        thumbnail = c.gate.thumbnail(pixels)
+        with self._lock:
+            self._thumbnails[seq] = thumbnail
+            while len(self._thumbnails) > self.history:
+                self._thumbnails.popitem(last=False)
+        local = c.local_features(pixels)
         if answer is None:
-            source, reason, downlink = "local", "no_features", None
-        elif delay is not None and delay > self.tau_max:
-            source, reason, downlink = "local", "stale_features", None
-        else:
-            source, reason, downlink = "fused", None, answer.downlink
-        logits = self.corrector.fuse(local, downlink, delay or 0)
-        local_only = remote_only = None
+            logits = c.fuse(local, None, 0)
+            return Correction(
+                logits,
+                "local",
+                "no_features",
+                None,
+                None,
+                logits if scoring else None,
+                None,
+            )
+        delay = self.delay_frames(seq, captured_ns, answer)
+        out = c.answer(
+            local,
+            thumbnail=thumbnail,
+            delay_frames=delay,
+            remote_feats=answer.downlink,
+            remote_classes=answer.classes,
+            remote_thumbnail=answer.thumbnail,
+        )
+        kept = float(out.kept[0])
+        fresh = delay <= self.tau_max
+        source, reason = ("fused", None) if fresh or kept > 0 else ("local", "stale_features")
+        local_only = None
         if scoring:
-            local_only = logits if downlink is None else self.corrector.fuse(local, None, 0)
-            remote_only = answer.logits if answer is not None else None
+            local_only = out.logits if source == "local" else c.fuse(local, None, 0)
         return Correction(
-            logits,
+            out.logits,
             source,
             reason,
             delay,
-            answer.seq if answer is not None else None,
+            answer.seq,
             local_only,
-            remote_only,
+            answer.logits if scoring else None,
+            kept,
+            answer.downlink_bytes,
         )
 
 

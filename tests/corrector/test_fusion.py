@@ -10,6 +10,7 @@ from splitwire.corrector.checkpoint import build_heavy, build_local
 from splitwire.corrector.errors import FeatureShapeError, TaskConfigError
 from splitwire.corrector.fusion import Fusion, fusion_names, make_fusion
 from splitwire.corrector.runtime import Corrector
+from splitwire.corrector.selection import MotionGate
 from splitwire.corrector.video import clip
 
 TAU_MAX = 4
@@ -22,7 +23,9 @@ def _corrector(fusion: str, seed: int = 0) -> Corrector:
     with torch.no_grad():  # non-trivial embeddings and biases, so "exact" means something
         for p in local.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    return Corrector(heavy=heavy, local=local, tau_max=TAU_MAX, frame_size=64, fusion=fusion)
+    return Corrector(
+        heavy=heavy, local=local, tau_max=TAU_MAX, frame_size=64, fusion=fusion, gate=MotionGate()
+    )
 
 
 @pytest.fixture(scope="module")
