@@ -22,6 +22,7 @@ _LOCATIONS = {
     "LinkModel": "splitwire.partitioner.link",
     "LinkTrace": "splitwire.partitioner.link",
     "Measurement": "splitwire.partitioner.cost",
+    "Outage": "splitwire.partitioner.link",
     "PartitionerError": "splitwire.partitioner.errors",
     "Plan": "splitwire.partitioner.plan_file",
     "PlanCut": "splitwire.partitioner.plan_file",
