@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from splitwire.errors import SplitwireError
+# The edge's errors live in errors.py; callers have always found these two here too.
+from splitwire.edge.errors import CloudRefused, EdgeConfigError  # noqa: F401
 
 DEFAULT_WINDOW = 4
 DEFAULT_BUDGET_MS = 2000.0
@@ -23,15 +25,37 @@ DEFAULT_RECONNECT_MAX_S = 5.0
 DEFAULT_MAX_UNANSWERED = 8
 
 
-class EdgeConfigError(SplitwireError):
-    """The agent cannot start with this configuration (the message names the setting)."""
+# A host name or IPv4 address (letters, digits, '-', '_', '.'), or an IPv6 address in brackets.
+_HOST = re.compile(r"[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]")
 
 
-class CloudRefused(SplitwireError):
-    """The cloud refused the session for a reason retrying cannot fix (wrong plan, wrong
-    token, unsupported protocol): the agent stops rather than retry forever."""
+def split_address(text: str, *, flag: str) -> tuple[str, int]:
+    """``"tail.example:8500"`` -> ``("tail.example", 8500)``; ``"[::1]:8500"`` for IPv6.
 
-    exit_code = 3
+    The agent dials the address as it is: a scheme (``http://``) would be taken for a host name,
+    and a missing port would silently become gRPC's default (443), so both are refused here.
+
+    Args:
+        text: the address as given.
+        flag: the flag it came from, for the message (``--cloud``).
+
+    Raises:
+        EdgeConfigError: not ``HOST:PORT`` with a port in 1..65535.
+    """
+    expected = "expected HOST:PORT, e.g. 127.0.0.1:8500 or tail.example:8500"
+    if "://" in text:
+        raise EdgeConfigError(
+            f"{flag} {text!r}: {expected}, without a scheme (the agent speaks gRPC to it; "
+            "--tls-ca turns TLS on)"
+        )
+    host, sep, port = text.rpartition(":")
+    if not sep or not port:
+        raise EdgeConfigError(f"{flag} {text!r}: {expected}; the port is missing")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise EdgeConfigError(f"{flag} {text!r}: {expected}; {port!r} is not a port (1-65535)")
+    if not _HOST.fullmatch(host):
+        raise EdgeConfigError(f"{flag} {text!r}: {expected}; {host!r} is not a host name")
+    return host.removeprefix("[").removesuffix("]"), int(port)
 
 
 @dataclass(frozen=True)
@@ -52,7 +76,9 @@ class ClientTls:
 class EdgeConfig:
     """Everything ``splitwire edge`` is told (see its ``--help`` for each field's meaning).
 
-    ``cut``/``codec`` pick the starting option (default: the plan's choice); ``frames`` None
+    ``cut``/``codec`` pick the starting option (default: the plan's choice); ``local_only``
+    says that a plan whose choice runs in the cloud runs its all-on-edge option instead, with
+    no ``cloud`` (without it, that is a usage error); ``frames`` None
     runs until stopped; ``fps`` None reads the source as fast as the pipeline takes frames.
     ``edge_slowdown`` K > 1 emulates a weaker device: every compute step on the edge (head,
     encode, the corrector's local model) takes K times its measured time.
@@ -61,6 +87,7 @@ class EdgeConfig:
     plan: Path
     source: str = "synthetic"
     cloud: str | None = None
+    local_only: bool = False
     frames: int | None = None
     fps: float | None = None
     window: int = DEFAULT_WINDOW
@@ -118,6 +145,11 @@ class EdgeConfig:
         ]  # fmt: skip
         if self.corrector_fusion is not None and self.corrector is None:
             checks.append((False, "--corrector-fusion needs --corrector DIR"))
+        if self.local_only and self.cloud is not None:
+            both = f"--local-only and --cloud {self.cloud}: pick one (--local-only runs every "
+            checks.append((False, both + "frame on this device, with no cloud)"))
+        if self.cloud is not None:
+            split_address(self.cloud, flag="--cloud")
         for ok, message in checks:
             if not ok:
                 raise EdgeConfigError(message)

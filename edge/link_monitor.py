@@ -225,3 +225,43 @@ class LinkMonitor:
         if crossing_s <= 0 or bits / crossing_s >= uplink_bps:
             return math.inf
         return max(bits / crossing_s, 1.0)  # LinkModel needs a positive rate
+
+
+def describe_link(link: LinkModel) -> str:
+    """``link`` rounded for people, for log lines and switch reasons (``str(link)`` stays the
+    exact spec ``parse_link`` reads back)::
+
+        51.7 Mbit/s, rtt 0 ms, jitter 0.5 ms
+        lte: up 10 Mbit/s, down 40 Mbit/s, rtt 40 ms, jitter 10 ms, loss 0.1%
+
+    A link's name leads, unless it says nothing the figures do not (``measured``, the monitor's
+    links; ``custom``, a spec without a name).
+    """
+    if link.uplink_bps == link.downlink_bps:
+        items = [_rate(link.uplink_bps)]
+    else:
+        items = [f"up {_rate(link.uplink_bps)}", f"down {_rate(link.downlink_bps)}"]
+    items.append(f"rtt {_milliseconds(link.rtt_s)}")
+    if link.jitter_s:
+        items.append(f"jitter {_milliseconds(link.jitter_s)}")
+    if link.loss:
+        items.append(f"loss {link.loss * 100:.2g}%")
+    prefix = "" if link.name in ("measured", "custom") else f"{link.name}: "
+    return prefix + ", ".join(items)
+
+
+def _rate(bps: float) -> str:
+    """Bits per second in the largest unit that keeps a figure of at least 1, three
+    significant digits (``51.7 Mbit/s``, ``850 kbit/s``)."""
+    for unit, scale in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
+        if bps >= scale:
+            return f"{bps / scale:.3g} {unit}"
+    return f"{bps:.3g} bit/s"
+
+
+def _milliseconds(seconds: float) -> str:
+    """One decimal below 100 ms, none above, no trailing ``.0`` (``0 ms``, ``0.5 ms``,
+    ``40 ms``, ``250 ms``)."""
+    ms = seconds * 1000.0
+    text = f"{ms:.0f}" if ms >= 100 else f"{ms:.1f}".removesuffix(".0")
+    return f"{text} ms"

@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from splitwire.edge.link_monitor import describe_link
 from splitwire.partitioner.cost import DEFAULT_WINDOW, Price, price_option
 from splitwire.partitioner.link import LinkModel
 from splitwire.partitioner.plan_file import PlanOption
@@ -164,5 +165,5 @@ class CutPolicy:
 
         return (
             f"predicted {figures(new)} against {figures(old)} for "
-            f"{self.settings.hold_s:g} s on the measured link {link}"
+            f"{self.settings.hold_s:g} s on the measured link ({describe_link(link)})"
         )

@@ -173,3 +173,62 @@ class RunStats:
 def _percentile(values: deque[float], q: int) -> float | None:
     """The summary's rounded figure; None (printed n/a) without values."""
     return round(percentile(values, q), 3) if values else None
+
+
+def figure(value: float | None, unit: str, *, digits: int = 1) -> str:
+    """A summary figure for people: ``value`` rounded to ``digits`` decimals with its unit, or
+    ``n/a`` when the run had nothing to measure it on (``None``, or not a finite number).
+
+    >>> figure(35.25, "ms"), figure(None, "ms"), figure(12.0, "fps", digits=0)
+    ('35.2 ms', 'n/a', '12 fps')
+    """
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value:.{digits}f} {unit}"
+
+
+def byte_figure(value: float | None, per: str = "") -> str:
+    """A byte count for people, in B, kB, MB or GB (powers of 1000, three significant digits
+    from kB on), or ``n/a``: ``byte_figure(12345.6, "/frame")`` is ``'12.3 kB/frame'``."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {unit}{per}"
+    return f"{value:.0f} B{per}"
+
+
+def summary_line(summary: Mapping[str, Any]) -> str:
+    """The run's summary as the one log line a person reads: frames by source and reason,
+    latency and round-trip percentiles, output rate, uplink bytes per frame, the option it
+    ended on; every figure with its unit, or ``n/a`` where the run had nothing to measure.
+
+    Args:
+        summary: the agent's summary (:meth:`RunStats.summary` and the agent's fields).
+    """
+    sources = ", ".join(f"{k} {v}" for k, v in summary["by_source"].items() if v) or "none"
+    reasons = ", ".join(f"{k} {v}" for k, v in summary["by_reason"].items())
+    parts = [
+        f"{summary['frames']} frames ({sources}{': ' + reasons if reasons else ''})",
+        f"latency p50 {figure(summary['latency_p50_ms'], 'ms')}, "
+        f"p95 {figure(summary['latency_p95_ms'], 'ms')}",
+        f"rtt p50 {figure(summary['rtt_p50_ms'], 'ms')}",
+        figure(summary["fps"], "fps"),
+        f"uplink {byte_figure(summary['bytes_per_frame'], '/frame')}",
+    ]
+    scores = summary.get("segmentation", {}).get("miou")
+    if scores:
+        parts.append("mIoU " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+    switches, reconnects = len(summary.get("switches", ())), summary.get("reconnects", 0)
+    parts.append(
+        f"on {summary.get('cut')} {summary.get('codec')} ({summary.get('policy')} policy), "
+        f"{switches} switch{'es' if switches != 1 else ''}, "
+        f"{reconnects} reconnect{'s' if reconnects != 1 else ''}"
+    )
+    skipped = summary.get("source_skipped", 0)
+    if skipped:
+        parts.append(f"{skipped} unreadable input{'s' if skipped != 1 else ''} skipped")
+    slowdown = summary.get("edge_slowdown", 1.0)
+    if slowdown != 1.0:
+        parts.append(f"edge emulated {slowdown:g}x slower")
+    return "; ".join(parts)

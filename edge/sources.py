@@ -13,12 +13,16 @@ A source yields uint8 frames shaped ``(C, H, W)`` at the size the model's head e
     npy:FILE             a uint8 array of frames in a .npy or .npz file, used as stored
 
 ``dir:`` and ``npy:`` sources make one pass unless opened with ``loop=True``. Every problem with
-a spec or its data raises :class:`SourceError`, whose message says what was expected.
+a spec or its data raises :class:`SourceError`, whose message says what was expected, except an
+image of a ``dir:`` source that does not decode: a camera folder keeps going past one bad file,
+so that file is skipped with a one-line warning and counted (:attr:`FrameSource.skipped`); only a
+directory in which no image decodes is an error.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -34,6 +38,7 @@ from splitwire.errors import SplitwireError
 from splitwire.partitioner.errors import PartitionerError
 from splitwire.partitioner.photos import IMAGE_EXTENSIONS, PILLOW_FORMATS, list_images
 from splitwire.protocol.jpeg import PILLOW_ERRORS
+from splitwire.protocol.peer_text import peer_text
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -46,6 +51,8 @@ __all__ = [
     "VideoSource",
     "open_source",
 ]
+
+logger = logging.getLogger(__name__)
 
 KNOWN_SCHEMES = ("synthetic[:seed=N]", "video[:seed=N,speed=LO-HI,scene=F]", "dir:PATH", "npy:FILE")
 _MODES = {1: "L", 3: "RGB"}
@@ -69,6 +76,8 @@ class FrameSource(ABC):
         description: what the source reads, for logs, e.g. ``"synthetic(seed=0)"``.
         length: frames per iteration, or ``None`` for an endless source.
         labelled: whether :meth:`labels` knows the frames' ground truth.
+        skipped: inputs passed over because they could not be read (each counted once, however
+            often a looping source comes back to it).
     """
 
     labelled = False
@@ -89,6 +98,11 @@ class FrameSource(ABC):
     def labels(self, index: int) -> torch.Tensor | None:
         """The ground truth of frame ``index`` (a class map), for sources that know it."""
         return None
+
+    @property
+    def skipped(self) -> int:
+        """Inputs skipped so far as unreadable (none, unless the source reads files)."""
+        return 0
 
     def __repr__(self) -> str:
         return (
@@ -412,7 +426,10 @@ class DirectorySource(FrameSource):
 
     Files with an extension in :data:`IMAGE_EXTENSIONS` (any case) count; hidden files (a
     leading dot, e.g. macOS's ``._photo.jpg``) and subdirectories do not. Each image is
-    converted to RGB or grey, scaled so its shorter side fits, and centre-cropped.
+    converted to RGB or grey, scaled so its shorter side fits, and centre-cropped. An image that
+    does not decode is skipped with a warning (once: a looping source passes it over silently
+    after) and counted in :attr:`skipped`; a pass in which no image decodes raises
+    :class:`SourceError`, since the source would never yield a frame.
     """
 
     def __init__(
@@ -422,6 +439,7 @@ class DirectorySource(FrameSource):
         self.path = path
         self.loop = loop
         self.files = _list_images(path)
+        self._unreadable: set[Path] = set()
         noun = "image" if len(self.files) == 1 else "images"
         super().__init__(
             channels=channels,
@@ -431,11 +449,37 @@ class DirectorySource(FrameSource):
             length=None if loop else len(self.files),
         )
 
+    @property
+    def skipped(self) -> int:
+        """Images skipped so far because they did not decode."""
+        return len(self._unreadable)
+
     def __iter__(self) -> Iterator[torch.Tensor]:
-        """Decode and yield the images in name order, once or (``loop``) forever."""
-        files = itertools.cycle(self.files) if self.loop else iter(self.files)
-        for file in files:
-            yield self.read(file)
+        """Decode and yield the images in name order, once or (``loop``) forever, passing over
+        those that do not decode.
+
+        Raises:
+            SourceError: a whole pass yielded no frame (no image in the directory decodes).
+        """
+        passes = itertools.count() if self.loop else range(1)
+        for _ in passes:
+            decoded = 0
+            for file in self.files:
+                if file in self._unreadable:
+                    continue
+                try:
+                    frame = self.read(file)
+                except SourceError as error:
+                    self._unreadable.add(file)
+                    logger.warning("%s; skipped (%d so far)", error, len(self._unreadable))
+                    continue
+                decoded += 1
+                yield frame
+            if decoded == 0:
+                raise SourceError(
+                    f"--source dir:{self.path}: none of its {len(self.files)} images decodes; "
+                    f"expected images in one of: {', '.join(PILLOW_FORMATS)}"
+                )
 
     def read(self, file: Path) -> torch.Tensor:
         """``file`` decoded, converted and cropped to a ``(C, H, W)`` uint8 tensor.
@@ -447,8 +491,11 @@ class DirectorySource(FrameSource):
             with Image.open(file, formats=PILLOW_FORMATS) as image:
                 pixels = self._fit(image)
         except PILLOW_ERRORS as error:
+            # File names and the decoder's words about them are escaped: one line, whatever
+            # the name holds.
             raise SourceError(
-                f"--source dir:{self.path}: cannot decode {file.name}: {error}"
+                f"--source dir:{self.path}: cannot decode {peer_text(file.name)}: "
+                f"{peer_text(str(error), limit=160)}"
             ) from None
         if self.channels == 1:
             return torch.from_numpy(np.ascontiguousarray(pixels[None]))

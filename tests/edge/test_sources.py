@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -194,20 +195,53 @@ def test_dir_missing(tmp_path: Path) -> None:
         open_source(f"dir:{tmp_path / 'nowhere'}", channels=3, height=8, width=8)
 
 
-def test_dir_bad_image_names_the_file(tmp_path: Path) -> None:
+def test_dir_bad_image_is_skipped_with_one_warning_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "a.png")
     (tmp_path / "b.jpg").write_bytes(b"\xff\xd8 certainly not a jpeg")
-    source = open_source(f"dir:{tmp_path}", channels=3, height=8, width=8)
-    frames = iter(source)
-    assert int(next(frames)[2, 0, 0]) == 3  # decoding is lazy: the good image comes first
+    Image.new("RGB", (8, 8), (4, 5, 6)).save(tmp_path / "c.png")
+    source = open_source(f"dir:{tmp_path}", channels=3, height=8, width=8, loop=True)
+    assert source.skipped == 0
+    with caplog.at_level(logging.WARNING, logger="splitwire.edge.sources"):
+        frames = take(source, 6)  # three passes over the directory
+    assert [int(frame[2, 0, 0]) for frame in frames] == [3, 6, 3, 6, 3, 6]
+    assert source.skipped == 1  # the same file, once, however often the source comes back
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning.startswith(f"--source dir:{tmp_path}: cannot decode 'b.jpg': ")
+    assert warning.endswith("; skipped (1 so far)") and "\n" not in warning
+    # read() itself still says what is wrong with the file.
     with pytest.raises(SourceError, match=r"b\.jpg"):
-        next(frames)
+        source.read(tmp_path / "b.jpg")  # type: ignore[attr-defined]
+
+
+def test_dir_file_name_is_escaped_in_the_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "a.png")
+    (tmp_path / "b\nERROR forged.png").write_bytes(b"not a png")
+    with caplog.at_level(logging.WARNING, logger="splitwire.edge.sources"):
+        assert len(list(open_source(f"dir:{tmp_path}", channels=3, height=8, width=8))) == 1
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "'b\\nERROR forged.png'" in warning and "\n" not in warning
 
 
 def test_dir_refuses_formats_outside_the_list(tmp_path: Path) -> None:
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png", format="GIF")
-    with pytest.raises(SourceError, match=r"a\.png"):
-        next(iter(open_source(f"dir:{tmp_path}", channels=3, height=8, width=8)))
+    Image.new("RGB", (8, 8)).save(tmp_path / "b.png")
+    source = open_source(f"dir:{tmp_path}", channels=3, height=8, width=8)
+    assert len(list(source)) == 1 and source.skipped == 1  # the GIF named .png is not read
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_dir_where_no_image_decodes_is_an_error(tmp_path: Path, loop: bool) -> None:
+    """Not an endless loop of warnings, nor a source that ends without a word."""
+    (tmp_path / "a.png").write_bytes(b"not a png")
+    (tmp_path / "b.jpg").write_bytes(b"\xff\xd8 nor a jpeg")
+    source = open_source(f"dir:{tmp_path}", channels=3, height=8, width=8, loop=loop)
+    with pytest.raises(SourceError, match="none of its 2 images decodes; expected images in one"):
+        next(iter(source))
+    assert source.skipped == 2
 
 
 # --- npy: -------------------------------------------------------------------------------------
