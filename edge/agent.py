@@ -458,6 +458,8 @@ class EdgeAgent:
                 "policy": self.policy_mode,
                 "switches": [s.as_json() for s in self.switches],
                 "reconnects": self.reconnects,
+                # Inputs the source passed over as unreadable (a bad file in a dir: source).
+                "source_skipped": self._source.skipped,
                 # Stated in every summary: figures from an emulated device are not a device's.
                 "edge_slowdown": self.config.edge_slowdown,
             }
