@@ -467,13 +467,18 @@ async def _progress(agent: Any, every_s: float) -> None:
     while True:
         await asyncio.sleep(every_s)
         t = agent.telemetry()
+        # A run with no cloud has no session to miss.
+        session = "" if t["connected"] or agent.config.cloud is None else ", no session"
+        if t["frames"] == 0:  # loading, warming up or connecting: no rate to speak of yet
+            logger.info("no frame out yet (%s %s%s)", t["cut"], t["codec"], session)
+            continue
         logger.info(
             "%d frames (%s), %s, rtt %s, %s %s%s",
             t["frames"],
-            ", ".join(f"{k} {v}" for k, v in sorted(t["by_source"].items())) or "none yet",
+            ", ".join(f"{k} {v}" for k, v in sorted(t["by_source"].items())),
             figure(t["fps"], "fps"),
             figure(t["rtt_ms"], "ms"),
             t["cut"],
             t["codec"],
-            "" if t["connected"] else ", no session",
+            session,
         )

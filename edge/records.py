@@ -209,7 +209,8 @@ def summary_line(summary: Mapping[str, Any]) -> str:
     sources = ", ".join(f"{k} {v}" for k, v in summary["by_source"].items() if v) or "none"
     reasons = ", ".join(f"{k} {v}" for k, v in summary["by_reason"].items())
     parts = [
-        f"{summary['frames']} frames ({sources}{': ' + reasons if reasons else ''})",
+        # Reasons apart from sources: a local frame has one too (all-on-edge, disconnected).
+        f"{summary['frames']} frames ({sources}{'; ' + reasons if reasons else ''})",
         f"latency p50 {figure(summary['latency_p50_ms'], 'ms')}, "
         f"p95 {figure(summary['latency_p95_ms'], 'ms')}",
         f"rtt p50 {figure(summary['rtt_p50_ms'], 'ms')}",

@@ -331,11 +331,17 @@ def test_a_wrong_input_leaves_the_previous_results_untouched(
 
 
 def test_frame_lines_go_to_stdout_by_default_and_quiet_writes_none(
-    plan_dir: Path, capsys: pytest.CaptureFixture[str]
+    plan_dir: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     args = ["edge", "--plan", str(plan_dir), "--local-only", "--frames", "2"]
-    assert main(args) == 0
+    with caplog.at_level(logging.INFO, logger="splitwire"):
+        assert main([*args, "--log-every", "0.05"]) == 0
     assert_each_frame_once([json.loads(x) for x in capsys.readouterr().out.splitlines()], 2)
+    # Progress lines while it loads and runs, and the summary: no figure reads "None".
+    said = [r.getMessage() for r in caplog.records if r.name == "splitwire.edge"]
+    assert any(m.startswith("no frame out yet (") for m in said), said
+    assert any(m.startswith("2 frames (local 2; all-on-edge 2); latency p50 ") for m in said)
+    assert not [m for m in said if "None" in m], said
     assert main([*args, "--quiet"]) == 0
     assert capsys.readouterr().out == ""
     assert main([*args, "--quiet", "--json"]) == 0  # the summary alone

@@ -37,7 +37,7 @@ def test_a_run_with_nothing_measured_says_n_a_not_none() -> None:
     line = summary_line(summary_of([record(i, "dropped", "disconnected") for i in (1, 2, 3)]))
     assert "None" not in line
     assert line == (
-        "3 frames (dropped 3: disconnected 3); latency p50 n/a, p95 n/a; rtt p50 n/a; 0.0 fps; "
+        "3 frames (dropped 3; disconnected 3); latency p50 n/a, p95 n/a; rtt p50 n/a; 0.0 fps; "
         "uplink n/a; on c0050 int8+zstd1 (auto policy), 0 switches, 0 reconnects"
     )
 
