@@ -129,14 +129,22 @@ class Bystander:
         self._samples: list[BystanderSample] = []
 
     async def __aenter__(self) -> Bystander:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start the child (on this thread's cores) and wait until its session is accepted."""
         self._process.start()
         # The child reports "ready" once its session is accepted (or the error that stopped it).
         ready = await asyncio.to_thread(self._queue.get, True, 120.0)
         if ready != "ready":
             raise SessionError(f"the bystander could not start: {ready}")
-        return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def stop(self) -> None:
+        """Stop the child and collect every sample it sent."""
         self._stop.set()
         # Read while it finishes: a child cannot exit while its samples fill the queue's pipe.
         deadline = time.monotonic() + 10.0

@@ -231,3 +231,60 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+class AttackerCore:
+    """Keeps an attacker's CPU apart from the server it attacks on one machine.
+
+    A remote attacker's own work (its connects, writes and parsing) costs the server nothing;
+    on one machine it competes with the server for the same cores, and a benchmark then
+    measures the attacker's CPU as much as the server's defence. Inside :meth:`server_side`
+    this process runs on every core but the last, so the processes it starts there (the
+    server, a bystander) inherit that set; inside :meth:`attacker_side` it runs on the last
+    core alone. On a machine with one core there is nothing to separate: both are no-ops and
+    :attr:`separated` is False.
+    """
+
+    def __init__(self) -> None:
+        self._original = os.sched_getaffinity(0)
+        cores = sorted(self._original)
+        self.separated = len(cores) >= 2
+        self.server_cores = set(cores[:-1]) if self.separated else set(cores)
+        self.attacker_cores = {cores[-1]} if self.separated else set(cores)
+
+    @contextlib.contextmanager
+    def server_side(self) -> Iterator[None]:
+        """Processes started inside run on the server's cores."""
+        with self._pinned(self.server_cores):
+            yield
+
+    @contextlib.contextmanager
+    def attacker_side(self) -> Iterator[None]:
+        """This process runs on the attacker's core inside."""
+        with self._pinned(self.attacker_cores):
+            yield
+
+    @contextlib.contextmanager
+    def _pinned(self, cores: set[int]) -> Iterator[None]:
+        _pin_threads(cores)
+        try:
+            yield
+        finally:
+            _pin_threads(self._original)
+
+    def describe(self) -> str:
+        """One line for the report."""
+        if not self.separated:
+            return "one core: the attacker shares it with the server"
+        return (
+            f"server and bystander on cores {sorted(self.server_cores)}, "
+            f"the attacker on core {sorted(self.attacker_cores)}"
+        )
+
+
+def _pin_threads(cores: set[int]) -> None:
+    # Linux applies an affinity to one thread: pin each of this process's threads (gRPC's
+    # pollers included); children inherit the affinity of the thread that starts them.
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(tid), cores)

@@ -138,6 +138,16 @@ def register(subparsers: Any) -> None:
         f"{defaults.REFUSED_WINDOW_S:g} s ends PROTOCOL_VIOLATION (default %(default)s)",
     )
     tuning.add_argument(
+        "--violation-cooldown-s",
+        type=float,
+        default=defaults.DEFAULT_VIOLATION_COOLDOWN_S,
+        metavar="S",
+        help="a peer (its token and host) whose session ended for breaking the protocol or not "
+        "taking its answers has its next streams ended at once, RESOURCE_EXHAUSTED with the "
+        "time left, for S seconds; give each device its own token so one device's cooldown "
+        "is not its fleet's; 0: off (default %(default)s)",
+    )
+    tuning.add_argument(
         "--max-session-bytes",
         type=int,
         default=defaults.DEFAULT_MAX_SESSION_BYTES,
@@ -254,6 +264,7 @@ def _cloud(args: argparse.Namespace) -> int:
         idle_timeout_s=args.idle_timeout_s,
         write_timeout_s=args.write_timeout_s,
         max_refused_frames=args.max_refused_frames,
+        violation_cooldown_s=args.violation_cooldown_s,
         grace_s=args.grace_s,
         server_id=args.server_id or args.listen,
     )

@@ -44,6 +44,9 @@ DEFAULT_WRITE_TIMEOUT_S = 10.0
 # peer that floods refused frames costs the service a Hello per this many frames.
 DEFAULT_MAX_REFUSED_FRAMES = 32
 REFUSED_WINDOW_S = 10.0
+# A peer whose session ended for misbehaving waits this long before its next one (see
+# splitwire.cloud.cooldown): one such session per refusal window at most.
+DEFAULT_VIOLATION_COOLDOWN_S = REFUSED_WINDOW_S
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,9 @@ class CloudConfig:
             control); the session then ends.
         max_refused_frames: frames of one session refused for the edge's fault within
             ``REFUSED_WINDOW_S`` before the session ends ``PROTOCOL_VIOLATION``.
+        violation_cooldown_s: how long a peer (token and host) whose session ended for
+            breaking the protocol or not taking its answers waits before its next session;
+            0 turns it off.
         grace_s: on SIGTERM, how long frames in flight may take to finish.
         server_id: the replica's name in ``Accept.server_id`` and the logs.
         plan_public_key: an Ed25519 public key (PEM) every plan's ``plan.yaml`` must be signed
@@ -116,6 +122,7 @@ class CloudConfig:
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     write_timeout_s: float = DEFAULT_WRITE_TIMEOUT_S
     max_refused_frames: int = DEFAULT_MAX_REFUSED_FRAMES
+    violation_cooldown_s: float = DEFAULT_VIOLATION_COOLDOWN_S
 
     def __post_init__(self) -> None:
         if not self.plans:
@@ -142,6 +149,10 @@ class CloudConfig:
             raise ConfigError(f"--max-wait-ms {self.max_wait_ms}: expected >= 0")
         if self.grace_s < 0:
             raise ConfigError(f"--grace-s {self.grace_s}: expected >= 0")
+        if not self.violation_cooldown_s >= 0:
+            raise ConfigError(
+                f"--violation-cooldown-s {self.violation_cooldown_s}: expected >= 0 (0: off)"
+            )
         timeouts = {
             "--hello-timeout-s": self.hello_timeout_s,
             "--frame-timeout-s": self.frame_timeout_s,

@@ -14,6 +14,7 @@ from grpc import aio
 
 from splitwire.cloud.batcher import TailBatcher
 from splitwire.cloud.config import CloudConfig
+from splitwire.cloud.cooldown import ViolationCooldown
 from splitwire.cloud.metrics import CloudMetrics
 from splitwire.cloud.registry import TailRegistry
 from splitwire.cloud.session import SessionHandler
@@ -34,6 +35,7 @@ class TailService:
         budget: the bytes all sessions hold (``--max-buffered-bytes``); each session's own
             budget draws on it.
         peer_log: where sessions log what a peer can cause at will (rate-limited).
+        cooldown: peers whose last session ended for misbehaving, and until when they wait.
         drained: set when the server starts shutting down: sessions finish their frames in
             flight and end with ``SessionEnd UNAVAILABLE``; new hellos are rejected.
     """
@@ -48,8 +50,10 @@ class TailService:
     budget: ByteBudget = field(init=False)
     peer_log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(logger))
     drained: asyncio.Event = field(default_factory=asyncio.Event)
+    cooldown: ViolationCooldown = field(init=False)
 
     def __post_init__(self) -> None:
+        self.cooldown = ViolationCooldown(self.config.violation_cooldown_s)
         self.budget = ByteBudget(
             self.config.max_buffered_bytes, name="--max-buffered-bytes (all sessions)"
         )

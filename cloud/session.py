@@ -54,6 +54,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import time
 from collections import deque
 from typing import TYPE_CHECKING
@@ -63,6 +64,7 @@ from google.protobuf.message import DecodeError
 from grpc import aio
 
 from splitwire.cloud.config import REFUSED_WINDOW_S
+from splitwire.cloud.cooldown import peer_key
 from splitwire.cloud.errors import FrameRefused, SessionEnded
 from splitwire.cloud.frames import (
     INLINE_CODEC_BYTES,
@@ -129,6 +131,8 @@ class SessionHandler:
         self._metrics = service.metrics
         self._log = service.peer_log
         self._id = f"{self._config.server_id or 'tail'}-{next(_session_ids)}"
+        self._peer = peer_key(context.peer(), context.invocation_metadata())
+        self._misbehaved = False  # broke the protocol: its peer waits (splitwire.cloud.cooldown)
         self._hello = pb.Hello()
         self._routes: dict[tuple[str, str], Route] = {}
         self._in_flight: set[int] = set()
@@ -166,10 +170,25 @@ class SessionHandler:
         """Serve the stream until the edge closes it, breaks the protocol, times out, or the
         server shuts down."""
         await self._run()
+        if self._misbehaved or self._stalled:
+            self._service.cooldown.punish(self._peer)
         self._drop_if_stalled()
 
     async def _run(self) -> None:
         service = self._service
+        wait_s = service.cooldown.remaining_s(self._peer)
+        if wait_s > 0:
+            self._metrics.sessions_total.labels("cooldown").inc()
+            reason = (
+                f"a session of this peer (token and host) ended for breaking the protocol or "
+                f"not taking its answers; reconnect in {wait_s:.1f} s (--violation-cooldown-s)"
+            )
+            self._log.log("cooldown", logging.INFO, "ended a stream at once: %s", reason)
+            retry_after_ms = math.ceil(wait_s * 1e3)
+            await self._send(
+                [_end(_Ending(pb.RESOURCE_EXHAUSTED, reason, retry_after_ms=retry_after_ms))]
+            )
+            return
         if service.handshakes >= self._config.max_sessions:
             # Streams that have not said Hello yet are bounded too (each costs ~20 kB of gRPC
             # and task state for up to --hello-timeout-s): an honest edge says Hello at once,
@@ -329,6 +348,7 @@ class SessionHandler:
         return None
 
     async def _reject_violation(self, reason: str, *, kind: str = "violation") -> None:
+        self._misbehaved = True
         self._metrics.sessions_total.labels("protocol_violation").inc()
         self._log.log(kind, logging.WARNING, "ended a session: %s", reason)
         await self._send([_end(_Ending(pb.PROTOCOL_VIOLATION, reason))])
@@ -463,6 +483,7 @@ class SessionHandler:
             await self._refuse(chunk.seq, chunk.capture_ts_ns, exc)
 
     def _violation(self, reason: str) -> _Ending:
+        self._misbehaved = True
         self._metrics.sessions_total.labels("protocol_violation").inc()
         self._log.log("violation", logging.WARNING, "ending session %s: %s", self._id, reason)
         return _Ending(pb.PROTOCOL_VIOLATION, reason)

@@ -46,6 +46,7 @@ from ..pki import Pki
 from .conftest import encoded, exchange, inputs, result, tail_outputs
 from .test_hostile import (
     BOMB_BOUND_MB,
+    ONE_PEER,
     SESSION_METHOD,
     _hello,
     chunked,
@@ -131,7 +132,7 @@ async def test_a_session_flooding_refused_frames_is_ended(
     # Each bomb is refused on its headers, but answering a flood of them frame by frame would
     # cost every other session its latency: at --max-refused-frames within the window, the
     # session ends and nothing more of it is read.
-    server = await start_server(max_refused_frames=6)
+    server = await start_server(**ONE_PEER, max_refused_frames=6)
     bomb = _batch_bomb(1024)
     async with under_attack(server, connect, plan) as bystander:
         session = await connect(server, cut="c0000", codec="fp32")
@@ -147,6 +148,55 @@ async def test_a_session_flooding_refused_frames_is_ended(
         assert "a frame of batch 1024" in end.reason, end.reason
         assert await session.receive() is None  # the stream is over
         await bystander.progress()
+
+
+async def test_a_peer_whose_session_misbehaved_waits_before_its_next(
+    start_server, connect, plan: RunnablePlan, tmp_path
+) -> None:
+    # A misbehaving peer that reconnects at once would make the server pay for its session
+    # again and again: its next streams within --violation-cooldown-s end at once. The key is
+    # the token and the host, so a device with another token is not held back.
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{TOKEN}\nedge-fleet-token-2\n")
+    server = await start_server(max_refused_frames=2, token_file=tokens)
+    bomb = _batch_bomb(1024)
+    session = await connect(server, cut="c0000", codec="fp32", token=TOKEN)
+    for seq in (1, 2):
+        bomb.seq = seq
+        await session.send_chunks([bomb])
+        refused(await session.receive(), "RESOURCE_EXHAUSTED", "tensors[0].shape")
+    end = await session.receive()
+    assert isinstance(end, SessionClosed) and end.code_name == "PROTOCOL_VIOLATION", end
+    with pytest.raises(SessionRejected) as again:
+        await connect(server, cut="c0000", codec="fp32", token=TOKEN)
+    assert pb.ErrorCode.Name(again.value.code) == "RESOURCE_EXHAUSTED", again.value
+    assert "--violation-cooldown-s" in str(again.value), again.value
+    assert _sample(server, "splitwire_sessions_total", outcome="cooldown") == 1
+    other = await connect(server, cut="c0000", codec="fp32", token="edge-fleet-token-2")
+    await exchange(other, [encoded([inputs(1)], "fp32")])
+
+
+async def test_a_cooldown_ends_and_can_be_turned_off(
+    start_server, connect, plan: RunnablePlan
+) -> None:
+    bomb = _batch_bomb(1024)
+
+    async def misbehave(server: CloudServer) -> None:
+        session = await connect(server, cut="c0000", codec="fp32")
+        bomb.seq = 1
+        await session.send_chunks([bomb])
+        refused(await session.receive(), "RESOURCE_EXHAUSTED", "tensors[0].shape")
+        assert (await session.receive()).code_name == "PROTOCOL_VIOLATION"
+
+    server = await start_server(max_refused_frames=1, violation_cooldown_s=0.5)
+    await misbehave(server)
+    with pytest.raises(SessionRejected):
+        await connect(server, cut="c0000", codec="fp32")
+    await asyncio.sleep(0.6)
+    await exchange(await connect(server, cut="c0000", codec="fp32"), [encoded([inputs(1)], "fp32")])
+    off = await start_server(max_refused_frames=1, violation_cooldown_s=0)
+    await misbehave(off)
+    await exchange(await connect(off, cut="c0000", codec="fp32"), [encoded([inputs(1)], "fp32")])
 
 
 async def test_max_frame_batch_allows_up_to_its_value(
@@ -213,7 +263,7 @@ async def never_reading(server: CloudServer, plan: RunnablePlan) -> AsyncIterato
 async def test_a_client_that_never_reads_stops_being_read(
     start_server, connect, plan: RunnablePlan
 ) -> None:
-    server = await start_server(write_timeout_s=3.0, max_frame_batch=8)
+    server = await start_server(**ONE_PEER, write_timeout_s=3.0, max_frame_batch=8)
     async with under_attack(server, connect, plan) as bystander:
         with bystander.bounded(64, "a session that sends frames and never reads"):
             async with never_reading(server, plan) as attacker:
@@ -371,7 +421,7 @@ async def test_idle_sessions_give_their_slot_back(
 async def test_streams_without_a_hello_are_closed(
     start_server, connect, plan: RunnablePlan
 ) -> None:
-    server = await start_server(hello_timeout_s=1.0, max_sessions=150)
+    server = await start_server(**ONE_PEER, hello_timeout_s=1.0, max_sessions=150)
     async with under_attack(server, connect, plan) as bystander:
         with bystander.bounded(64, "200 streams that never send a Hello"):
             async with open_channel(server.address) as channel:
