@@ -683,7 +683,11 @@ class EdgeAgent:
             codec=option.codec if option else None,
             bytes_up=frame.bytes_up if frame.state == "sent" or correction else 0,
             rtt_ms=rtt_ms,
-            result=summarise_outputs(outputs) if outputs is not None else None,
+            result=(
+                summarise_outputs(outputs, task=self.plan.plan.task)
+                if outputs is not None
+                else None
+            ),
             head_ms=frame.head_ms,
             encode_ms=frame.encode_ms,
             cloud_ms=cloud_ms,

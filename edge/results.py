@@ -1,15 +1,20 @@
 """What an output line says about a frame's model outputs: a few numbers a reader can use,
 never the whole tensor.
 
-=====================================  ==============================================
-outputs                                ``result``
-=====================================  ==============================================
-one ``(N, K)`` float tensor, K >= 2    classifier: ``top5`` class indices and
-                                       softmax probabilities (of image 0)
-one ``(N, K, H, W)`` float, K >= 2     segmentation: ``class_fraction``, the share of
-                                       pixels whose arg-max is each class
-anything else                          ``shapes`` and a CRC-32 ``checksum`` of the bytes
-=====================================  ==============================================
+The plan's task (``plan.yaml``'s ``model.task``) says what the outputs mean; their shape alone
+does not (a regression's (N, 4) box is no 4-class classifier):
+
+====================  ====================================  =================================
+plan's task           outputs                               ``result``
+====================  ====================================  =================================
+classification        one ``(N, K)`` float tensor, K >= 2   ``top5`` class indices and
+                                                            softmax probabilities (image 0)
+segmentation          one ``(N, K, H, W)`` float, K >= 2    ``class_fraction``, the share of
+                                                            pixels whose arg-max is each class
+anything else, or     any                                   ``shapes`` and a CRC-32
+outputs of another                                          ``checksum`` of the bytes
+shape, or no task
+====================  ====================================  =================================
 """
 
 from __future__ import annotations
@@ -23,13 +28,18 @@ import torch
 TOP_K = 5
 
 
-def summarise_outputs(outputs: Sequence[torch.Tensor]) -> dict[str, Any]:
-    """The ``result`` field of a frame's output line (see the module table)."""
+def summarise_outputs(outputs: Sequence[torch.Tensor], *, task: str | None) -> dict[str, Any]:
+    """The ``result`` field of a frame's output line (see the module table).
+
+    Args:
+        outputs: the model's outputs for the frame, batch first.
+        task: the plan's task (``Plan.task``), None when the plan does not say.
+    """
     if len(outputs) == 1 and outputs[0].is_floating_point():
         out = outputs[0]
-        if out.dim() == 2 and out.shape[1] >= 2:
+        if task == "classification" and out.dim() == 2 and out.shape[1] >= 2:
             return _classification(out[0])
-        if out.dim() == 4 and out.shape[1] >= 2:
+        if task == "segmentation" and out.dim() == 4 and out.shape[1] >= 2:
             return _segmentation(out[0])
     return {
         "kind": "tensors",

@@ -376,6 +376,14 @@ def _register_plan(subparsers: Any) -> None:
         "weights (where no task metric means anything)",
     )
     plan.add_argument(
+        "--task",
+        choices=["classification", "segmentation", "regression"],
+        help="what the model's outputs mean, for any spec (file.py:build, .pt2, @weights.pt): "
+        "classification ((N, K) logits: kl, top1, top5 budgets), segmentation ((N, K, H, W) "
+        "logits: pixel, miou), regression (rel). Default: the model's own for zoo: and hf: "
+        "models, else unknown (rel only). Recorded in plan.yaml; the edge labels results with it",
+    )
+    plan.add_argument(
         "--jpeg-quality",
         default="50,75,90",
         metavar="Q[,Q...]",
@@ -524,6 +532,7 @@ def _plan(args: argparse.Namespace) -> int:
         ship=tuple(args.ship),
         preprocess=_preprocess(args.input_mean, args.input_std, shape),
         prune=not args.no_prune,
+        task=args.task,
     )
     outcome = plan_model(request)
     plan_path = Path(args.out) / "plan.yaml"

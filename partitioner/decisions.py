@@ -118,11 +118,13 @@ def robust_pick(
         ratios = []
         for c, reference in zip(per_link, per_link_best, strict=True):
             value = c.objective(field)
-            ratio = value / reference if sense == "min" else reference / value
+            # Guards first: a link's best may be 0 (no bytes sent, no edge ms).
             if value == reference:
                 ratio = 1.0
             elif reference <= 0 or value <= 0:
                 ratio = float("inf")
+            else:
+                ratio = value / reference if sense == "min" else reference / value
             ratios.append(ratio)
         worst = max(ratios)
         if worst < best_ratio:

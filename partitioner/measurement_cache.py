@@ -8,9 +8,14 @@ planning. What it yields — bytes on the wire, result bytes, every task metric,
 baselines' own encode/decode times on the planning machine — is stored next to the plan and
 keyed by what it depends on: the model's hash, the input shape, the calibration count and data,
 the camera-frame baselines' codecs (the JPEG grid: qualities × 4:2:0/4:4:4), the splitwire and
-torch versions, and every cut's crossing tensors. A reused
-measurement is priced again with the current profiles
-(:func:`splitwire.partitioner.measure.reprice`).
+torch versions, every cut's crossing tensors, and the model's task (which metrics were measured:
+``kl``/``top1``/``top5`` for a classifier, ``pixel``/``miou`` for segmentation, ``rel`` always).
+A reused measurement is priced again with the current profiles
+(:func:`splitwire.partitioner.measure.reprice`), for any budget in the task's metrics.
+
+A candidate that pruning left unmeasured (``dominated_by``) has no metrics; it is read back as
+not measured, and measured now if it may reach a front on the new links
+(:func:`splitwire.partitioner.pruning.recheck_skipped`).
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ class CacheKey:
     versions: str = ""
     crossings: str = ""
     calibration_data: str = ""
+    # classification / segmentation / regression / None: which metrics the entries hold.
+    task: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The key as JSON fields."""
@@ -60,6 +67,7 @@ class CacheKey:
             "versions": self.versions,
             "crossings": self.crossings,
             "calibration_data": self.calibration_data,
+            "task": self.task,
         }
 
 
@@ -174,7 +182,7 @@ def load_measurements(
             cut = cuts[entry["cut"]]
             if entry["codec"] not in wanted and entry["baseline"] is None:
                 continue
-            out.append(_measurement(entry, cut, budget))
+            out.append(_measurement(entry, cut, budget, task=key.task))
         except (KeyError, TypeError, ValueError) as exc:
             raise PlanError(f"{file}: malformed entry {entry!r} ({exc})") from exc
         seen.add((entry["cut"], entry["codec"]))
@@ -199,8 +207,12 @@ def load_measurements(
     return CachedMeasurements(tuple(out), camera_ms)
 
 
-def _measurement(entry: Mapping[str, Any], cut: Cut, budget: AccuracyBudget) -> Measurement:
-    if entry.get("dominated_by"):  # its tail never ran; pruning.check_reuse checks it again
+def _measurement(
+    entry: Mapping[str, Any], cut: Cut, budget: AccuracyBudget, *, task: str | None
+) -> Measurement:
+    if entry.get("dominated_by"):  # its tail never ran; pruning.recheck_skipped checks it again
+        # Placeholder metrics in the task's terms (the budget is one of them), dropped at once
+        # by not_measured: the candidate's accuracy is unknown.
         return not_measured(
             unpriced(
                 cut,
@@ -208,7 +220,7 @@ def _measurement(entry: Mapping[str, Any], cut: Cut, budget: AccuracyBudget) -> 
                 baseline=entry["baseline"],
                 bytes_wire=float(entry["bytes_wire"]),
                 result_bytes=int(entry["result_bytes"]),
-                metrics=TaskMetrics.exact(None),
+                metrics=TaskMetrics.exact(task),
                 budget=budget,
             ),
             dominated_by=str(entry["dominated_by"]),

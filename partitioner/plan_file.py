@@ -49,6 +49,9 @@ logger = logging.getLogger(__name__)
 # preprocessing (`model.preprocess`).
 PLAN_SCHEMA = 2
 PLAN_FILE = "plan.yaml"
+# What a model's outputs mean (``model.task``; absent when the planner did not know): class
+# logits (N, K), per-pixel logits (N, K, H, W), or values of no fixed meaning.
+TASKS = ("classification", "segmentation", "regression")
 
 # Bounds on plan.yaml (the runtimes read nothing larger). The largest plan splitwire writes,
 # ResNet-50 with --ship all and every codec, is about 0.4 MB (~540 bytes per cut, ~180 per
@@ -183,6 +186,9 @@ class Plan:
     # threads, emulated slowdown), the calibration data, the window priced with. Informative.
     provenance: Mapping[str, Any] = field(default_factory=dict)
     schema: int = PLAN_SCHEMA
+    # One of TASKS when the planner knew it (a zoo/hf model's, or --task); the edge labels its
+    # results with it. None: a model of unknown task, or a plan written before tasks were kept.
+    task: str | None = None
 
     def cut(self, cut_id: str) -> PlanCut:
         """The cut named ``cut_id``.
@@ -320,6 +326,7 @@ def load_plan(path: Path, *, trust: PlanTrust = TRUST_AS_IS) -> Plan:
         options=options,
         preprocess=preprocess,
         schema=schema,
+        task=_read_task(model),
     )
     # Last, once the whole plan is known to be well-formed: hashing reads every half.
     for cut in cuts.values():
@@ -335,6 +342,16 @@ def load_plan(path: Path, *, trust: PlanTrust = TRUST_AS_IS) -> Plan:
                     "modified: plan again"
                 )
     return plan
+
+
+def _read_task(model: _Reader) -> str | None:
+    """``model.task``: one of :data:`TASKS`, or None when the plan does not say."""
+    task = model.optional_text("task")
+    if task is not None and task not in TASKS:
+        raise PlanError(
+            f"{model.where}: task = {_short(task)}; expected one of {', '.join(TASKS)} (or no task)"
+        )
+    return task
 
 
 def _read_plan_bytes(file: Path) -> bytes:
@@ -426,6 +443,8 @@ def _to_dict(plan: Plan) -> dict[str, Any]:
     }
     if plan.preprocess is not None:
         model["preprocess"] = {"mean": list(plan.preprocess.mean), "std": list(plan.preprocess.std)}
+    if plan.task is not None:
+        model["task"] = plan.task
     return {
         "schema": plan.schema,
         "model": model,

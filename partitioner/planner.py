@@ -58,6 +58,7 @@ from splitwire.partitioner.photos import bundled_photo_dir, photo_frames
 from splitwire.partitioner.plan_file import (
     IMAGENET,
     IMAGENET_GREY,
+    TASKS,
     LinkChoice,
     Plan,
     PlanCut,
@@ -72,6 +73,7 @@ from splitwire.partitioner.profiling import profile_graph
 from splitwire.partitioner.progress import phase, track
 from splitwire.partitioner.pruning import dominated_lossy, is_pending, recheck_skipped
 from splitwire.partitioner.split import export_split, split
+from splitwire.partitioner.task import check_task, output_shapes
 from splitwire.protocol import CodecSpec
 from splitwire.protocol.header import DTYPE_NAMES
 
@@ -121,8 +123,13 @@ class PlanRequest:
     # on a front nor picked; see pruning.py). False measures everything, e.g. to reuse the
     # measurements for other links later.
     prune: bool = True
+    # What the outputs mean (plan_file.TASKS: `--task`), over the model's own (zoo/hf); None:
+    # the model's, which plan_model fills in (still None for a model of unknown task).
+    task: str | None = None
 
     def __post_init__(self) -> None:
+        if self.task is not None and self.task not in TASKS:
+            raise PartitionerError(f"task {self.task!r}: expected one of {', '.join(TASKS)}")
         if not self.links:
             raise PartitionerError("no link given; pass --link (e.g. --link wifi)")
         if not self.codecs:
@@ -189,6 +196,17 @@ class PlanOutcome:
     # the weights want camera frames normalised, when the model says (``@pretrained``).
     trained: bool = False
     preprocess: Preprocess | None = None
+    # Whether the weights are known to be the seeded random init (zoo/hf without weights).
+    random_weights: bool = False
+    # What the outputs mean (plan_file.TASKS; None: unknown), as resolved from --task and the
+    # model: what plan.yaml and the measurements file record.
+    task: str | None = None
+
+    @property
+    def trained_weights(self) -> bool | None:
+        """True: the spec gave the weights; False: they are known random; None: the builder's
+        (a ``file.py:callable`` may load trained weights itself)."""
+        return True if self.trained else (False if self.random_weights else None)
 
 
 def plan_model(request: PlanRequest) -> PlanOutcome:
@@ -204,16 +222,24 @@ def plan_model(request: PlanRequest) -> PlanOutcome:
         digest = model_hash(graph)  # the graph and its weights: what the halves will run
         cuts = tuple(enumerate_cuts(graph))
         nodes = compute_nodes(graph)
+    task = request.task or loaded.task
+    request = dataclasses.replace(request, task=task)
     if request.accuracy_budget is None:
-        budget = default_budget(loaded.task, trained=loaded.trained)
+        budget = default_budget(task, trained=not loaded.random_weights)
         request = dataclasses.replace(request, accuracy_budget=budget)
+    check_task(task, outputs=output_shapes(graph), budget=request.budget, spec=request.model_spec)
     if request.calibration_data is None:
-        photos = loaded.trained and is_image(request.input_shape) and bundled_photo_dir()
+        # Real photos for an image model whose weights are trained, or whose task is named
+        # (a file model's builder may load trained weights itself).
+        photos = (
+            (loaded.trained or (task is not None and not loaded.random_weights))
+            and is_image(request.input_shape)
+            and bundled_photo_dir()
+        )
         request = dataclasses.replace(request, calibration_data="skimage" if photos else SYNTHETIC)
     preprocess = request.preprocess or loaded.preprocess or default_preprocess(request.input_shape)
     with _timed(seconds, "profile"):
         edge, cloud = _profiles(request, graph, digest, nodes)
-    task = loaded.task
     # Nothing is timed while measuring bytes and accuracy: use every core.
     with _timed(seconds, "measure"), torch_threads(os.cpu_count() or 1):
         if request.reuse_measurements is None:
@@ -228,7 +254,7 @@ def plan_model(request: PlanRequest) -> PlanOutcome:
             reference = record_reference(graph, one, ())
             cached = load_measurements(
                 request.reuse_measurements,
-                cache_key(request, digest, cuts),
+                cache_key(request, digest, cuts, task=task),
                 {cut.id: cut for cut in cuts},
                 [str(c) for c in request.codecs],
                 budget=request.budget,
@@ -259,6 +285,8 @@ def plan_model(request: PlanRequest) -> PlanOutcome:
         seconds,
         trained=loaded.trained,
         preprocess=loaded.preprocess,
+        random_weights=loaded.random_weights,
+        task=task,
     )
 
 
@@ -438,14 +466,16 @@ def provenance(outcome: PlanOutcome) -> dict[str, Any]:
         "edge": device(outcome.edge),
         "cloud": device(outcome.cloud),
         "calibration": f"{request.calibration} × {describe_calibration(request.calibration_data)}",
-        "trained_weights": outcome.trained,
+        "trained_weights": outcome.trained_weights,
         "accuracy_budget": request.budget.text,
         "window": request.window,
     }
 
 
-def cache_key(request: PlanRequest, model_hash: str, cuts: Sequence[Cut]) -> CacheKey:
-    """What this request's measurements depend on."""
+def cache_key(
+    request: PlanRequest, model_hash: str, cuts: Sequence[Cut], *, task: str | None
+) -> CacheKey:
+    """What this request's measurements depend on (``task``: the model's, as resolved)."""
     return CacheKey(
         model_hash,
         request.input_shape,
@@ -454,6 +484,7 @@ def cache_key(request: PlanRequest, model_hash: str, cuts: Sequence[Cut]) -> Cac
         versions=f"splitwire {__version__}, torch {torch.__version__}",
         crossings=crossings_digest(cuts),
         calibration_data=request.calibration_data or SYNTHETIC,
+        task=task,
     )
 
 
@@ -563,13 +594,14 @@ def write_plan_directory(
             request.preprocess or outcome.preprocess or default_preprocess(request.input_shape)
         ),
         provenance=provenance(outcome),
+        task=outcome.task,
     )
     write_plan(plan, directory, signing_key=signing_key)
     # After plan.yaml: until it is replaced, the old plan's cuts are what it refers to.
     remove_stale_cuts(directory, keep=plan_cuts)
     save_measurements(
         directory,
-        cache_key(request, outcome.model_hash, outcome.cuts),
+        cache_key(request, outcome.model_hash, outcome.cuts, task=outcome.task),
         outcome.measurements,
         edge_slowdown=outcome.edge.device.slowdown,
         cloud_slowdown=outcome.cloud.device.slowdown,

@@ -51,7 +51,8 @@ def outcome_json(outcome: PlanOutcome, plan_path: Path | None) -> dict[str, Any]
         },
         "model_hash": outcome.model_hash,
         "accuracy_budget": outcome.request.budget.text,
-        "trained_weights": outcome.trained,
+        "trained_weights": outcome.trained_weights,
+        "task": outcome.task,
         "seconds": {k: round(v, 3) for k, v in outcome.seconds.items()},
         "plan": str(plan_path) if plan_path else None,
     }
@@ -103,7 +104,7 @@ def print_tables(outcome: PlanOutcome, out: TextIO, *, show_all: bool = False) -
         + ACCURACY_MEANING.get(request.budget.metric, "")
         + (
             ""
-            if outcome.trained
+            if not outcome.random_weights  # said only when known (zoo/hf without weights)
             else "; the weights are random, so this is output distortion, not a task metric"
         ),
         file=out,

@@ -123,7 +123,7 @@ def plan_summary(plan: Plan, directory: Path, *, verified: bool) -> dict[str, An
             "spec": plan.model_spec,
             "hash": plan.model_hash,
             "input_shape": list(plan.input_shape),
-            "task": _printable(getattr(plan, "task", None) or plan.provenance.get("task")),
+            "task": plan.task,  # one of TASKS: load_plan checked it
         },
         "signed": signature.is_file(),
         "signature_verified": verified,

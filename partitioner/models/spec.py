@@ -19,7 +19,9 @@ is (1, 3, 64, 64).
 (``pip install 'splitwire[pretrained]'``) instead of a file; only zoo models listed by
 :func:`~splitwire.partitioner.models.zoo.pretrained_names` have them. (A state-dict file
 literally named ``pretrained`` is ``@./pretrained``.) ``LoadedModel.trained`` says whether the
-weights came from the spec (a file, ``@pretrained``, a ``.pt2``) rather than a seeded init, and
+weights came from the spec (a file, ``@pretrained``, a ``.pt2``), ``LoadedModel.random_weights``
+whether they are known to be the seeded random init (``zoo:``/``hf:`` without ``@``; a
+``file.py:callable`` may load trained weights itself, so its are never called random), and
 ``LoadedModel.preprocess`` the normalisation packaged weights expect.
 
 SOURCE ends at its first ``?`` or ``@``, so model paths must not contain those characters
@@ -95,11 +97,15 @@ class LoadedModel:
         spec: the spec string it was loaded from.
         module: the model, in eval mode (a ``.pt2`` keeps the mode it was exported in).
         input_shape: a batch-1 example input shape, when known (zoo, hf and most .pt2 models).
-        task: "classification" or "segmentation", when known.
+        task: "classification" or "segmentation", when known (zoo and hf models; a planner's
+            ``--task`` names it for the others).
         trained: True when the spec supplied the weights (an ``@`` state-dict file,
             ``@pretrained``, or a ``.pt2`` archive, which keeps the weights it was exported
             with); False when they are what the builder made (seeded random for ``zoo:`` and
             ``hf:``, whatever a ``file.py:callable`` returns).
+        random_weights: True only when the weights are known to be random: a ``zoo:`` or
+            ``hf:`` model without ``@`` weights. False for ``@`` weights, ``.pt2`` archives
+            and ``file.py:callable`` models (whose builder may load trained weights itself).
         preprocess: how a uint8 camera frame becomes the input these weights expect, when the
             weights come with one (``@pretrained``); None when unknown.
     """
@@ -110,6 +116,7 @@ class LoadedModel:
     task: str | None
     trained: bool = False
     preprocess: Preprocess | None = None
+    random_weights: bool = False
 
 
 def parse_spec(spec: str) -> ModelSpec:
@@ -196,6 +203,7 @@ def load_model(spec: str) -> LoadedModel:
         task=built.task,
         trained=parsed.weights is not None or parsed.kind == "pt2",
         preprocess=preprocess,
+        random_weights=parsed.kind in ("zoo", "hf") and parsed.weights is None,
     )
 
 

@@ -57,4 +57,5 @@ def reference(plan: RunnablePlan, seq: int, *, seed: int = 0) -> dict[str, Any]:
     last = max(plan.plan.cuts)
     with torch.inference_mode():
         out = plan.head(last)(plan.preprocess(pixels))
-    return summarise_outputs(tuple(out) if isinstance(out, tuple | list) else (out,))
+    outputs = tuple(out) if isinstance(out, tuple | list) else (out,)
+    return summarise_outputs(outputs, task=plan.plan.task)

@@ -1,4 +1,6 @@
-"""A measurements file that is malformed or made for another plan is refused with PlanError."""
+"""A measurements file that is malformed or made for another plan (other code, cuts, JPEG grid,
+task) is refused with PlanError; one that fits is reused for other links, edges, objectives and
+budgets, whatever the model's task."""
 
 from __future__ import annotations
 
@@ -11,7 +13,11 @@ import pytest
 from splitwire.partitioner.accuracy import AccuracyBudget
 from splitwire.partitioner.baselines import camera_codecs
 from splitwire.partitioner.errors import PlanError
+from splitwire.partitioner.link import parse_link
 from splitwire.partitioner.measurement_cache import CacheKey, load_measurements
+from splitwire.partitioner.planner import PlanRequest, plan_model, write_plan_directory
+
+from .trained_classifier import INPUT, trained_classifier
 
 GRID = tuple(str(c) for c in camera_codecs((50, 75, 90)))
 KEY = CacheKey("h" * 64, (1, 3, 8, 8), 2, GRID)
@@ -75,3 +81,64 @@ def test_a_cache_made_with_another_jpeg_grid_is_refused(tmp_path: Path) -> None:
         message
     )
     assert "jpeg50s444" in message and "drop --reuse-measurements" in message
+
+
+def test_a_cache_of_another_task_is_refused(tmp_path: Path) -> None:
+    """The task decides which metrics were measured: a task-less model's cache (``rel`` only)
+    cannot serve a classifier's plan, whose budgets are in ``kl`` or ``top1``."""
+    document = {"schema": 3, "key": KEY.as_json(), "entries": []}
+    (tmp_path / "measurements.json").write_text(json.dumps(document))
+    classifier = dataclasses.replace(KEY, task="classification")
+    with pytest.raises(PlanError, match="measured for task = None, this plan has 'classification'"):
+        load_measurements(tmp_path, classifier, {}, ["fp32"], budget=BUDGET)
+
+
+def test_replanning_a_trained_classifier_whose_first_plan_pruned(tmp_path: Path) -> None:
+    """A user's trained classifier (file and weights), planned with a top-1 budget on one link,
+    some lossy tails pruned; re-planned from its measurements for another link, a 4x slower
+    edge and a KL budget: the pruned candidates come back in the task's terms (they failed with
+    "accuracy metric 'kl' does not apply ... expected one of rel"), those measured before keep
+    their figures, and those no longer beaten everywhere are measured now, in KL too."""
+    spec = trained_classifier(tmp_path)
+    first = plan_model(
+        PlanRequest(
+            model_spec=spec,
+            input_shape=INPUT,
+            links=(parse_link("ethernet"),),
+            task="classification",
+            accuracy_budget="top1=0.9",
+            edge_slowdown=2,
+            calibration=8,
+            repeats=2,
+        )
+    )
+    pruned = {(m.cut, m.codec) for m in first.measurements if m.dominated_by}
+    assert pruned, "the first plan pruned nothing: the re-plan would not read a pruned entry"
+    write_plan_directory(first, tmp_path / "plan")
+
+    here = first.cloud  # measured on this machine: the same figures for both sides' reuse
+    again = plan_model(
+        dataclasses.replace(
+            first.request,
+            links=(parse_link("bw=1mbit,rtt=100ms"), parse_link("3g")),
+            accuracy_budget="kl=1e-3",
+            edge_slowdown=None,
+            edge_profile=here.scaled(8),
+            cloud_profile=here,
+            objective="bytes",
+            reuse_measurements=tmp_path / "plan",
+        )
+    )
+    assert again.request.task == "classification" and again.request.budget.metric == "kl"
+    before = {(m.cut, m.codec): m for m in first.measurements}
+    for m in again.measurements:
+        if m.dominated_by:
+            assert (m.cut, m.codec) in pruned and m.metrics is None
+            continue
+        assert m.metrics is not None and m.metrics.kl is not None, (m.cut, m.codec)
+        assert m.accuracy_cost == m.metrics.kl
+        old = before[(m.cut, m.codec)]
+        if old.metrics is not None:  # measured the first time: the same figures, not re-run
+            assert m.metrics == old.metrics and m.bytes_wire == old.bytes_wire
+    pick = again.choice
+    assert pick.accuracy_cost <= 1e-3

@@ -90,10 +90,11 @@ def test_plan_records_where_its_figures_come_from(
     assert origin["edge"]["emulated"] is True and origin["edge"]["slowdown"] == 4.0
     assert origin["cloud"]["emulated"] is False
     assert origin["calibration"].startswith("2 × synthetic camera frames (uint8")
-    # A file-defined model with random weights: the budget is the relative error, said plainly.
-    assert origin["trained_weights"] is False and origin["accuracy_budget"] == "rel=0.01"
+    # A file-defined model of no known task: the budget is the relative error; its weights are
+    # the builder's, which the planner cannot know to be trained or random (null).
+    assert origin["trained_weights"] is None and origin["accuracy_budget"] == "rel=0.01"
     assert plan["objective"]["accuracy_metric"] == "rel"
-    assert data["trained_weights"] is False
+    assert data["trained_weights"] is None and "task" not in plan["model"]
     # A file's model has no known task: of the task metrics only the relative error applies.
     metrics = {
         k
