@@ -44,8 +44,10 @@ system-deps:
 			$$SUDO service nginx stop >/dev/null 2>&1 || true;; esac; }
 
 # The end-to-end demo: plan ResNet-18 for an edge 4x slower than this machine on three links
-# (with its Pareto plot, the layer3 split shipped too), then a tail and an edge agent on
-# loopback stream 300 frames through that split; the agent prints its summary.
+# (with its Pareto plot, the layer3 split shipped too, and the whole model as the edge's local
+# fallback), then deploy/demo.sh packs it for each side (out/demo/resnet18-cloud: the tails,
+# out/demo/resnet18-edge: the heads and the whole model) and a tail and an edge agent on loopback,
+# each from its own pack, stream 300 frames through that split; the agent prints its summary.
 # The plan is signed with a key made once (out/demo/plans.key), and both runtimes refuse a plan
 # directory that key did not sign (a .pt2 half can run code when it loads).
 demo: $(STAMP)

@@ -86,7 +86,7 @@ class TailRegistry:
         log_trust(trust, directories)
         for directory in directories:
             try:
-                plan = open_plan(directory, trust=trust)
+                plan = open_plan(directory, trust=trust, side="cloud")
             except PlanError as exc:
                 raise ConfigError(f"--plan {directory}: {exc}") from exc
             digest = plan.model_hash

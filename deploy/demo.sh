@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # A tail and an edge agent on loopback, the way they run on two machines: `make demo` calls this
 # after planning. Usage: deploy/demo.sh PLAN_DIR [FRAMES] [FPS] [CUT CODEC]
-# Without CUT and CODEC the agent starts on the plan's choice under the adaptive policy. With
-# PLAN_PUBLIC_KEY set, both runtimes refuse a plan not signed by that key.
+# Each side gets only what it runs: PLAN_DIR is packed (`splitwire plan pack`) into
+# PLAN_DIR-cloud (plan.yaml and the tails) for the tail and PLAN_DIR-edge (plan.yaml, the heads
+# and the whole model for the local fallback) for the agent, written afresh each run; their sizes
+# are printed. Without CUT and CODEC the agent starts on the plan's choice under the adaptive
+# policy. With PLAN_PUBLIC_KEY set, the packs and both runtimes refuse a plan not signed by it.
 set -euo pipefail
 plan=${1:?usage: deploy/demo.sh PLAN_DIR [FRAMES] [FPS] [CUT CODEC]}
+plan=${plan%/}
 frames=${2:-300}
 fps=${3:-20}
 start=()
@@ -16,7 +20,14 @@ py=$(dirname "$bin")/python
 port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 address=127.0.0.1:$port
 
-"$bin" cloud --listen "$address" --plan "$plan" "${trust[@]}" --threads 1 &
+# The packs are written afresh (a pack is never written over a directory's files).
+for side in cloud edge; do
+    rm -rf "$plan-$side"
+    "$bin" plan pack "$plan" --side "$side" --out "$plan-$side" "${trust[@]}" --json |
+        "$py" -c 'import json, sys; p = json.load(sys.stdin); print("== the %s pack %s: %.1f MB in %d files (left out: %.1f MB the %s never runs)" % (p["side"], p["directory"], p["bytes"] / 1e6, len(p["files"]), p["left_out_bytes"] / 1e6, p["side"]))' >&2
+done
+
+"$bin" cloud --listen "$address" --plan "$plan-cloud" "${trust[@]}" --threads 1 &
 tail_pid=$!
 trap 'kill -TERM $tail_pid 2>/dev/null || true; wait $tail_pid 2>/dev/null || true' EXIT
 
@@ -24,6 +35,6 @@ trap 'kill -TERM $tail_pid 2>/dev/null || true; wait $tail_pid 2>/dev/null || tr
 "$bin" health --wait 120 "$address" >/dev/null || { echo "the tail did not become SERVING within 120 s" >&2; exit 1; }
 
 echo "== edge agent: $frames frames at $fps fps from the synthetic camera, tail at $address" >&2
-"$bin" edge --cloud "$address" --plan "$plan" "${trust[@]}" --source synthetic --fps "$fps" \
+"$bin" edge --cloud "$address" --plan "$plan-edge" "${trust[@]}" --source synthetic --fps "$fps" \
     --frames "$frames" "${start[@]}" --output "$plan.frames.jsonl" --json --log-every 5
 echo "== one line per frame in $plan.frames.jsonl" >&2

@@ -6,6 +6,7 @@ splitwire profile --model zoo:resnet18 --input-shape 1,3,224,224 --threads 1 --o
 splitwire plan --model zoo:resnet18 --input-shape 1,3,224,224 --edge-slowdown 4 \
     --link wifi --link lte --out plans/resnet18 --plot plans/resnet18.png \
     --sign-key keys/plans.key
+splitwire plan pack plans/resnet18 --side edge --out packs/resnet18-edge   # one side's files
 """
 
 from __future__ import annotations
@@ -18,9 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from splitwire.partitioner.errors import InputShapeError, PartitionerError
 
+# ``splitwire plan pack DIR`` is parsed as the command ``"plan pack"`` (see splitwire/cli.py), so
+# ``plan``'s own flags stay as they are.
+PLAN_PACK = "plan pack"
+COMPOUND_COMMANDS = (("plan", "pack"),)
+
 if TYPE_CHECKING:  # torch-heavy; the handlers import it when they run
     from torch import nn
 
+    from splitwire.partitioner.pack import PackResult
     from splitwire.partitioner.profile_format import Profile
 
 
@@ -47,6 +54,7 @@ def register(subparsers: Any) -> None:
     models.set_defaults(func=_models)
     _register_profile(subparsers)
     _register_plan(subparsers)
+    _register_pack(subparsers)
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -328,7 +336,8 @@ def _register_plan(subparsers: Any) -> None:
             "links: presets ethernet, wifi, lte, 3g, paretopipe; or bw=20mbit,rtt=40ms,"
             "jitter=5ms,loss=0.5%; or a preset with overrides (lte,rtt=80ms); or a trace file "
             "(.yaml/.csv). `splitwire plan show DIR [--json]` prints what a plan directory "
-            "ships; `splitwire cuts --model SPEC` lists a model's cuts without planning. "
+            "ships; `splitwire plan pack DIR --side edge|cloud --out OUT` writes one side's "
+            "files; `splitwire cuts --model SPEC` lists a model's cuts without planning. "
             "Exit codes: 0 planned, 2 bad input (--out and --plot are checked first)."
         ),
     )
@@ -445,6 +454,13 @@ def _register_plan(subparsers: Any) -> None:
         "'all'), so the runtimes can switch to it without re-planning",
     )
     plan.add_argument(
+        "--no-local",
+        action="store_true",
+        help="do not ship the all-on-edge option (the whole model as the edge's head) unless "
+        "it is a pick: by default every plan ships it as the edge's local fallback, so a frame "
+        "the cloud cannot answer in time is computed on the edge instead of dropped",
+    )
+    plan.add_argument(
         "--out",
         required=True,
         metavar="DIR",
@@ -530,6 +546,7 @@ def _plan(args: argparse.Namespace) -> int:
         progress=not args.json,
         reuse_measurements=Path(args.reuse_measurements) if args.reuse_measurements else None,
         ship=tuple(args.ship),
+        local_fallback=not args.no_local,
         preprocess=_preprocess(args.input_mean, args.input_std, shape),
         prune=not args.no_prune,
         task=args.task,
@@ -552,3 +569,75 @@ def _plan(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"wrote {args.plot}")
     return 0
+
+
+def _register_pack(subparsers: Any) -> None:
+    # No help=: like `plan show`, it is listed in `plan`'s epilog.
+    pack = subparsers.add_parser(
+        PLAN_PACK,
+        description=(
+            "Write a self-contained directory for one side of a plan: for the cloud, plan.yaml "
+            "and the tails; for the edge, plan.yaml, the heads, and the whole model for the "
+            "local fallback (the all-on-edge option's head) unless --no-local. plan.yaml (and "
+            "plan.yaml.sig) are copied byte for byte, so a signature still holds; the other "
+            "side's halves are left out. `splitwire cloud --plan OUT` and `splitwire edge --plan "
+            "OUT` load a pack (or the full directory) and check only their own halves."
+        ),
+        epilog="Exit codes: 0 packed, 2 bad input (the plan, --out, the key).",
+    )
+    pack.add_argument("directory", metavar="DIR", type=Path, help="a plan directory")
+    pack.add_argument(
+        "--side", required=True, choices=["edge", "cloud"], help="the runtime the pack is for"
+    )
+    pack.add_argument(
+        "--out", required=True, type=Path, metavar="OUT", help="the pack (a new or empty directory)"
+    )
+    pack.add_argument(
+        "--no-local",
+        action="store_true",
+        help="edge only: leave out the whole model; frames the cloud cannot serve are then "
+        "dropped with their reason instead of computed on the edge",
+    )
+    pack.add_argument(
+        "--plan-public-key",
+        type=Path,
+        metavar="KEY",
+        help="refuse DIR unless plan.yaml is signed by this Ed25519 public key, and check the "
+        "pack's copy the same way",
+    )
+    pack.add_argument("--json", action="store_true", help="print what was packed as JSON")
+    pack.set_defaults(func=_pack)
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from splitwire.partitioner.pack import pack_plan
+    from splitwire.partitioner.signing import PlanTrust
+
+    trust = PlanTrust.from_public_key(args.plan_public_key)
+    result = pack_plan(
+        args.directory, args.out, side=args.side, local=not args.no_local, trust=trust
+    )
+    if args.json:
+        print(json.dumps(result.as_json(), indent=2))
+    else:
+        _print_pack(result, verified=trust.signed)
+    return 0
+
+
+def _print_pack(result: PackResult, *, verified: bool) -> None:
+    from splitwire.partitioner.show import size_text
+
+    signed = (
+        "plan.yaml.sig copied, verified"
+        if verified
+        else "plan.yaml.sig copied, not verified: give --plan-public-key"
+        if result.signed
+        else "plan.yaml not signed"
+    )
+    print(f"packed {result.source} for the {result.manifest.side} into {result.directory}:")
+    width = max(len(f.path) for f in result.files)
+    for f in result.files:
+        print(f"  {f.path:<{width}}  {size_text(f.bytes):>9}  {f.role}")
+    print(f"  {'total':<{width}}  {size_text(result.bytes):>9}  ({signed})")
+    left_out = size_text(result.left_out_bytes)
+    print(f"left out: {left_out} of halves the {result.manifest.side} never runs")

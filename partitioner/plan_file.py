@@ -20,10 +20,19 @@ parsed); the size of ``plan.yaml`` (:data:`MAX_PLAN_BYTES`), its YAML nesting de
 (:data:`MAX_PLAN_DEPTH`, no aliases); every field's type and range (shapes, counts, dtypes, the
 sha256 of every half, which is mandatory); and last each half's sha256. The halves' contents are
 checked when they load (:mod:`splitwire.partitioner.archive`).
+
+Each side needs only its halves: a runtime loads with ``side="edge"`` or ``side="cloud"``, and
+only that side's halves (:func:`side_halves`) must be there and are hashed; the other side's may
+be missing. ``splitwire plan pack`` (:mod:`splitwire.partitioner.pack`) writes a directory for one
+side, ``plan.yaml`` (and its signature) byte for byte, with a manifest, read after the signature::
+
+    OUT/pack.yaml              side: edge|cloud, local: true|false (whether the edge's pack holds
+                               the whole model, the all-on-edge option's head)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -31,13 +40,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
 import yaml
 
 from splitwire.partitioner.errors import PlanError
 from splitwire.partitioner.signing import TRUST_AS_IS, PlanTrust, sign_file, signature_path
+from splitwire.protocol.codec_spec import CodecSpec
+from splitwire.protocol.errors import CodecSpecError
 from splitwire.protocol.header import DTYPES
 
 if TYPE_CHECKING:
@@ -52,6 +63,15 @@ PLAN_FILE = "plan.yaml"
 # What a model's outputs mean (``model.task``; absent when the planner did not know): class
 # logits (N, K), per-pixel logits (N, K, H, W), or values of no fixed meaning.
 TASKS = ("classification", "segmentation", "regression")
+# A pack's manifest (a directory for one side, see the module docstring).
+PACK_FILE = "pack.yaml"
+PACK_SCHEMA = 1
+# The manifest holds three short keys; 4 KiB leaves room for comments.
+MAX_PACK_BYTES = 4096
+# Which runtime a directory is read for: the edge runs the heads, the cloud the tails.
+Side = Literal["edge", "cloud"]
+SIDES: tuple[Side, ...] = get_args(Side)
+HALF_OF_SIDE: Mapping[Side, str] = {"edge": "head", "cloud": "tail"}
 
 # Bounds on plan.yaml (the runtimes read nothing larger). The largest plan splitwire writes,
 # ResNet-50 with --ship all and every codec, is about 0.4 MB (~540 bytes per cut, ~180 per
@@ -152,6 +172,19 @@ class PlanOption:
     bytes_up: float
     bytes_down: float
     accuracy_cost: float
+    # The codec parsed once, here: runtimes ask the option, never the string (``spec.camera``).
+    spec: CodecSpec = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "spec", CodecSpec.parse(self.codec))
+        except CodecSpecError as exc:
+            raise PlanError(f"option {self.cut}: {exc}") from exc
+
+    @property
+    def local(self) -> bool:
+        """True for the all-on-edge option (codec ``none``): nothing crosses, no session."""
+        return not self.spec.sends
 
 
 @dataclass(frozen=True)
@@ -213,6 +246,99 @@ class Plan:
         raise PlanError(f"plan ships no option {cut_id} {codec}; it ships {shipped}")
 
 
+@dataclass(frozen=True)
+class PackManifest:
+    """What ``pack.yaml`` says of a directory written for one side.
+
+    Attributes:
+        side: the runtime it is for.
+        local: for the edge, whether it holds the all-on-edge option's head (the whole model,
+            the local fallback); without it the edge runs only the options that send. Always
+            False for the cloud, which never runs the whole model.
+    """
+
+    side: Side
+    local: bool = True
+
+    def describe(self) -> str:
+        """``"the edge's pack"`` (with ``", no local model"`` when it holds none)."""
+        bare = self.side == "edge" and not self.local
+        return f"the {self.side}'s pack" + (", no local model" if bare else "")
+
+
+@dataclass(frozen=True)
+class HalfFile:
+    """One half a side runs: ``path`` relative to the plan directory, with its sha256."""
+
+    cut: str
+    half: str  # "head" or "tail"
+    path: str
+    sha256: str
+
+
+def side_halves(plan: Plan, side: Side | None, *, local: bool = True) -> tuple[HalfFile, ...]:
+    """The halves ``side`` runs, in the plan's cut order: the edge every head (with ``local``
+    False, only those of cuts with an option that sends: the all-on-edge cut's head is the
+    whole model), the cloud every tail; ``None``, both sides.
+
+    Raises:
+        PlanError: a half without its sha256 (plans written by ``splitwire plan`` have one).
+    """
+    halves = []
+    for cut in plan.cuts.values():
+        sends = any(not o.local for o in plan.options if o.cut == cut.id)
+        for half, relative, digest in (
+            ("head", cut.head, cut.head_sha256),
+            ("tail", cut.tail, cut.tail_sha256),
+        ):
+            if relative is None or (side is not None and HALF_OF_SIDE[side] != half):
+                continue
+            if half == "head" and not local and not sends:
+                continue
+            if digest is None:
+                raise PlanError(f"cut {cut.id}: {relative} has no sha256; plan again")
+            halves.append(HalfFile(cut.id, half, relative, digest))
+    return tuple(halves)
+
+
+def read_pack_manifest(directory: Path) -> PackManifest | None:
+    """``directory``'s ``pack.yaml``, or None for a full plan directory (no manifest).
+
+    The manifest is not signed: it only narrows what a runtime loads (every half loaded is
+    still named and hashed by ``plan.yaml``), so changing it can refuse a plan or leave out
+    the local model, never run anything the plan does not name.
+
+    Raises:
+        PlanError: the manifest cannot be read, is larger than :data:`MAX_PACK_BYTES`, or is
+            not a pack manifest of a known schema.
+    """
+    file = directory / PACK_FILE
+    try:
+        with file.open("rb") as f:
+            data = f.read(MAX_PACK_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise PlanError(f"cannot read {file}: {exc.strerror}") from exc
+    if len(data) > MAX_PACK_BYTES:
+        raise PlanError(
+            f"{file} is larger than {MAX_PACK_BYTES} bytes; expected the manifest "
+            "`splitwire plan pack` writes"
+        )
+    reader = _Reader(_parse_yaml(file, data), str(file))
+    schema = reader.integer("pack")
+    if schema != PACK_SCHEMA:
+        raise PlanError(
+            f"{file}: pack schema {schema} is not supported; expected {PACK_SCHEMA} (pack the "
+            "plan again with this version of splitwire)"
+        )
+    side = reader.text("side")
+    if side not in SIDES:
+        raise PlanError(f"{file}: side = {_short(side)}; expected one of {', '.join(SIDES)}")
+    local = reader.boolean("local")
+    return PackManifest(side="edge" if side == "edge" else "cloud", local=local)
+
+
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()
@@ -258,22 +384,44 @@ class _PlanDumper(yaml.SafeDumper):
         return True
 
 
-def load_plan(path: Path, *, trust: PlanTrust = TRUST_AS_IS) -> Plan:
+def load_plan(path: Path, *, trust: PlanTrust = TRUST_AS_IS, side: Side | None = None) -> Plan:
     """Read and validate a plan (``path`` is ``plan.yaml`` or its directory).
 
     Checks in this order (see the module docstring): the signature required by ``trust``, the
-    file's size and YAML structure, every field, then that every half the plan names exists and
-    matches its sha256, which each half must have.
+    pack manifest if there is one, the file's size and YAML structure, every field, then that
+    every half ``side`` runs (:func:`side_halves`; both sides' when ``side`` is None) exists
+    and matches its sha256, which each half must have.
+
+    Args:
+        path: the plan directory (full, or a pack for ``side``) or its ``plan.yaml``.
+        trust: what ``plan.yaml`` must satisfy before it is parsed.
+        side: the runtime reading it; None reads a full plan directory with both sides.
+
+    Returns:
+        The plan; read from an edge's pack without the local model, without the all-on-edge
+        options (the edge cannot run them).
 
     Raises:
         PlanSignatureError: ``trust`` requires a signature and there is none or it does not match
             (nothing else of the directory has been read).
         PlanError: the file is missing or too large, is not a plan of a known schema, a field is
-            missing, of the wrong type or out of range, or a half is missing or modified.
+            missing, of the wrong type or out of range, a half ``side`` runs is missing or
+            modified, or the directory is the other side's pack.
     """
     file = path / PLAN_FILE if path.is_dir() else path
     data = _read_plan_bytes(file)
     trust.verify(file, data)
+    manifest = read_pack_manifest(file.parent)
+    if manifest is not None and manifest.side != side:
+        holds = f"plan.yaml and the {HALF_OF_SIDE[manifest.side]}s only"
+        what = f"{file.parent} is {manifest.describe()} ({holds})"
+        raise PlanError(
+            f"{what}, not the {side}'s: `splitwire {side}` needs the full plan directory or "
+            f"its own pack (splitwire plan pack PLAN --side {side} --out DIR)"
+            if side
+            else f"{what}: this needs the full plan directory (`splitwire {manifest.side}` "
+            "runs the pack)"
+        )
     reader = _Reader(_parse_yaml(file, data), str(file))
     schema = reader.integer("schema")
     if schema != PLAN_SCHEMA:
@@ -328,19 +476,34 @@ def load_plan(path: Path, *, trust: PlanTrust = TRUST_AS_IS) -> Plan:
         schema=schema,
         task=_read_task(model),
     )
+    local = manifest is None or manifest.local
+    if manifest is not None and manifest.side == "edge" and not manifest.local:
+        # The edge's pack without the whole model: it runs only what it can send.
+        sends = tuple(o for o in plan.options if not o.local)
+        if not sends:
+            raise PlanError(
+                f"{file.parent} is {manifest.describe()}, but the plan ships no option that "
+                "sends: the edge would have nothing to run; pack it without --no-local"
+            )
+        plan = dataclasses.replace(plan, options=sends)
     # Last, once the whole plan is known to be well-formed: hashing reads every half.
-    for cut in cuts.values():
-        for half, digest in ((cut.head, cut.head_sha256), (cut.tail, cut.tail_sha256)):
-            if half is None:
-                continue
-            half_path = inside(file.parent, half, where=f"{file}: cut {cut.id}")
-            if not half_path.is_file():
-                raise PlanError(f"{file}: cut {cut.id} needs {half}, which is missing")
-            if sha256_file(half_path) != digest:
-                raise PlanError(
-                    f"{file}: {half} does not match its recorded sha256; the plan directory was "
-                    "modified: plan again"
-                )
+    runner, repack = (
+        (f"the {side}", f", or pack it for the {side} (splitwire plan pack PLAN --side {side})")
+        if side
+        else ("the plan", "")
+    )
+    for half in side_halves(plan, side, local=local):
+        half_path = inside(file.parent, half.path, where=f"{file}: cut {half.cut}")
+        if not half_path.is_file():
+            raise PlanError(
+                f"{file}: {runner} needs {half.path}, which is missing (cut {half.cut}'s "
+                f"{half.half}); copy the plan directory again{repack}"
+            )
+        if sha256_file(half_path) != half.sha256:
+            raise PlanError(
+                f"{file}: {half.path} does not match its recorded sha256; the plan directory "
+                "was modified: plan again"
+            )
     return plan
 
 
@@ -529,6 +692,10 @@ class _Reader:
             raise PlanError(
                 f"{self.where}: {key} = {_short(value)}; expected 64 lowercase hex digits"
             )
+        return value
+
+    def boolean(self, key: str) -> bool:
+        value: bool = self._typed(key, bool, "true or false")
         return value
 
     def integer(self, key: str) -> int:

@@ -31,7 +31,7 @@ from splitwire.partitioner.accuracy import AccuracyBudget, default_budget, parse
 from splitwire.partitioner.baselines import DEFAULT_JPEG_QUALITIES, camera_codecs, synthetic_frames
 from splitwire.partitioner.calibration import synthetic_images
 from splitwire.partitioner.capture import CapturedGraph, capture
-from splitwire.partitioner.cost import DEFAULT_WINDOW, Measurement
+from splitwire.partitioner.cost import ALL_ON_EDGE, DEFAULT_WINDOW, Measurement
 from splitwire.partitioner.cuts import Cut, compute_nodes, enumerate_cuts
 from splitwire.partitioner.decisions import LinkDecision, Objective, decide_link, robust_pick
 from splitwire.partitioner.device import torch_threads
@@ -114,6 +114,9 @@ class PlanRequest:
     preprocess: Preprocess | None = None
     # Cuts (ids or names, or "all") shipped besides the picks.
     ship: tuple[str, ...] = ()
+    # Ship the all-on-edge option too, the edge's fallback when the link or the tail fails
+    # (False: `splitwire plan --no-local`, only the picks and --ship).
+    local_fallback: bool = True
     # Frames the edge keeps in flight: bounds the pipelined throughput (see cost.py).
     window: int = DEFAULT_WINDOW
     # "synthetic", "skimage" (the photos bundled with scikit-image) or a directory of images;
@@ -562,7 +565,9 @@ def calibration_inputs(
 def write_plan_directory(
     outcome: PlanOutcome, directory: Path, *, signing_key: Ed25519PrivateKey | None = None
 ) -> Plan:
-    """Export the halves of every cut the plan refers to and write ``plan.yaml``, signed with
+    """Export the halves of every cut the plan refers to (the picks, ``--ship``, and the
+    all-on-edge cut, the edge's local fallback, unless ``request.local_fallback`` is False)
+    and write ``plan.yaml``, signed with
     ``signing_key`` when one is given (``plan.yaml.sig``, :mod:`splitwire.partitioner.signing`).
     Re-planning into ``directory`` removes the cut folders an earlier plan left that this one
     does not ship (:func:`~splitwire.partitioner.outputs.remove_stale_cuts`).
@@ -577,6 +582,8 @@ def write_plan_directory(
     chosen = choices[0] if single else _robust_choice(outcome.choice, outcome.decisions)
     plan_cuts: dict[str, PlanCut] = {}
     shipped = [chosen.cut, *(c.cut for c in choices), *_shipped(request.ship, outcome.cuts)]
+    if request.local_fallback:
+        shipped += [m.cut for m in outcome.measurements if m.baseline == ALL_ON_EDGE]
     for cut_id in dict.fromkeys(shipped):
         plan_cuts[cut_id] = _export_cut(outcome, by_id[cut_id], directory)
     plan = Plan(

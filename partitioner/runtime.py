@@ -35,7 +35,16 @@ from torch import nn
 
 from splitwire.partitioner.archive import load_program
 from splitwire.partitioner.errors import PlanError, TensorSpecError
-from splitwire.partitioner.plan_file import Plan, PlanCut, PlanOption, TensorSpec, inside, load_plan
+from splitwire.partitioner.plan_file import (
+    HALF_OF_SIDE,
+    Plan,
+    PlanCut,
+    PlanOption,
+    Side,
+    TensorSpec,
+    inside,
+    load_plan,
+)
 from splitwire.partitioner.signing import TRUST_AS_IS, PlanTrust
 from splitwire.protocol import CodecSpec, CodecSpecError
 from splitwire.protocol.header import DTYPE_NAMES
@@ -48,11 +57,13 @@ class RunnablePlan:
     Attributes:
         plan: what ``plan.yaml`` says.
         directory: the plan directory (every half lies inside it).
+        side: the runtime it was opened for, which loads only its own halves; None: both.
     """
 
     plan: Plan
     directory: Path
     _modules: dict[str, nn.Module] = field(default_factory=dict, repr=False)
+    side: Side | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -149,6 +160,11 @@ class RunnablePlan:
         )
         if relative is None:
             raise PlanError(f"cut {cut.id} ({cut.name}) has no {side} in {self.directory}")
+        if self.side is not None and HALF_OF_SIDE[self.side] != side:
+            raise PlanError(
+                f"{self.directory} is open for the {self.side}, which runs only the "
+                f"{HALF_OF_SIDE[self.side]}s; cut {cut.id}'s {side} is not loaded here"
+            )
         key = f"{cut.id}/{side}"
         with self._lock:
             module = self._modules.get(key)
@@ -161,7 +177,9 @@ class RunnablePlan:
             return module
 
 
-def open_plan(path: Path, *, trust: PlanTrust = TRUST_AS_IS) -> RunnablePlan:
+def open_plan(
+    path: Path, *, trust: PlanTrust = TRUST_AS_IS, side: Side | None = None
+) -> RunnablePlan:
     """Read and validate the plan at ``path`` (``plan.yaml`` or its directory); the halves
     load later, on first use or with :meth:`RunnablePlan.load`, through
     :func:`~splitwire.partitioner.archive.load_program`.
@@ -170,14 +188,17 @@ def open_plan(path: Path, *, trust: PlanTrust = TRUST_AS_IS) -> RunnablePlan:
         path: the plan directory or its ``plan.yaml``.
         trust: what ``plan.yaml`` must satisfy before it is parsed: the runtimes pass
             ``PlanTrust.from_public_key(...)`` for ``--plan-public-key``.
+        side: ``"edge"`` or ``"cloud"``: the runtime opening it, which then checks and loads
+            only its own halves, from a full plan directory or its side's pack
+            (``splitwire plan pack``); None (tools): a full plan directory, both sides.
 
     Raises:
         PlanError: see :func:`~splitwire.partitioner.plan_file.load_plan`
             (``PlanSignatureError`` for a missing or wrong signature).
     """
-    plan = load_plan(path, trust=trust)
+    plan = load_plan(path, trust=trust, side=side)
     directory = path if path.is_dir() else path.parent
-    return RunnablePlan(plan=plan, directory=directory.resolve())
+    return RunnablePlan(plan=plan, directory=directory.resolve(), side=side)
 
 
 def check_tensors(tensors: Sequence[torch.Tensor], specs: Sequence[TensorSpec]) -> int:

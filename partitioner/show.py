@@ -6,9 +6,10 @@
 
 ``plan show`` reads the directory as the runtimes do (:func:`~splitwire.partitioner.plan_file.
 load_plan`: bounded, every field checked, every half's sha256 compared), so what it prints is
-what ``splitwire edge`` and ``splitwire cloud`` would run. ``cuts`` captures the model and
-enumerates its cuts exactly as ``splitwire plan`` does, and stops there: nothing is profiled,
-measured or exported.
+what ``splitwire edge`` and ``splitwire cloud`` would run. It says whether the directory is a
+full plan or one side's pack (``splitwire plan pack``), and reads a pack as its side does.
+``cuts`` captures the model and enumerates its cuts exactly as ``splitwire plan`` does, and
+stops there: nothing is profiled, measured or exported.
 
 ``splitwire plan`` plans and ``splitwire plan show`` shows: the command line joins the words
 ``plan show`` into one command before parsing (:data:`COMPOUND_COMMANDS`, gathered by
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch-heavy; the handlers import them when they run
     from splitwire.partitioner.cuts import Cut
-    from splitwire.partitioner.plan_file import Plan
+    from splitwire.partitioner.plan_file import PackManifest, Plan
 
 PLAN_SHOW = "plan show"
 # Two-word commands: ``splitwire plan show DIR`` is parsed as the command ``"plan show"``.
@@ -40,8 +41,9 @@ def register(subparsers: Any) -> None:
         description=(
             "Print what a plan directory ships: the model, the task and accuracy budget, each "
             "link's pick and the plan's choice, every cut with its halves' sizes and the codecs "
-            "shipped for it, whether plan.yaml is signed, and where the figures come from. The "
-            "directory is read and checked as the runtimes read it (sha256 of every half)."
+            "shipped for it, whether plan.yaml is signed, whether the directory is the full "
+            "plan or one side's pack, and where the figures come from. The directory is read "
+            "and checked as the runtimes read it (sha256 of every half; a pack's own side's)."
         ),
     )
     show.add_argument("directory", metavar="DIR", type=Path, help="a plan directory")
@@ -74,12 +76,16 @@ def register(subparsers: Any) -> None:
 
 
 def _plan_show(args: argparse.Namespace) -> int:
-    from splitwire.partitioner.plan_file import load_plan
+    from splitwire.partitioner.plan_file import load_plan, read_pack_manifest
     from splitwire.partitioner.signing import PlanTrust
 
     trust = PlanTrust.from_public_key(args.plan_public_key)
-    plan = load_plan(args.directory, trust=trust)
-    summary = plan_summary(plan, args.directory, verified=args.plan_public_key is not None)
+    # Read as the side it was packed for (read again, after the signature, by load_plan).
+    pack = read_pack_manifest(args.directory) if args.directory.is_dir() else None
+    plan = load_plan(args.directory, trust=trust, side=pack.side if pack else None)
+    summary = plan_summary(
+        plan, args.directory, verified=args.plan_public_key is not None, pack=pack
+    )
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -87,24 +93,32 @@ def _plan_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def plan_summary(plan: Plan, directory: Path, *, verified: bool) -> dict[str, Any]:
+def plan_summary(
+    plan: Plan, directory: Path, *, verified: bool, pack: PackManifest | None = None
+) -> dict[str, Any]:
     """What ``plan`` (read from ``directory``) ships, as the ``plan show --json`` document.
 
     Args:
         plan: the plan as :func:`~splitwire.partitioner.plan_file.load_plan` returned it.
         directory: its directory (the halves' sizes are read from there).
         verified: its signature was verified by a public key while loading.
+        pack: the directory's pack manifest; None for a full plan directory.
     """
-    from splitwire.partitioner.plan_file import PLAN_FILE
+    from splitwire.partitioner.plan_file import PLAN_FILE, side_halves
     from splitwire.partitioner.signing import signature_path
 
     signature = signature_path(directory / PLAN_FILE)
+    # A pack holds (and load_plan checked) its side's halves only: those are listed.
+    held = {
+        (h.cut, h.half): h.path
+        for h in side_halves(plan, pack.side if pack else None, local=pack.local if pack else True)
+    }
     cuts: list[dict[str, Any]] = []
     for cut in sorted(plan.cuts.values(), key=lambda c: c.id):
         halves = {
             half: {"path": rel, "bytes": (directory / rel).stat().st_size}
-            for half, rel in (("head", cut.head), ("tail", cut.tail))
-            if rel is not None
+            for half in ("head", "tail")
+            if (rel := held.get((cut.id, half))) is not None
         }
         cuts.append(
             {
@@ -118,6 +132,8 @@ def plan_summary(plan: Plan, directory: Path, *, verified: bool) -> dict[str, An
         )
     return {
         "directory": str(directory),
+        "kind": f"{pack.side} pack" if pack else "plan",
+        "pack": {"side": pack.side, "local": pack.local} if pack else None,
         "schema": plan.schema,
         "model": {
             "spec": plan.model_spec,
@@ -154,6 +170,7 @@ def print_plan_summary(summary: Mapping[str, Any]) -> None:
         else "not signed"
     )
     print(f"plan {summary['directory']} (schema {summary['schema']}, {signed})")
+    print(f"  holds       {_holds(summary['pack'])}")
     print(f"  model       {model['spec']}  input {_shape(model['input_shape'])}")
     print(f"  hash        {model['hash']}")
     print(f"  task        {model['task'] or 'not recorded'}")
@@ -169,13 +186,13 @@ def print_plan_summary(summary: Mapping[str, Any]) -> None:
     for c in summary["links"]:
         print(f"  {c['link']:<{width}}  {_choice_text(c)}")
     cuts = summary["cuts"]
-    print(f"\ncuts shipped ({len(cuts)}, {_size(summary['bytes'])} of halves):")
+    print(f"\ncuts shipped ({len(cuts)}, {size_text(summary['bytes'])} of halves):")
     name_width = max(len("name"), *(len(c["name"]) for c in cuts))
     print(f"  {'id':<6} {'name':<{name_width}} {'head':>9} {'tail':>9}  crossing / codecs")
     for c in cuts:
         halves = c["halves"]
-        head = _size(halves["head"]["bytes"]) if "head" in halves else "-"
-        tail = _size(halves["tail"]["bytes"]) if "tail" in halves else "-"
+        head = size_text(halves["head"]["bytes"]) if "head" in halves else "-"
+        tail = size_text(halves["tail"]["bytes"]) if "tail" in halves else "-"
         crossing = ", ".join(
             f"{t['name']} {_shape(t['shape'])} {t['dtype']}" for t in c["crossing"]
         )
@@ -185,6 +202,19 @@ def print_plan_summary(summary: Mapping[str, Any]) -> None:
         print("\nprovenance:")
         for key, value in _flatten(summary["provenance"]):
             print(f"  {key:<24} {value}")
+
+
+def _holds(pack: Mapping[str, Any] | None) -> str:
+    if pack is None:
+        return "the full plan: both sides' halves (`splitwire plan pack` writes one side's)"
+    if pack["side"] == "cloud":
+        return "the cloud's pack: plan.yaml and the tails (splitwire cloud runs it)"
+    local = (
+        "with the whole model for the local fallback"
+        if pack["local"]
+        else "without the whole model (--no-local: no local fallback)"
+    )
+    return f"the edge's pack: plan.yaml and the heads, {local} (splitwire edge runs it)"
 
 
 def _cuts(args: argparse.Namespace) -> int:
@@ -272,7 +302,7 @@ _FIGURES = {
 def _choice_text(c: Mapping[str, Any]) -> str:
     where = c["baseline"] or f"cut {c['cut']} ({c['cut_name']})"
     figures = ", ".join(
-        f"{_size(v)} per frame"
+        f"{size_text(v)} per frame"
         if k == "bytes_wire"
         else _FIGURES[k].format(v)
         if k in _FIGURES
@@ -323,7 +353,8 @@ def _shape(shape: list[int] | tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
 
 
-def _size(value: float) -> str:
+def size_text(value: float) -> str:
+    """Bytes for people: ``45.1 MB``, ``103.4 kB``, ``64 B``."""
     for unit, size in (("MB", 1e6), ("kB", 1e3)):
         if value >= size:
             return f"{value / size:.1f} {unit}"

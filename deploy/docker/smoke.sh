@@ -6,7 +6,9 @@
 #   deploy/docker/smoke.sh PLAN_DIR [CUT CODEC]  # an existing plan (default: its choice)
 #   deploy/docker/smoke.sh --no-build ...      # take the image as it is
 #
-# Checks, each fatal: the tail container (read-only root, no capabilities, plan mounted :ro,
+# Each container mounts only its side's pack of the plan (`splitwire plan pack`): the tail the
+# cloud's (no head.pt2), the agent the edge's (no tail.pt2).
+# Checks, each fatal: the tail container (read-only root, no capabilities, pack mounted :ro,
 # token mounted under /run/secrets) turns `healthy` through the image's own HEALTHCHECK and
 # `splitwire health` from the host answers SERVING; an agent container sends FRAMES frames and
 # every one comes back "source": "remote"; the tail's metrics count them; the tail's process
@@ -69,13 +71,14 @@ dk image inspect "$image" >/dev/null 2>&1 || fail "no image $image: run deploy/d
 image_mb=$(dk image inspect "$image" --format '{{.Size}}' | awk '{ printf "%.0f", $1 / 1e6 }')
 
 # --- plan -------------------------------------------------------------------------------------
-# With the host's CLI when there is one, else with the image (as this user, into $work).
+# With the host's CLI when there is one, else with the image (as this user, into $work; a plan
+# given on the command line is mounted read-only at its own path).
 cli() {
     if [ -x "$host_cli" ]; then
         "$host_cli" "$@"
     else
         dk run --rm --network host --no-healthcheck --user "$(id -u):$(id -g)" \
-            -v "$work:$work" "$image" "$@"
+            -v "$work:$work" ${plan_arg:+-v "$plan:$plan:ro"} "$image" "$@"
     fi
 }
 if [ -n "$plan_arg" ]; then
@@ -97,8 +100,19 @@ else
     codec=int8+zstd1
 fi
 name=$(basename "$plan")
-unreadable=$(find "$plan" ! -perm -o=r -print -quit)
-[ -z "$unreadable" ] || fail "$unreadable is not world-readable: uid 10001 in the container cannot read the plan"
+# Each side's pack, as the containers mount them.
+mkdir -p "$work/packs"
+for side in cloud edge; do
+    cli plan pack "$plan" --side "$side" --out "$work/packs/$side" >"$work/pack-$side.log" 2>&1 \
+        || { tail -n 20 "$work/pack-$side.log" >&2; fail "splitwire plan pack --side $side failed"; }
+done
+[ -z "$(find "$work/packs/cloud" -name head.pt2 -print -quit)" ] || fail "the cloud's pack holds a head"
+[ -z "$(find "$work/packs/edge" -name tail.pt2 -print -quit)" ] || fail "the edge's pack holds a tail"
+pack_mb() { du -sb "$1" | awk '{ printf "%.1f", $1 / 1e6 }'; }
+cloud_mb=$(pack_mb "$work/packs/cloud")
+edge_mb=$(pack_mb "$work/packs/edge")
+unreadable=$(find "$work/packs" ! -perm -o=r -print -quit)
+[ -z "$unreadable" ] || fail "$unreadable is not world-readable: uid 10001 in the container cannot read the pack"
 start=()
 [ -z "$cut" ] || start=(--cut "$cut" --codec "$codec" --policy fixed)
 
@@ -137,7 +151,7 @@ log "tail: $image cloud --listen $address --plan /plans/$name (metrics 127.0.0.1
 t0=$(now)
 dk run -d --name "$tail_name" --network host "${hardening[@]}" --stop-timeout 30 \
     --health-interval 2s -e SPLITWIRE_HEALTH_ADDRESS="$address" \
-    -v "$plan:/plans/$name:ro" -v "$work/secrets/tokens:/run/secrets/tokens:ro" \
+    -v "$work/packs/cloud:/plans/$name:ro" -v "$work/secrets/tokens:/run/secrets/tokens:ro" \
     "$image" cloud --listen "$address" --plan "/plans/$name" --metrics "127.0.0.1:$mport" \
     --token-file /run/secrets/tokens --threads 1 >/dev/null
 status=starting
@@ -175,7 +189,7 @@ log "agent: $image edge --cloud $address --plan /plans/$name ${start[*]} ($frame
 t0=$(now)
 edge_rc=0
 dk run --name "$edge_name" --rm --network host --no-healthcheck "${hardening[@]}" \
-    -v "$plan:/plans/$name:ro" -v "$work/secrets/token:/run/secrets/token:ro" \
+    -v "$work/packs/edge:/plans/$name:ro" -v "$work/secrets/token:/run/secrets/token:ro" \
     "$image" edge --cloud "$address" --plan "/plans/$name" "${start[@]}" --source synthetic \
     --frames "$frames" --fps "$fps" --token-file /run/secrets/token --output - --log-every 0 \
     >"$work/frames.jsonl" 2>"$work/edge.log" || edge_rc=$?
@@ -209,6 +223,7 @@ splitwire image smoke test: PASS
   base image build        $base_s
   image build             ${image_s:-?}
   plan                    $plan${plan_s:+ (made in $plan_s s)}${cut:+, cut $cut codec $codec}
+  packs                   the tail mounts the cloud's ($cloud_mb MB), the agent the edge's ($edge_mb MB)
   tail start to healthy   $healthy_s s (image HEALTHCHECK, probed every 2 s); splitwire health from $probe_from: $host_health
   tail user               uid $pid1_uid (pid 1), token file owned by uid $secret_uid, /plans read-only (EROFS)
   frames answered         $remote/$frames remote in $edge_s s at $fps fps; tail metrics: $results results

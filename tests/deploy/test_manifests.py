@@ -39,6 +39,7 @@ from splitwire.cli import build_parser
 from splitwire.cloud.config import CloudConfig
 from splitwire.cloud.metrics import CloudMetrics
 from splitwire.edge.config import EdgeConfig
+from splitwire.errors import SplitwireError
 
 Manifest = dict[str, Any]
 
@@ -717,12 +718,61 @@ def test_make_secrets_writes_every_secret_compose_mounts(compose: Manifest, tmp_
     assert host_port(args.mqtt)[0] in names.get_values_for_type(x509.DNSName)
 
 
+def plan_mount(service: Manifest) -> Manifest:
+    """The one volume under /plans, which must hold the directory ``--plan`` names."""
+    plans = [v for v in service.get("volumes", []) if v["target"].startswith("/plans")]
+    assert len(plans) == 1, f"expected one mount under /plans, got {plans}"
+    plan = flag_value(command_of(service), "--plan")
+    assert Path(plan).is_relative_to(plans[0]["target"]), f"--plan {plan} is outside the mount"
+    return plans[0]
+
+
+_INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Z_][A-Z0-9_]*):-(?P<default>[^}]*)\}")
+
+
+def interpolate(text: str, environment: dict[str, str]) -> str:
+    """Compose's ``${NAME:-default}``, the one form the file uses."""
+    rest = _INTERPOLATION.sub(lambda m: environment.get(m["name"], m["default"]), text)
+    assert "$" not in rest, f"an interpolation compose would read otherwise: {text}"
+    return rest
+
+
 def test_compose_mounts_plans_read_only(compose: Manifest) -> None:
     for name in ("tail", "agent"):
-        service = compose["services"][name]
-        plans = [v for v in service["volumes"] if v["target"] == "/plans"]
-        assert len(plans) == 1 and plans[0]["read_only"] is True, f"{name}: /plans must be :ro"
-        assert flag_value(command_of(service), "--plan").startswith("/plans/")
+        mount = plan_mount(compose["services"][name])
+        assert mount["read_only"] is True, f"{name}: its plan mount must be :ro"
+
+
+def test_compose_mounts_each_side_its_own_pack(
+    compose: Manifest, plan_dir: Path, tmp_path: Path
+) -> None:
+    """Real packs of the session's plan, put where compose's variables say: the tail's mount
+    holds the cloud's pack and loads as the cloud (no head in it), the agent's the edge's; and
+    the defaults are where `make demo` (deploy/demo.sh) writes the packs."""
+    from splitwire.partitioner.pack import pack_plan
+    from splitwire.partitioner.runtime import open_plan
+
+    environment = {}
+    sides = {"tail": "cloud", "agent": "edge"}
+    assert '"$plan-$side"' in (REPO / "deploy" / "demo.sh").read_text()
+    for service, side in sides.items():
+        source = plan_mount(compose["services"][service])["source"]
+        variable = _INTERPOLATION.fullmatch(source)
+        assert variable is not None, f"{service}: mount a variable's pack, e.g. ${{NAME:-default}}"
+        # make demo: deploy/demo.sh packs out/demo/resnet18 into out/demo/resnet18-{side}.
+        assert variable["default"] == f"../../out/demo/resnet18-{side}", variable["default"]
+        pack = pack_plan(plan_dir, tmp_path / side, side=side).directory
+        environment[variable["name"]] = str(pack)
+    for service, side in sides.items():
+        definition = compose["services"][service]
+        mount = plan_mount(definition)
+        plan = Path(flag_value(command_of(definition), "--plan"))
+        host = Path(interpolate(mount["source"], environment)) / plan.relative_to(mount["target"])
+        other = "edge" if side == "cloud" else "cloud"
+        assert not list(host.rglob(("head" if side == "cloud" else "tail") + ".pt2"))
+        open_plan(host, side=side)
+        with pytest.raises(SplitwireError, match=f"is the {side}'s pack"):
+            open_plan(host, side=other)
 
 
 def test_compose_tail_command_is_accepted_by_splitwire_cloud(
