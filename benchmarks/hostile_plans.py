@@ -35,6 +35,7 @@ import yaml
 
 from splitwire.benchmarks.hostile_tail import AttackOutcome
 from splitwire.benchmarks.processes import TailReplica, free_port
+from splitwire.edge.cli import EXIT_CLOUD_SERVED_NOTHING
 from splitwire.errors import SplitwireError
 from splitwire.partitioner.plan_file import PLAN_FILE, sha256_file
 from splitwire.partitioner.signing import (
@@ -93,7 +94,9 @@ class Refusal:
 
     @property
     def refused(self) -> bool:
-        return self.exit_code not in (None, 0)
+        # The edge is given a dead --cloud: an edge that took the plan runs, serves no frame
+        # remotely and exits EXIT_CLOUD_SERVED_NOTHING, which is no refusal of the plan.
+        return self.exit_code not in (None, 0, EXIT_CLOUD_SERVED_NOTHING)
 
 
 def _start(runtime: str, plan_dir: Path, cut: str, *, public_key: Path | None = None) -> Refusal:
