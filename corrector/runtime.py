@@ -9,7 +9,8 @@
 ``fuse`` drops the remote features when the delay exceeds ``tau_max`` (the range the fusion
 was trained on): the answer is then exactly the local-only one. ``answer`` is what the agent
 emits: the fused answer where the scene moved since the remote frame, the remote class map
-where it did not (at any delay; :mod:`.selection`)::
+where it did not, at any delay; the features are dropped when the edge measures that the
+remote frame shows another scene, not for their age (:mod:`.selection`)::
 
     >>> now = c.gate.thumbnail(frame)                 # kept per frame on the edge
     >>> out = c.answer(feats, thumbnail=now, delay_frames=3, remote_feats=downlink,
@@ -41,10 +42,12 @@ class Answer(NamedTuple):
     Attributes:
         logits: (N, K, H, W) class logits for the current frame.
         kept: (N,) share of the pixels that show the remote class map (0.0 when there is none).
+        fused: (N,) bool, the remote features were fused.
     """
 
     logits: torch.Tensor
     kept: torch.Tensor
+    fused: torch.Tensor
 
 
 class Corrector:
@@ -177,31 +180,46 @@ class Corrector:
         remote_thumbnail: torch.Tensor | None = None,
     ) -> Answer:
         """The output for the current frame: the remote class map where the scene has not
-        moved since the remote frame (at any delay), the fused answer (local-only beyond
-        ``tau_max``) where it has. Without a class map or the remote frame's thumbnail, motion
-        cannot be measured and the answer is :meth:`fuse`'s everywhere.
+        moved since the remote frame (at any delay), the fused answer where it has. The
+        features are fused at any age (the delay embedding clamped to ``tau_max``) unless the
+        two frames show different scenes (``gate.scene_change``), then the moved pixels get the
+        local answer. Without a class map or the remote frame's thumbnail nothing can be
+        measured, and the answer is :meth:`fuse`'s (the age rule: no features past tau_max).
 
         Args:
             local_feats: from :meth:`local_features` of the current frame.
             thumbnail: ``gate.thumbnail`` of the current frame (N, 3, h, w).
-            delay_frames: frames between the current frame and the remote one.
+            delay_frames: frames between the current frame and the remote one (>= 0).
             remote_feats: the downlink features of the remote frame (as :meth:`fuse`).
             remote_classes: the heavy model's class map of the remote frame (N, H, W), integer
                 values in 0..K-1 (validated here: it came from a peer).
             remote_thumbnail: ``gate.thumbnail`` of the remote frame, kept by the edge.
 
         Raises:
-            FeatureShapeError: a class map or thumbnail of another shape, or class values
-                outside 0..K-1.
+            FeatureShapeError: a class map or thumbnail of another shape, class values outside
+                0..K-1, or a negative delay.
         """
-        fused = self.fuse(local_feats, remote_feats, delay_frames)
-        n = fused.shape[0]
+        n = local_feats.stage.shape[0]
         if remote_classes is None or remote_thumbnail is None:
-            return Answer(fused, torch.zeros(n))
+            fused = self.fuse(local_feats, remote_feats, delay_frames)
+            fresh = remote_feats is not None and 0 <= delay_frames <= self.tau_max
+            return Answer(fused, torch.zeros(n), torch.full((n,), fresh))
         self.check_classes(remote_classes, n)
         changed = self.gate.changed(thumbnail, remote_thumbnail)  # (N, 1, H, W) bool
+        share = changed.float().mean(dim=(1, 2, 3))  # (N,)
+        same_scene = share <= self.gate.scene_change  # (N,)
+        remote = None
+        if remote_feats is not None:
+            remote = remote_feats * same_scene[:, None, None, None].to(remote_feats.dtype)
+        if delay_frames < 0:
+            raise FeatureShapeError(
+                f"delay {delay_frames}: expected frames >= 0 (the remote frame is older)"
+            )
+        fused = self.fuse(local_feats, remote, min(delay_frames, self.tau_max))
         logits = torch.where(changed, fused, one_hot_logits(remote_classes, self.num_classes))
-        return Answer(logits, 1.0 - changed.float().mean(dim=(1, 2, 3)))
+        if remote_feats is None:
+            same_scene = torch.zeros(n, dtype=torch.bool)
+        return Answer(logits, 1.0 - share, same_scene)
 
     def check_classes(self, classes: torch.Tensor, n: int) -> None:
         """Check a remote class map (peer input) before it is used.

@@ -12,13 +12,15 @@ Whether the remote answer still holds is *measured*, not guessed from its age: t
 a thumbnail (4×4-pixel cell means) of every frame it sends, and where the current frame's cells
 match those of the frame the answer is for, the output shows the tail's class map (derived
 from the logits it returned, checked first: a peer's), at any delay; where the scene moved, the
-fused answer (:meth:`~splitwire.corrector.runtime.Corrector.answer`). Features older than the
-corrector's ``tau_max`` are not fused; when nothing of the answer can be used the output is the
-local model's alone (``local``, reason ``stale_features``; ``no_features`` before the first
-answer). Delays are counted in frames: from capture timestamps and the camera's frame interval
-when the source is paced (``--fps``), from sequence numbers otherwise; no other machine's clock
-is involved. Each corrected frame carries the downlink bytes its remote answer is priced at
-(feature map under int8+zstd1 plus the zstd class map).
+fused answer (:meth:`~splitwire.corrector.runtime.Corrector.answer`), the features fused at any
+age unless the frames show different scenes. When nothing of the answer can be used (another
+scene with no cell in common, or an answer whose frame's thumbnail is no longer held and older
+than ``tau_max``) the output is the local model's alone (``local``, reason ``stale_features``;
+``no_features`` before the first answer). Delays are counted in frames: from capture
+timestamps and the camera's frame interval when the source is paced (``--fps``), from sequence
+numbers otherwise; no other machine's clock is involved. Each corrected frame carries the
+downlink bytes its remote answer is priced at (feature map under int8+zstd1 plus the zstd class
+map).
 
 When the source carries labels (the corrector's synthetic video task), :class:`SegmentationScore`
 scores every emitted output, and, on the same frames, what the local model alone and the stale
@@ -218,8 +220,8 @@ class FrameCorrector:
         self, pixels: torch.Tensor, *, seq: int, captured_ns: int, scoring: bool = False
     ) -> Correction:
         """The output for one uint8 frame (1, 3, H, W): the remote class map where the scene has
-        not moved since the newest answer's frame, elsewhere fused with its features when they
-        are at most ``tau_max`` frames old, the local model's alone otherwise.
+        not moved since the newest answer's frame, elsewhere fused with its features (see
+        :meth:`~splitwire.corrector.runtime.Corrector.answer` for when they are dropped).
 
         Args:
             pixels: the camera frame.
@@ -256,8 +258,8 @@ class FrameCorrector:
             remote_thumbnail=answer.thumbnail,
         )
         kept = float(out.kept[0])
-        fresh = delay <= self.tau_max
-        source, reason = ("fused", None) if fresh or kept > 0 else ("local", "stale_features")
+        used = bool(out.fused[0]) or kept > 0
+        source, reason = ("fused", None) if used else ("local", "stale_features")
         local_only = None
         if scoring:
             local_only = out.logits if source == "local" else c.fuse(local, None, 0)

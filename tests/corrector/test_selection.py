@@ -1,6 +1,7 @@
 """The drop rule looks at whether the stale answer still holds, measured on the edge: on a still
 scene the remote class map is shown at any delay (beyond tau_max too), where things moved the
-fused answer is; the gate's threshold is calibrated above what sensor noise does."""
+fused answer is, features are dropped for another scene, not for their age; the gate's
+threshold is calibrated above what sensor noise does."""
 
 from __future__ import annotations
 
@@ -71,14 +72,36 @@ def test_where_the_scene_moved_the_fused_answer_is_shown() -> None:
     classes = logits.argmax(dim=1)
     feats = c.local_features(now)
     changed = c.gate.changed(c.gate.thumbnail(now), c.gate.thumbnail(then))
-    for delay, expected in ((2, c.fuse(feats, downlink, 2)), (TAU_MAX + 2, c.fuse(feats, None, 0))):
+    # Past tau_max the features are still fused (the embedding clamped): the same scene.
+    late = c.fuse(feats, downlink, TAU_MAX)
+    for delay, expected in ((2, c.fuse(feats, downlink, 2)), (TAU_MAX + 2, late)):
         out = c.answer(feats, thumbnail=c.gate.thumbnail(now), delay_frames=delay,
                        remote_feats=downlink, remote_classes=classes,
                        remote_thumbnail=c.gate.thumbnail(then))  # fmt: skip
         mask = changed.expand_as(out.logits)
         assert torch.equal(out.logits[mask], expected[mask]), delay
         assert torch.equal(out.logits[~mask], one_hot_logits(classes, 5)[~mask]), delay
-        assert 0.0 < float(out.kept[0]) < 1.0
+        assert 0.0 < float(out.kept[0]) < 1.0 and bool(out.fused[0])
+
+
+def test_features_of_another_scene_are_dropped() -> None:
+    """A cut (every cell changed): the old scene's features would mislead the fusion."""
+    c = _corrector("add")
+    then = scene((9, 11), speed=(0.0, 0.0)).render([0]).frames
+    now = scene((9, 12), speed=(0.0, 0.0)).render([0]).frames
+    logits, downlink = c.remote(then)
+    feats = c.local_features(now)
+    out = c.answer(
+        feats,
+        thumbnail=c.gate.thumbnail(now),
+        delay_frames=1,
+        remote_feats=downlink,
+        remote_classes=logits.argmax(1),
+        remote_thumbnail=c.gate.thumbnail(then),
+    )
+    assert float(out.kept[0]) < 1 - c.gate.scene_change and not bool(out.fused[0])
+    changed = c.gate.changed(c.gate.thumbnail(now), c.gate.thumbnail(then)).expand_as(out.logits)
+    assert torch.equal(out.logits[changed], c.fuse(feats, None, 0)[changed])
 
 
 def test_a_class_map_that_does_not_fit_is_refused() -> None:
