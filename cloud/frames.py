@@ -103,7 +103,7 @@ def decode(frame: AssembledFrame, route: Route) -> tuple[list[torch.Tensor], int
         tensors = decode_frame(frame)
     except CodecError as exc:
         raise codec_refusal(exc) from exc
-    inputs = route.prepare(tensors)
+    inputs = route.tail_inputs(tensors)
     return inputs, time.perf_counter_ns() - start
 
 

@@ -24,6 +24,7 @@ from splitwire.partitioner.runtime import RunnablePlan, open_plan
 from splitwire.partitioner.signing import PlanTrust, log_trust
 from splitwire.protocol import CodecSpec, CodecSpecError
 from splitwire.protocol import splitwire_pb2 as pb
+from splitwire.protocol.crossing import Crossing
 from splitwire.protocol.peer_text import peer_text
 
 logger = logging.getLogger(__name__)
@@ -36,13 +37,14 @@ def short_hash(model_hash: str) -> str:
 
 @dataclass(frozen=True)
 class Route:
-    """What serves one (model, cut, codec): the tail, what frames carry, and whether the
-    decoded frame must first be turned from camera pixels into the model's input."""
+    """What serves one (model, cut, codec): the tail, what frames carry (``crossing``, checked
+    on the headers), and how a decoded frame becomes the tail's inputs (``wire``)."""
 
     model_hash: str
     cut: str
     codec: CodecSpec
     crossing: tuple[TensorSpec, ...]
+    wire: Crossing
     outputs: tuple[TensorSpec, ...]
     tail: nn.Module
     plan: RunnablePlan
@@ -54,15 +56,13 @@ class Route:
 
     @property
     def from_camera(self) -> bool:
-        """Camera codecs (``frame``, ``jpeg``) carry the camera's uint8 pixels; the cloud
-        applies the plan's preprocessing."""
-        return self.codec.camera
+        """Frames carry the camera's uint8 pixels, which the cloud preprocesses (decided by
+        :class:`~splitwire.protocol.crossing.Crossing`)."""
+        return self.wire.camera
 
-    def prepare(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    def tail_inputs(self, decoded: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """The tail's inputs from a decoded frame."""
-        if self.from_camera:
-            return [self.plan.preprocess(tensors[0])]
-        return list(tensors)
+        return self.wire.tail_inputs(decoded, preprocess=self.plan.preprocess)
 
 
 class TailRegistry:
@@ -145,6 +145,7 @@ class TailRegistry:
             cut=cut,
             codec=spec,
             crossing=crossing,
+            wire=Crossing(spec, tuple(t.name for t in crossing)),
             outputs=plan.outputs(cut),
             tail=plan.tail(cut),
             plan=plan,

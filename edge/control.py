@@ -14,6 +14,9 @@ One :class:`ControlPlane` per edge keeps a connection to an MQTT broker, under
                               {"applied": false, "reason": ..., "desired": EXCERPT,
                               "desired_bytes": N}, EXCERPT at most 64 escaped characters
 
+The payloads' shapes are built here too (:func:`status_fields`, :class:`Telemetry`,
+:func:`read_desired`, :func:`reported`), from what the agent hands over.
+
 The control plane is advisory: the broker may be absent, restarting or refusing the edge's
 credentials, and the data path never waits on it. :meth:`ControlPlane.run` therefore never raises
 for broker trouble; it logs one warning per outage and reconnects with capped, fully jittered
@@ -36,25 +39,39 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiomqtt
 
 from splitwire.edge.desired import DesiredPlanError, decode_desired
+from splitwire.edge.errors import ControlConfigError
 from splitwire.edge.records import strict_json
-from splitwire.errors import SplitwireError
+from splitwire.partitioner.errors import PlanError
 from splitwire.protocol.peer_text import peer_text
+
+if TYPE_CHECKING:  # the agent's types; control.py itself needs neither torch nor a plan
+    from splitwire.edge.policy import CutSwitch
+    from splitwire.edge.records import RunStats
+    from splitwire.partitioner.link import LinkModel
+    from splitwire.partitioner.plan_file import PlanOption
+    from splitwire.partitioner.runtime import RunnablePlan
 
 __all__ = [
     "ControlConfigError",
     "ControlPlane",
     "ControlledAgent",
+    "DesiredPlan",
     "MqttConfig",
+    "Telemetry",
+    "choose_desired",
     "edge_topic",
+    "read_desired",
     "read_password_file",
+    "reported",
+    "status_fields",
 ]
 
 logger = logging.getLogger("splitwire.edge.control")
@@ -66,10 +83,6 @@ _OFFLINE_PUBLISH_S = 0.5
 _INCOMING_QUEUE = 16
 # max_desired_bytes must fit a plan with long names, and stay cheap to scan before parsing.
 _DESIRED_BYTES_RANGE = (256, 1 << 20)
-
-
-class ControlConfigError(SplitwireError):
-    """The control plane's configuration is unusable (bad value, unreadable password or CA)."""
 
 
 class ControlledAgent(Protocol):
@@ -143,6 +156,149 @@ class MqttConfig:
         _check_topic_part("topic root", self.topic_root)
         if self.password is not None and self.username is None:
             raise ControlConfigError("an MQTT password needs a username")
+
+
+@dataclass(frozen=True)
+class DesiredPlan:
+    """A desired plan of the right shape (whether the plan ships it is the agent's question):
+    ``cut`` and ``codec`` both set, or both None for ``{"policy": ...}`` alone; ``policy`` as
+    sent (None: not given)."""
+
+    cut: str | None
+    codec: str | None
+    policy: str | None
+
+
+POLICIES = ("auto", "fixed")
+
+
+def read_desired(desired: Mapping[str, Any]) -> DesiredPlan | str:
+    """The shape of a decoded ``plan/desired`` object: a :class:`DesiredPlan`, or the reason it
+    is refused."""
+    keys = set(desired)
+    if keys == {"policy"}:
+        policy = desired["policy"]
+        if policy not in POLICIES:
+            return f"policy {policy!r}: expected 'auto' or 'fixed'"
+        return DesiredPlan(None, None, policy)
+    if keys - {"cut", "codec", "policy"} or "cut" not in keys or "codec" not in keys:
+        return (
+            'expected {"cut": ID, "codec": SPEC} (one of the plan\'s shipped pairs) or '
+            f'{{"policy": "auto"|"fixed"}}; got keys {sorted(keys)}'
+        )
+    cut, codec = desired["cut"], desired["codec"]
+    if not isinstance(cut, str) or not isinstance(codec, str):
+        return "cut and codec must be strings"
+    return DesiredPlan(cut, codec, desired.get("policy"))
+
+
+def choose_desired(
+    desired: Mapping[str, Any],
+    *,
+    plan: RunnablePlan,
+    cloud: str | None,
+    served: Sequence[str] | None,
+) -> tuple[PlanOption | None, str] | str:
+    """What a decoded ``plan/desired`` object asks for, checked against the plan: the option
+    (None: keep the current one) and the policy; or the reason it is refused.
+
+    Args:
+        desired: the decoded object.
+        plan: the agent's plan (which pairs it ships).
+        cloud: the agent's ``--cloud``, if any (a remote option needs one).
+        served: the cuts the connected tail serves (None: no tail connected yet).
+    """
+    request = read_desired(desired)
+    if isinstance(request, str):
+        return request
+    if request.cut is None or request.codec is None:
+        assert request.policy is not None
+        return None, request.policy
+    try:
+        option = plan.option(request.cut, request.codec)
+    except PlanError as exc:
+        return str(exc)
+    if not option.local and cloud is None:
+        return f"{option.cut} {option.codec} needs the cloud and this agent has no --cloud"
+    if served is not None and not option.local and option.cut not in served:
+        return (
+            f"the connected server does not serve cut {request.cut} (it serves "
+            f"{peer_text(', '.join(served[:8]))})"
+        )
+    policy = request.policy or "fixed"
+    if policy not in POLICIES:
+        return f"policy {policy!r}: expected 'auto' or 'fixed'"
+    return option, policy
+
+
+def reported(
+    *, applied: bool, option: PlanOption, policy: str, reason: str | None = None
+) -> dict[str, Any]:
+    """A ``plan/reported`` answer: applied or not (and why not), and what runs now."""
+    answer: dict[str, Any] = {"applied": applied}
+    if reason is not None:
+        answer["reason"] = reason
+    return answer | {"cut": option.cut, "codec": option.codec, "policy": policy}
+
+
+def status_fields(
+    *, plan: RunnablePlan, option: PlanOption, policy: str, cloud: str | None
+) -> dict[str, Any]:
+    """The agent's fields of the retained ``online`` status."""
+    return {
+        "model_hash": plan.model_hash,
+        "model": plan.plan.model_spec,
+        "cut": option.cut,
+        "codec": option.codec,
+        "policy": policy,
+        "cloud": cloud,
+        "options": [{"cut": o.cut, "codec": o.codec} for o in plan.options],
+    }
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """What one ``telemetry`` message reports (:meth:`as_json` is its payload)."""
+
+    connected: bool
+    server_id: str | None
+    option: PlanOption
+    policy: str
+    rtt_s: float | None
+    uplink_bps: float | None
+    link: LinkModel | None
+    elapsed_s: float
+    stats: RunStats
+    in_flight: int
+    reconnects: int
+    edge_scale: float
+    switches: Sequence[CutSwitch]
+
+    def as_json(self) -> dict[str, Any]:
+        """The payload (figures rounded; None where there is no figure yet)."""
+        stats, rtt, latencies = self.stats, self.rtt_s, self.stats.latencies_ms
+        elapsed = max(self.elapsed_s, 1e-9)
+        return {
+            "connected": self.connected,
+            "server_id": self.server_id,
+            "cut": self.option.cut,
+            "codec": self.option.codec,
+            "policy": self.policy,
+            "rtt_ms": round(rtt * 1000.0, 3) if rtt is not None else None,
+            "result_delay_ms": round(latencies[-1], 3) if latencies else None,
+            "uplink_bps": round(self.uplink_bps) if self.uplink_bps is not None else None,
+            "link": str(self.link) if self.link is not None else None,
+            "fps": round((stats.frames - stats.by_source["dropped"]) / elapsed, 3),
+            "frames": stats.frames,
+            "by_source": dict(stats.by_source),
+            "drops": dict(stats.by_reason),
+            "bytes_up": stats.bytes_up,
+            "in_flight": self.in_flight,
+            "reconnects": self.reconnects,
+            "edge_scale": round(self.edge_scale, 3),
+            "last_switch": self.switches[-1].as_json() if self.switches else None,
+            "switches": len(self.switches),
+        }
 
 
 def edge_topic(root: str, edge_id: str, leaf: str) -> str:

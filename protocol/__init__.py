@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         SCHEMES,
         CodecSpec,
     )
+    from splitwire.protocol.crossing import Crossing
     from splitwire.protocol.errors import (
         ChecksumError,
         ChunkError,
@@ -61,6 +62,7 @@ _LOCATIONS = {
     "CodecError": "splitwire.protocol.errors",
     "CodecSpec": "splitwire.protocol.codec_spec",
     "CodecSpecError": "splitwire.protocol.errors",
+    "Crossing": "splitwire.protocol.crossing",
     "DEFAULT_JPEG_QUALITY": "splitwire.protocol.codec_spec",
     "DEFAULT_LIMITS": "splitwire.protocol.codec",
     "DecodeLimits": "splitwire.protocol.header",
@@ -103,6 +105,7 @@ __all__ = [
     "CodecError",
     "CodecSpec",
     "CodecSpecError",
+    "Crossing",
     "DecodeLimits",
     "EncodeError",
     "EncodedTensor",
