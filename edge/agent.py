@@ -32,14 +32,20 @@ frame are fused with the newest remote features the agent holds and emitted (``f
 ``local`` when there are none fresh enough); the frame stays in flight only for its remote
 answer, which feeds the frames after it. While there is no session such frames skip the head.
 
+No frame is lost to the link while the plan ships the all-on-edge option (every plan does,
+unless planned with ``--no-local``), whatever the policy: each frame keeps its input until it
+is answered; while there is no session frames are computed locally (``local``, reason
+``disconnected``); when a session is lost (the tail died, the link dropped, the tail stopped
+answering) the frames it held and those waiting to be sent are computed locally when the edge
+can still make their budget, else dropped ``stale``; and a frame still unanswered (or refused)
+when only the time to compute it on the edge is left of its budget is computed locally too
+(``local``, reason ``unanswered`` or ``error:BAD_RESULT``). Without that option such frames
+wait for the next session and are dropped ``disconnected`` when their budget runs out.
+
 Under the ``auto`` policy the agent prices the plan's options on the link it measures
 (:mod:`~splitwire.edge.link_monitor`, :mod:`~splitwire.edge.policy`) and switches at a frame
-boundary; while the cloud is unreachable and the plan ships an all-on-edge option, frames are
-computed locally (``local``, reason ``disconnected``) instead of waiting, and a frame still
-unanswered (or refused) when only the time to compute it on the edge is left of its budget is
-computed locally too (``local``, reason ``unanswered`` or ``error:BAD_RESULT``); while running
-all-on-edge with a session open, one frame a second goes to the cloud so the link stays
-measured.
+boundary; while running all-on-edge with a session open, one frame a second goes to the cloud
+so the link stays measured.
 """
 
 from __future__ import annotations
@@ -73,6 +79,7 @@ from splitwire.edge.uplink import (
     BadResult,
     Connected,
     FrameRefusal,
+    Lost,
     Opened,
     SessionRefused,
     Uplink,
@@ -181,14 +188,40 @@ class EdgeAgent:
         return self.uplink.epoch if self.uplink is not None else 0
 
     def _can_fall_back(self) -> bool:
-        """Whether a frame the cloud does not answer may be computed on the edge instead: under
-        the auto policy, with an all-on-edge option shipped (a fixed policy stays on its
-        option; with a corrector, its local model is the fallback)."""
-        return (
-            self.policy_mode == "auto"
-            and self._local_option is not None
-            and self._corrector is None
-        )
+        """Whether a frame the cloud does not answer may be computed on the edge instead: in
+        every policy mode, when the plan ships the all-on-edge option (with a corrector, its
+        local model is the fallback)."""
+        return self._local_option is not None and self._corrector is None
+
+    def _answered_here(self) -> bool:
+        """Whether a frame without a session still gets an output: the option runs on the edge,
+        or the agent falls back to it."""
+        return self._connected() or self.option.local or self._can_fall_back()
+
+    def _fall_back_in_time(self, frame: Frame, reason: str) -> None:
+        """Compute ``frame`` on the edge when the local path can still make its budget (behind
+        the frames already waiting for it); else drop it ``stale``, its budget would be
+        missed."""
+        assert self._local_option is not None
+        scale = max(self.runner.edge_scale, 1.0)
+        needed_ms = self._local_option.edge_ms * scale * (len(self.window.fallback) + 1)
+        left_ms = self.config.budget_ms - (time.perf_counter_ns() - frame.captured_ns) / 1e6
+        if left_ms >= needed_ms and frame.pixels is not None:
+            self.window.fall_back(frame, reason)
+        else:
+            self.window.emit_dropped(frame, "stale")
+
+    def _session_lost(self) -> None:
+        """The session is gone (the tail died, the link dropped, it stopped answering): the
+        frames it held, and those waiting to be sent, are answered on the edge when they can
+        be (else they wait for the next session, or their budget)."""
+        if not self._can_fall_back():
+            return
+        waiting = list(self.window.ready)
+        for frame in waiting:
+            self._fall_back_in_time(frame, "disconnected")
+        if waiting:
+            logger.info("%d frames in flight go to the edge's own model", len(waiting))
 
     async def prepare(self) -> None:
         """Load every head the agent may run and call each once (first calls are slow), on its
@@ -314,11 +347,11 @@ class EdgeAgent:
         if self._fatal is not None:
             self.window.emit_dropped(frame, f"error:{self._fatal.code}")
             return
-        connected = self._connected() or self.option.local
         replaced = self.window.displaced()
         if replaced is not None:
             self._ran_out(replaced)
-            self.window.emit_dropped(replaced, "window_full" if connected else "disconnected")
+            reason = "window_full" if self._answered_here() else "disconnected"
+            self.window.emit_dropped(replaced, reason)
         self.window.admit(frame)
         loop = asyncio.get_running_loop()
         frame.deadline = loop.call_later(self.config.budget_ms / 1000.0, self._expire, frame)
@@ -343,8 +376,8 @@ class EdgeAgent:
         if self.window.in_flight(frame):
             self._ran_out(frame)
             sent = frame.state == "sent" and frame.epoch == self._epoch()
-            connected = self._connected() or self.option.local
-            self.window.emit_dropped(frame, "stale" if sent or connected else "disconnected")
+            answered_here = self._answered_here()
+            self.window.emit_dropped(frame, "stale" if sent or answered_here else "disconnected")
 
     def _give_up(self, frame: Frame) -> None:
         """Only the time to compute ``frame`` on the edge is left of its budget: if it is still
@@ -405,6 +438,10 @@ class EdgeAgent:
                     window.retire(window.ready[0])
                     self.stats.uplink_skipped += 1
             frame.encoded, frame.bytes_up = computed.encoded, computed.bytes_up
+            if not self._connected() and self._can_fall_back():
+                # The session went while the head ran: no waiting for the next one.
+                self._fall_back_in_time(frame, "disconnected")
+                continue
             frame.state = "ready"
             window.ready.append(frame)
             window.wake()
@@ -543,6 +580,8 @@ class EdgeAgent:
                     logger.warning(
                         "the server does not serve cut %s (it serves %s)", self.option.cut, served
                     )
+            elif isinstance(event, Lost):
+                self._session_lost()
             elif isinstance(event, SessionRefused):
                 self._refused(event.error)
 

@@ -378,11 +378,7 @@ class Uplink:
             frame.state = "ready"
             self.window.ready.appendleft(frame)
         if not self.closing:
-            logger.warning(
-                "session lost (%s); %d frames in flight will be sent again within their budget",
-                why,
-                len(again),
-            )
+            logger.warning("session lost (%s); %d frames were in flight", why, len(again))
         self.window.wake()
 
     def _answered(self, seq: int, epoch: int) -> None:

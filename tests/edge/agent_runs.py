@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from collections import Counter
@@ -26,6 +27,13 @@ def make_agent(plan_dir: Path, **fields: Any) -> tuple[EdgeAgent, io.StringIO]:
     fields.setdefault("reconnect_max_s", 0.5)
     agent = EdgeAgent(EdgeConfig(plan=plan_dir, **fields), plan=plan, output=out, monitor=monitor)
     return agent, out
+
+
+def without_local(plan: RunnablePlan) -> RunnablePlan:
+    """``plan`` without its all-on-edge option (a plan made with ``splitwire plan --no-local``):
+    the agent has no local model to answer a frame the cloud does not."""
+    remote = tuple(o for o in plan.options if not o.local)
+    return RunnablePlan(dataclasses.replace(plan.plan, options=remote), plan.directory)
 
 
 def lines(out: io.StringIO) -> list[dict[str, Any]]:

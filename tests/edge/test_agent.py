@@ -19,7 +19,14 @@ from splitwire.edge.config import ClientTls, CloudRefused, EdgeConfigError
 from splitwire.partitioner.runtime import RunnablePlan
 
 from ..pki import Pki
-from .agent_runs import assert_each_frame_once, lines, make_agent, reference, run_agent
+from .agent_runs import (
+    assert_each_frame_once,
+    lines,
+    make_agent,
+    reference,
+    run_agent,
+    without_local,
+)
 
 
 def _free_port() -> int:
@@ -214,7 +221,9 @@ async def test_plan_mismatch_is_refused(start_server, plan_dir: Path, tmp_path: 
             await agent.run()
 
 
-async def test_tls_and_mutual_tls(start_server, plan_dir: Path, pki: Pki, split_cuts) -> None:
+async def test_tls_and_mutual_tls(
+    start_server, plan_dir: Path, plan: RunnablePlan, pki: Pki, split_cuts
+) -> None:
     options = {"frames": 3, "cut": split_cuts[0], "codec": "fp32", "policy": "fixed"}
     server = await start_server(tls=TlsConfig(pki.server_cert, pki.server_key))
     _, records = await run_agent(plan_dir, cloud=server.address, tls=ClientTls(pki.ca), **options)
@@ -226,10 +235,16 @@ async def test_tls_and_mutual_tls(start_server, plan_dir: Path, pki: Pki, split_
     )  # fmt: skip
     assert {r["source"] for r in records} == {"remote"}
     # Without a client certificate the handshake fails: the agent keeps retrying (it is not a
-    # refusal the server explained), so every frame is dropped as disconnected, and it exits.
+    # refusal the server explained), so every frame is answered on the edge, and it exits...
     _, records = await run_agent(
-        plan_dir, cloud=mutual.address, tls=ClientTls(pki.ca), budget_ms=200, **options
+        plan_dir, cloud=mutual.address, tls=ClientTls(pki.ca), budget_ms=2000, **options
     )
+    assert {(r["source"], r["reason"]) for r in records} == {("local", "disconnected")}
+    # ... or, with no local model in the plan, dropped as disconnected.
+    _, records = await run_agent(
+        plan_dir, cloud=mutual.address, tls=ClientTls(pki.ca), budget_ms=200,
+        plan=without_local(plan), **options,
+    )  # fmt: skip
     assert {(r["source"], r["reason"]) for r in records} == {("dropped", "disconnected")}
 
 

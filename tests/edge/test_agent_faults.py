@@ -27,7 +27,7 @@ from splitwire.protocol import splitwire_pb2_grpc as pb_grpc
 from splitwire.protocol.framing import ResultTimings, result_chunks
 from splitwire.protocol.health import wait_until_serving
 
-from .agent_runs import assert_each_frame_once, lines, make_agent, run_agent
+from .agent_runs import assert_each_frame_once, lines, make_agent, run_agent, without_local
 
 
 class SteeredMonitor(LinkMonitor):
@@ -181,6 +181,7 @@ async def test_a_late_duplicate_result_is_ignored(plan_dir: Path, plan, split_cu
 
 
 async def test_a_result_of_the_wrong_shape_is_an_error(plan_dir: Path, plan, split_cuts) -> None:
+    """Without a local model to fall back to, a refused result drops its frame with the reason."""
     server, address = await _odd_server(plan, "wrong-shape")
     try:
         _, records = await run_agent(
@@ -191,6 +192,7 @@ async def test_a_result_of_the_wrong_shape_is_an_error(plan_dir: Path, plan, spl
             codec="fp32",
             policy="fixed",
             budget_ms=30_000,
+            plan=without_local(plan),
         )
     finally:
         await server.stop(0)
@@ -217,20 +219,23 @@ def _start_tail(plan_dir: Path, port: int) -> subprocess.Popen[bytes]:
 
 
 @pytest.mark.slow
-async def test_tail_killed_and_restarted(plan_dir: Path, split_cuts) -> None:
-    """SIGKILL of the tail process mid-stream: the agent survives and reconnects to the new
-    one, every frame appears exactly once, and frames after the restart are remote again."""
+async def test_tail_killed_mid_stream_every_frame_is_answered(plan_dir: Path, split_cuts) -> None:
+    """SIGKILL of the tail process mid-stream at 20 fps, under the fixed policy, with the plan's
+    all-on-edge option: the frames the tail held and every frame until it is back are answered
+    on the edge, none is dropped ``disconnected``, every frame appears exactly once, and once
+    the tail is back frames are remote again."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     tail = await asyncio.to_thread(_start_tail, plan_dir, port)
     try:
+        # Until stopped: however long the tail takes to start again on a busy machine.
         agent, out = make_agent(
-            plan_dir, cloud=f"127.0.0.1:{port}", frames=240, fps=15, budget_ms=1000,
-            cut=split_cuts[0], codec="int8+zstd1", policy="fixed",
+            plan_dir, cloud=f"127.0.0.1:{port}", fps=20, cut=split_cuts[0], codec="int8+zstd1",
+            policy="fixed",
         )  # fmt: skip
         run = asyncio.create_task(agent.run())
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(120):
             while agent.stats.by_source["remote"] < 30:
                 await asyncio.sleep(0.02)
             tail.send_signal(signal.SIGKILL)
@@ -238,21 +243,28 @@ async def test_tail_killed_and_restarted(plan_dir: Path, split_cuts) -> None:
             killed_at = agent.stats.frames
             tail = await asyncio.to_thread(_start_tail, plan_dir, port)
             restarted_at = agent.stats.frames
+            remote = agent.stats.by_source["remote"]
+            while agent.stats.by_source["remote"] < remote + 20:
+                await asyncio.sleep(0.02)
+            agent.request_stop()
             summary = await run
     finally:
         tail.kill()
         tail.wait()
     records = lines(out)
-    assert_each_frame_once(records, 240)
+    assert_each_frame_once(records, len(records))
     assert summary["reconnects"] >= 1
-    lost = [r for r in records if r["source"] == "dropped" and r["reason"] != "window_full"]
-    assert lost and {r["reason"] for r in lost} <= {"disconnected", "stale"}
-    assert all(r["seq"] > killed_at - 10 for r in lost)  # nothing before the kill was lost
-    # After the restart frames are remote again (on a loaded machine the odd one gives way to
-    # a newer one: window_full).
-    after = [r for r in records if r["seq"] > restarted_at + 25]
-    assert after and sum(r["source"] == "remote" for r in after) >= 0.8 * len(after)
-    assert {r["reason"] for r in after} <= {None, "window_full"}
+    assert not [r for r in records if r["source"] == "dropped" and r["reason"] == "disconnected"]
+    # The outage was answered here: the frames in flight when the tail died, and those after.
+    during = [r for r in records if killed_at < r["seq"] <= restarted_at]
+    assert during and {r["source"] for r in during} <= {"local", "dropped"}, during
+    assert sum(r["source"] == "local" for r in during) >= 0.5 * len(during), during
+    local = [r for r in records if r["source"] == "local"]
+    assert {r["reason"] for r in local} <= {"disconnected", "unanswered"}
+    # A frame is dropped at all only when the edge could not make its budget (a loaded
+    # machine) or a newer capture took its place (the camera outpaced the edge's own model).
+    dropped = {r["reason"] for r in records if r["source"] == "dropped"}
+    assert dropped <= {"stale", "window_full"}, dropped
 
 
 class HoldingServer(pb_grpc.SplitSessionServicer):
@@ -297,9 +309,10 @@ async def test_frames_given_up_on_still_count_against_the_servers_in_flight_limi
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
+        # Without a local model: every frame waits on this server (none falls back).
         _, records = await run_agent(
             plan_dir, cloud=f"127.0.0.1:{port}", frames=12, fps=20, cut=split_cuts[0],
-            codec="fp32", policy="fixed", budget_ms=150, window=4,
+            codec="fp32", policy="fixed", budget_ms=150, window=4, plan=without_local(plan),
         )  # fmt: skip
     finally:
         await server.stop(0)

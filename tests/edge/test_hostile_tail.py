@@ -52,7 +52,7 @@ from splitwire.protocol.client import (
 )
 from splitwire.protocol.framing import ResultTimings, result_chunks
 
-from .agent_runs import assert_each_frame_once, lines, make_agent
+from .agent_runs import assert_each_frame_once, lines, make_agent, without_local
 
 # The agent's peak memory may grow by less than this under an attack (the issue measured
 # +2.3 GB for the huge results before the fix; its target for every attack is 200 MB).
@@ -233,13 +233,13 @@ async def test_a_result_of_another_batch_is_never_remote(
     serve, plan_dir: Path, plan: RunnablePlan, split_cuts
 ) -> None:
     """(2, 10) logits for a frame of batch 1 match the plan's (N, 10) except for the batch: the
-    batch is the frame's, so the result is refused, and without a fallback (fixed policy) the
-    frame is dropped with the reason."""
+    batch is the frame's, so the result is refused, and without a fallback (a plan without the
+    all-on-edge option) the frame is dropped with the reason."""
     tail = HostileTail(plan, answer=lambda chunk: [encode(torch.zeros(2, 10), "fp32")])
     address = await serve(tail)
     agent, out = make_agent(
         plan_dir, cloud=address, frames=4, cut=split_cuts[0], codec="fp32", policy="fixed",
-        budget_ms=30_000,
+        budget_ms=30_000, plan=without_local(plan),
     )  # fmt: skip
     async with asyncio.timeout(30):
         await agent.run()
@@ -297,22 +297,23 @@ async def test_a_retry_hint_of_2_32_ms_waits_no_longer_than_the_cap(
     assert max(gaps) < 0.5 + 0.3, gaps  # the cap, and the loop's own delays on a busy machine
 
 
-@pytest.mark.parametrize("policy", ["auto", "fixed"])
+@pytest.mark.parametrize(("policy", "local"), [("auto", True), ("fixed", True), ("fixed", False)])
 async def test_a_silent_tail_costs_each_frame_its_budget_and_the_session(
-    serve, plan_dir: Path, plan: RunnablePlan, split_cuts, policy: str
+    serve, plan_dir: Path, plan: RunnablePlan, split_cuts, policy: str, local: bool
 ) -> None:
-    """A tail that accepts frames and answers nothing: under the auto policy each frame is
-    computed on the edge before its budget runs out (``local``, ``unanswered``), under the
-    fixed policy it is dropped ``stale`` at its budget; either way, once the frames sent in a
-    row without an answer fill every slot the session has (the window: 4 here, below the
-    default --max-unanswered 8) the agent drops the session and opens another."""
+    """A tail that accepts frames and answers nothing: with the all-on-edge option shipped,
+    under either policy, each frame is computed on the edge before its budget runs out
+    (``local``, ``unanswered``); without it, it is dropped ``stale`` at its budget; either way,
+    once the frames sent in a row without an answer fill every slot the session has (the
+    window: 4 here, below the default --max-unanswered 8) the agent drops the session and
+    opens another."""
     tail = HostileTail(plan)
     address = await serve(tail)
     budget_ms = 500.0
     agent, out = make_agent(
         plan_dir, cloud=address, frames=40, fps=20, cut=split_cuts[0], codec="fp32",
         policy=policy, hold_s=60, budget_ms=budget_ms, window=4,
-        reconnect_initial_s=0.05, reconnect_max_s=0.2,
+        reconnect_initial_s=0.05, reconnect_max_s=0.2, plan=plan if local else without_local(plan),
     )  # fmt: skip
     async with asyncio.timeout(30):
         summary = await agent.run()
@@ -321,13 +322,15 @@ async def test_a_silent_tail_costs_each_frame_its_budget_and_the_session(
     assert summary["by_source"]["remote"] == 0
     assert len(tail.hellos) >= 2, "the agent never dropped the silent session"
     waited = [r for r in records if r["reason"] not in ("window_full", "disconnected")]
-    if policy == "auto":
-        local = [r for r in waited if r["source"] == "local"]
-        assert {r["reason"] for r in local} == {"unanswered"}, records
+    if local:
+        here = [r for r in waited if r["source"] == "local"]
+        # Frames the dropped session held go to the edge too (``disconnected``).
+        assert {r["reason"] for r in here} <= {"unanswered", "disconnected"}, records
+        assert any(r["reason"] == "unanswered" for r in here), records
         # Most frames make it: the odd one may find the compute thread busy and go stale.
-        assert len(local) >= 0.7 * len(waited), records
+        assert len(here) >= 0.7 * len(waited), records
         # A little slack: the loop emits the line a moment after the model returns.
-        assert max(r["latency_ms"] for r in local) <= budget_ms + 50
+        assert max(r["latency_ms"] for r in here) <= budget_ms + 50
     else:
         assert waited and {(r["source"], r["reason"]) for r in waited} == {("dropped", "stale")}
 
