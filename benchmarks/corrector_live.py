@@ -11,6 +11,14 @@ frames the local model alone and the stale remote answer alone). The offline eva
 same motion at the delays the agent measured, weighted by how often it measured each: the two
 must agree within 2 mIoU points. It also reports how long after each fused output that frame's
 own remote answer arrived (all positive: no output waited for its answer).
+
+In the same run, the offline evaluation of every regime (static, low, high and the unseen
+5–6 px/frame, delays 0..16, beyond tau_max included) states the delay corrector issue's
+targets, each with its measured figure and its reference from that evaluation: fused ≥
+max(local, remote) − 0.5 points at every delay; fused at delay 0 within 1 point of the heavy
+model, with the downlink bytes per frame that costs and their time on the preset links; at
+3 frames of high motion, fused keeps ≥ 85 % of its delay-0 figure and beats the stronger
+baseline by ≥ 10 points.
 """
 
 from __future__ import annotations
@@ -27,6 +35,14 @@ __all__ = ["AGREEMENT_POINTS", "run_live", "table"]
 
 # The agent's mIoU and the offline one at the same delays may differ by this much (0..1 scale).
 AGREEMENT_POINTS = 0.02
+# The issue's targets (mIoU on a 0..1 scale).
+MARGIN_TOLERANCE = 0.005  # fused >= max(local, remote) - 0.5 points
+HEAVY_TOLERANCE = 0.01  # fused at delay 0 within 1 point of the heavy model
+KEEP_SHARE = 0.85  # high motion, 3 frames: >= 85 % of the delay-0 figure
+BEAT_POINTS = 0.10  # ... and >= 10 points over the stronger baseline
+TARGET_MAX_DELAY = 16
+# Links the downlink bytes are timed on (partitioner presets).
+PRICE_LINKS = ("lte", "3g", "wifi")
 
 
 def run_live(
@@ -95,6 +111,8 @@ def run_live(
         "measured": agent_miou.get("fused"), "reference": best_baseline,
         "met": agent_miou.get("fused", 0.0) >= best_baseline,
     })  # fmt: skip
+    targets, pricing = offline_targets(checkpoint, clips=clips)
+    checks.extend(targets)
     return {
         "setup": {
             "ckpt": str(ckpt), "plan": str(plan_dir), "cut": cut, "codec": codec,
@@ -111,9 +129,65 @@ def run_live(
         "offline": {
             "weighted": weighted,
             "by_delay": [r.as_dict() for r in offline],
+            "downlink": pricing,
         },
         "checks": checks,
     }  # fmt: skip
+
+
+def offline_targets(checkpoint: Any, *, clips: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The issue's offline targets, each with its measured figure and same-run reference.
+
+    Returns:
+        (checks, downlink pricing: bytes per frame and their time on :data:`PRICE_LINKS`).
+    """
+    from splitwire.corrector.evaluation import DEFAULT_REGIMES, Regime, evaluate
+    from splitwire.partitioner.link import PRESETS
+
+    regimes = (*DEFAULT_REGIMES, Regime("unseen 5-6", (5.0, 6.0)))
+    records = evaluate(checkpoint, regimes=regimes, max_delay=TARGET_MAX_DELAY, clips=clips)
+    checks: list[dict[str, Any]] = []
+    for regime in regimes:
+        rows = [r for r in records if r.motion == regime.name]
+        worst = min(rows, key=lambda r: r.fused_margin)
+        checks.append({
+            "what": f"{regime.name}: fused >= max(local, remote) - 0.5 points at every delay "
+                    f"0..{TARGET_MAX_DELAY} (worst delay {worst.delay_frames})",
+            "measured": worst.fused_miou,
+            "reference": max(worst.local_miou, worst.remote_miou),
+            "gap_points": round(100 * worst.fused_margin, 2),
+            "met": worst.fused_margin >= -MARGIN_TOLERANCE,
+        })  # fmt: skip
+    high = {r.delay_frames: r for r in records if r.motion == "high"}
+    zero, three = high[0], high[3]
+    checks.append({
+        "what": "high motion, delay 0: fused within 1 point of the heavy model alone",
+        "measured": zero.fused_miou, "reference": zero.heavy_miou,
+        "gap_points": round(100 * (zero.fused_miou - zero.heavy_miou), 2),
+        "met": zero.fused_miou >= zero.heavy_miou - HEAVY_TOLERANCE,
+    })  # fmt: skip
+    checks.append({
+        "what": "high motion, 3 frames: fused keeps >= 85 % of its delay-0 mIoU",
+        "measured": three.fused_miou, "reference": round(KEEP_SHARE * zero.fused_miou, 4),
+        "met": three.fused_miou >= KEEP_SHARE * zero.fused_miou,
+    })  # fmt: skip
+    best = max(three.local_miou, three.remote_miou)
+    checks.append({
+        "what": "high motion, 3 frames: fused beats the stronger baseline by >= 10 points",
+        "measured": three.fused_miou, "reference": round(best + BEAT_POINTS, 4),
+        "gap_points": round(100 * (three.fused_miou - best), 2),
+        "met": three.fused_miou >= best + BEAT_POINTS,
+    })  # fmt: skip
+    per_frame = zero.downlink_bytes
+    pricing = {
+        "bytes_per_frame": per_frame,
+        "feature_bytes": zero.feature_bytes,
+        "class_map_bytes": zero.class_map_bytes,
+        "downlink_ms": {
+            name: round(1e3 * PRESETS[name].downlink_s(per_frame), 3) for name in PRICE_LINKS
+        },
+    }
+    return checks, pricing
 
 
 async def _agent(
@@ -172,6 +246,14 @@ def table(result: dict[str, Any]) -> str:
         agent = a["miou"].get(kind)
         offline = o["weighted"].get(kind)
         lines.append(f"  {kind:<11} {_fmt(agent):>6}   {_fmt(offline):>6}")
+    price = o.get("downlink")
+    if price:
+        times = ", ".join(f"{k} {v:g} ms" for k, v in price["downlink_ms"].items())
+        lines.append(
+            f"downlink per frame: {price['bytes_per_frame']:.0f} B (features "
+            f"{price['feature_bytes']:.0f} int8+zstd1 + class map {price['class_map_bytes']:.0f} "
+            f"zstd); on the links: {times}"
+        )
     lines.append("")
     for check in result["checks"]:
         gap = f" ({check['gap_points']:+.2f} points)" if "gap_points" in check else ""
