@@ -36,9 +36,14 @@ system-deps:
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
 	command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || \
 		missing="$$missing docker-compose"; \
+	if [ -z "$$missing" ]; then \
+		echo "system packages: mosquitto, nginx, docker-compose present; nothing installed, no service touched" >&2; \
+	else \
+		echo "system packages: installing$$missing with apt-get (needs root or sudo)$$(case "$$missing" in *nginx*) \
+			echo '; then stopping the nginx service Debian starts on port 80 (the tests run their own nginx on loopback)';; esac)" >&2; \
+	fi; \
 	[ -z "$$missing" ] || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		echo "installing Debian packages:$$missing" >&2; \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 		case "$$missing" in *nginx*) \
 			$$SUDO service nginx stop >/dev/null 2>&1 || true;; esac; }
