@@ -381,8 +381,9 @@ def _register_plan(subparsers: Any) -> None:
         help="what a pick may cost in accuracy, against the uncompressed model: kl=1e-3 (mean "
         "KL divergence), top1=0.99 / top5=0.999 (agreement), pixel=0.99 / miou=0.98 "
         "(segmentation), rel=0.01 or a bare number (relative output error). Default: kl=1e-3 "
-        "for trained classifiers, pixel=0.99 for trained segmentation, rel=0.01 for random "
-        "weights (where no task metric means anything)",
+        "for classifiers, pixel=0.99 for segmentation (see --task), rel=0.01 for other or "
+        "unknown tasks and for zoo:/hf: models without weights (random: no task metric means "
+        "anything there)",
     )
     plan.add_argument(
         "--task",
