@@ -73,6 +73,7 @@ from splitwire.edge.startup import (
     open_scorer,
     read_token,
     starting_option,
+    starting_reason,
 )
 from splitwire.edge.uplink import (
     Answer,
@@ -229,7 +230,11 @@ class EdgeAgent:
         thread warm up before any of them streams, so no warm-up delays another's frames."""
         if not self._prepared:
             runs = [o for o in self.plan.options if o.local or self.config.cloud is not None]
+            started = time.monotonic()
+            logger.info("warming up %d option%s (%s)", len(runs), "" if len(runs) == 1 else "s",
+                        ", ".join(option_label(o) for o in runs))  # fmt: skip
             await self.runner.prepare(runs)
+            logger.debug("warmed up in %.1f s", time.monotonic() - started)
             self._prepared = True
 
     # ---- the run ---------------------------------------------------------------------------
@@ -248,12 +253,17 @@ class EdgeAgent:
         workers = [asyncio.create_task(self._compute_loop(), name="edge-compute")]
         try:
             if self.uplink is not None:
+                logger.info("connecting to %s", self.uplink.cloud)
                 first = await self.uplink.first_session()
                 workers.append(asyncio.create_task(self.uplink.send_loop(), name="edge-send"))
                 workers.append(asyncio.create_task(self._session_loop(first), name="edge-session"))
                 workers.append(asyncio.create_task(self._policy_loop(), name="edge-policy"))
             for task in workers:
                 task.add_done_callback(self._worker_done)
+            fallback = self._local_option if self._can_fall_back() else None
+            why = starting_reason(self.config, self.plan, self.option,
+                                  policy=self.policy_mode, fallback=fallback)  # fmt: skip
+            logger.info("starting on %s: %s", option_label(self.option), why)
             await self._source_loop()
             await self._drain()
         finally:

@@ -15,7 +15,13 @@ from splitwire.edge.errors import EdgeConfigError
 from splitwire.edge.policy import option_label
 from splitwire.edge.sources import FrameSource, open_source
 from splitwire.edge.window import FrameScorer
-from splitwire.partitioner.errors import PlanError, PlanSignatureError, SigningKeyError
+from splitwire.partitioner.errors import (
+    LinkError,
+    PlanError,
+    PlanSignatureError,
+    SigningKeyError,
+)
+from splitwire.partitioner.link import parse_link
 from splitwire.partitioner.plan_file import PlanOption
 from splitwire.partitioner.runtime import RunnablePlan, open_plan
 from splitwire.partitioner.signing import PlanTrust, log_trust
@@ -35,6 +41,7 @@ def open_edge_plan(config: EdgeConfig) -> RunnablePlan:
     except SigningKeyError as exc:
         raise EdgeConfigError(f"--plan-public-key: {exc}") from exc
     log_trust(trust, [config.plan])
+    logger.info("loading the plan %s", config.plan)
     try:
         return open_plan(config.plan, trust=trust, side="edge")
     except PlanSignatureError as exc:
@@ -113,6 +120,43 @@ def starting_option(config: EdgeConfig, plan: RunnablePlan) -> PlanOption:
     if config.cloud is None and local is not None:
         return local
     return _needs_no_cloud(config, plan.options[0])
+
+
+def starting_reason(
+    config: EdgeConfig,
+    plan: RunnablePlan,
+    option: PlanOption,
+    *,
+    policy: str,
+    fallback: PlanOption | None,
+) -> str:
+    """Why the agent starts on ``option``, for its start-up line: ``the plan's pick for lte;
+    policy auto, all-on-edge c0069 is the fallback`` (``fallback``: the option frames the
+    cloud does not answer run on, if any)."""
+    choice = plan.plan.choice
+    if config.cut is not None or config.codec is not None:
+        why = "as --cut/--codec asked"
+    elif (option.cut, option.codec) == (choice.cut, choice.codec):
+        why = f"the plan's pick for {_link_name(choice.link)}"
+    elif option.local:
+        why = "all on the edge, as " + ("--local-only asks" if config.local_only else "no --cloud")
+    else:
+        why = "the plan's first shipped option"
+    if option.local:
+        rest = "no session needed"
+    elif fallback is None:
+        rest = "no local fallback: frames the cloud does not answer are dropped"
+    else:
+        rest = f"all-on-edge {fallback.cut} is the fallback"
+    return f"{why}; policy {policy}, {rest}"
+
+
+def _link_name(spec: str) -> str:
+    """``wifi`` for the plan's link ``name=wifi,bw=50mbit,...`` (the spec itself if unnamed)."""
+    try:
+        return parse_link(spec).name or spec
+    except (LinkError, ValueError, OSError):  # a trace file's name, say: shown as written
+        return spec
 
 
 def _needs_no_cloud(config: EdgeConfig, option: PlanOption) -> PlanOption:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import shutil
 import socket
 import time
@@ -78,6 +79,30 @@ async def test_all_in_cloud(start_server, plan_dir: Path, plan: RunnablePlan, co
                 expected["probabilities"], abs=1e-5
             )
             assert r["bytes_up"] >= 64 * 64 * 3 or codec == "frame+zstd1"
+
+
+async def test_start_up_says_each_phase_and_where_it_starts(
+    start_server, plan_dir: Path, plan: RunnablePlan, split_cuts, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One line per phase (loading the plan, warming up, connecting), then the option the run
+    starts on and why, in that order."""
+    server = await start_server()
+    with caplog.at_level(logging.INFO, logger="splitwire.edge"):
+        await run_agent(
+            plan_dir, cloud=server.address, frames=2, cut=split_cuts[0], codec="fp32",
+            policy="fixed",
+        )  # fmt: skip
+    said = [r.getMessage() for r in caplog.records if r.name == "splitwire.edge"]
+    local = next(o for o in plan.options if o.local)
+    expected = [
+        f"loading the plan {plan_dir}",
+        f"warming up {len(plan.options)} options (",
+        f"connecting to {server.address}",
+        f"starting on {split_cuts[0]} fp32: as --cut/--codec asked; policy fixed, all-on-edge "
+        f"{local.cut} is the fallback",
+    ]
+    at = [next((i for i, m in enumerate(said) if m.startswith(e)), -1) for e in expected]
+    assert -1 not in at and at == sorted(at), said
 
 
 async def test_all_on_edge_needs_no_cloud(plan_dir: Path, plan: RunnablePlan) -> None:
