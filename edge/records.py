@@ -8,11 +8,14 @@ output). ``reason`` says why a frame is not ``remote``: ``disconnected``, ``stal
 budget ran out), ``window_full`` (a newer frame took its place), ``error:CODE`` (the cloud
 refused it), ``all-on-edge`` (the plan runs it locally), ``shutdown`` (still unanswered when
 the grace period ended); with a corrector, ``no_features`` (no remote answer yet) and
-``stale_features`` (the newest is older than the corrector's range); ``unanswered`` (a
+``stale_features`` (nothing of the newest answer is usable: another scene, or past the
+corrector's range with no thumbnail of its frame left to measure motion); ``unanswered`` (a
 ``local`` frame: the tail held it until only the time to compute it on the edge was left of its
 budget); ``error:BAD_RESULT`` (the tail's answer disagreed with the plan and was refused before
 it was decoded; ``local`` when the edge computed it instead). ``delay_frames`` is the
-age, in frames, of the remote answer a corrected frame could use. ``probe`` names the option
+age, in frames, of the remote answer a corrected frame could use, ``downlink_bytes`` what that
+answer is priced at on the downlink (its feature map under int8+zstd1 plus its zstd class
+map; the tail's fp32 outputs are larger today). ``probe`` names the option
 (``c0000 jpeg50``) a frame answered on the edge was also sent with, to keep the link measured
 while the agent runs all-on-edge; its remote answer is not its output.
 
@@ -61,6 +64,7 @@ class FrameRecord:
     cloud_ms: float | None = None
     batch_size: int | None = None
     delay_frames: int | None = None
+    downlink_bytes: int | None = None
     probe: str | None = None
     # The tail replica that answered (its server_id), for remote answers.
     server: str | None = None

@@ -272,6 +272,7 @@ class FrameWindow:
             cloud_ms=cloud_ms,
             batch_size=batch_size,
             delay_frames=correction.delay_frames if correction else None,
+            downlink_bytes=correction.downlink_bytes if correction else None,
             probe=option_label(frame.probe) if frame.probe is not None else None,
             server=server,
         )

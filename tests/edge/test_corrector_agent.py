@@ -109,6 +109,7 @@ async def test_fused_outputs_come_before_their_own_answer(
     assert summary["answer_lag_min_ms"] >= 2 * DELAY_MS
     assert all(1 <= r["delay_frames"] <= SMOKE.tau_max for r in fused)
     assert all(r["bytes_up"] > 0 for r in fused)
+    assert all(r["downlink_bytes"] > 0 for r in fused)  # the answer it used, priced
     assert summary["answers_after_output"] >= 40
     seg = summary["segmentation"]
     assert set(seg["miou"]) >= {"fused", "local_only", "remote_only"}
