@@ -417,8 +417,10 @@ def _register_plan(subparsers: Any) -> None:
         "is at most N / latency (default %(default)s)",
     )
     plan.add_argument(
-        "--calibration", type=int, default=4, metavar="N", help="calibration inputs (default 4)"
-    )
+        "--calibration", type=int, default=32, metavar="N",
+        help="calibration inputs every front member's and pick's accuracy is measured on "
+        "(default 32; lossy candidates are screened on the first 4)",
+    )  # fmt: skip
     plan.add_argument(
         "--threads", type=int, default=1, metavar="N", help="torch threads for profiling (1)"
     )

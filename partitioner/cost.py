@@ -39,7 +39,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from splitwire.partitioner.accuracy import TaskMetrics
+from splitwire.partitioner.accuracy import Evidence, TaskMetrics
 from splitwire.partitioner.cuts import CrossingTensor
 from splitwire.partitioner.link import LinkModel
 from splitwire.partitioner.pareto import Sense
@@ -89,6 +89,15 @@ class Measurement:
             latency, throughput, bytes and edge ms on every link, so its tail was never run
             (:mod:`splitwire.partitioner.pruning`): its accuracy is unknown, ``accuracy_cost``
             is ``inf`` and ``metrics`` None, so it is neither on a front nor ever picked.
+        evidence: how many calibration inputs the metrics were measured on and each metric's
+            95 % interval (:class:`~splitwire.partitioner.accuracy.Evidence`); None when the
+            accuracy is exact by construction (a lossless codec, nothing sent: no tail ran)
+            or was never measured.
+        accuracy_interval: the 95 % interval of the budget's metric (in the metric's units:
+            an agreement, not its cost); a point for exact candidates, None unmeasured.
+        bytes_frames: how many calibration frames ``bytes_wire`` is the mean of (fewer than
+            the calibration inputs when the sizes agreed closely enough; see
+            :func:`splitwire.partitioner.measure.measure_cut_bytes`).
     """
 
     cut: str
@@ -108,6 +117,9 @@ class Measurement:
     top1_agreement: float | None
     metrics: TaskMetrics | None = None
     dominated_by: str | None = None
+    evidence: Evidence | None = None
+    accuracy_interval: tuple[float, float] | None = None
+    bytes_frames: int = 0
 
     @property
     def sends(self) -> bool:
@@ -170,6 +182,10 @@ class Candidate:
             "accuracy_cost": None if m.dominated_by else m.accuracy_cost,
             "top1_agreement": m.top1_agreement,
             "metrics": asdict(m.metrics) if m.metrics is not None else None,
+            # Null inputs with an interval: exact by construction (no tail ran).
+            "accuracy_inputs": m.evidence.inputs if m.evidence is not None else None,
+            "accuracy_interval": list(m.accuracy_interval) if m.accuracy_interval else None,
+            "bytes_frames": m.bytes_frames,
             "pareto": self.pareto,
             "not_measured": (
                 f"dominated by {m.dominated_by} on every link" if m.dominated_by else None

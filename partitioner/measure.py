@@ -1,11 +1,20 @@
 """Measure every (cut, codec) pair on calibration inputs: bytes on the wire and accuracy cost.
 
-For each cut the crossing tensors of every calibration input are taken from one recorded run of
+For each cut the crossing tensors of the calibration inputs are taken from a recorded run of
 the whole graph (the head computes exactly these values), encoded one frame at a time with the
 codec as the edge would, decoded, and fed to the cut's tail as one batch. The tail's outputs are
 compared with the model's own in task terms (:mod:`splitwire.partitioner.accuracy`: relative
 error, and KL divergence and top-1/top-5 agreement for classifiers, pixel agreement and mIoU for
-segmentation); ``accuracy_cost`` is the budget's metric as a cost.
+segmentation); ``accuracy_cost`` is the budget's metric as a cost, with the number of inputs it
+rests on and a 95 % interval (``evidence``, ``accuracy_interval``). The planner may measure a
+candidate's accuracy on a few inputs first and on the rest later (:func:`cut_samples` on any
+slice of the inputs; the figures of both combine exactly, :meth:`MetricSamples.joined`).
+
+Bytes on the wire are the mean encoded size over the first frames, at least
+:data:`BYTES_MIN_FRAMES` and then more until the 95 % interval of the mean is within
+:data:`BYTES_TOLERANCE` of it (:func:`bytes_settled`), or every calibration frame:
+a codec without entropy coding sends the same size for every frame, so it settles at once,
+while zstd's sizes follow the content. ``bytes_frames`` says how many frames were encoded.
 
 A codec whose scheme is lossless for every dtype (``fp32``) costs exactly 0 without running the
 tail: the split equivalence tests show ``tail(*head(x)) == model(x)`` bit for bit.
@@ -18,8 +27,10 @@ multiplied by each profile's slowdown (an emulation, like the profile's).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import statistics
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -27,7 +38,13 @@ from dataclasses import dataclass, replace
 import torch
 from torch import fx
 
-from splitwire.partitioner.accuracy import AccuracyBudget, TaskMetrics, task_metrics
+from splitwire.partitioner.accuracy import (
+    AccuracyBudget,
+    Evidence,
+    MetricSamples,
+    TaskMetrics,
+    task_samples,
+)
 from splitwire.partitioner.baselines import camera_roundtrip, jpeg_applicable
 from splitwire.partitioner.capture import CapturedGraph
 from splitwire.partitioner.cost import (
@@ -51,6 +68,17 @@ RESULT_CODEC = transport.RESULT_CODEC
 # The all-in-cloud raw baseline of a model whose input is no image sends the input as it is
 # (an image model's sends the camera frame: ``frame``, see baselines.py).
 RAW_CODEC = CodecSpec.parse("fp32")
+# A candidate's mean bytes rest on at least this many frames ...
+BYTES_MIN_FRAMES = 4
+# ... and more, up to every calibration frame, until the 95 % interval of the mean (Student's
+# t) is within this share of it: a 5 % error in bytes is at most 5 % of the transfer time,
+# below the cost model's own error on real runs (bench e2e: 15 % is the target).
+BYTES_TOLERANCE = 0.05
+# Student's t, 97.5 % quantile, for 1..29 degrees of freedom (30 and more: 2.0).
+_T975 = (
+    12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18, 2.16, 2.14, 2.13,
+    2.12, 2.11, 2.10, 2.09, 2.09, 2.08, 2.07, 2.07, 2.06, 2.06, 2.06, 2.05, 2.05, 2.05,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -68,7 +96,8 @@ def record_reference(graph: CapturedGraph, inputs: torch.Tensor, keep: Iterable[
     wanted = set(keep)
     interpreter = _Keeper(graph.module, wanted)
     with torch.no_grad():
-        result = interpreter.run(inputs)
+        # Nothing to keep: the generated code, without the interpreter's per-node dispatch.
+        result = interpreter.run(inputs) if wanted else graph.module(inputs)
     outputs = tuple(
         t for t in torch.utils._pytree.tree_leaves(result) if isinstance(t, torch.Tensor)
     )
@@ -78,41 +107,45 @@ def record_reference(graph: CapturedGraph, inputs: torch.Tensor, keep: Iterable[
     return Reference(inputs, outputs, interpreter.kept, round(result_bytes))
 
 
-def measure_cut(
-    graph: CapturedGraph,
-    cut: Cut,
-    codecs: Sequence[CodecSpec],
-    reference: Reference,
-    *,
-    edge: Profile,
-    cloud: Profile,
-    task: str | None,
-    budget: AccuracyBudget,
-    all_nodes: Sequence[str],
-    raw_baseline: bool = True,
-) -> list[Measurement]:
-    """Measure ``cut`` with each codec (see the module docstring): :func:`measure_cut_bytes`,
-    then :func:`measure_cut_accuracy` for every lossy codec.
+def record_crossings(graph: CapturedGraph, inputs: torch.Tensor, keep: Iterable[str]) -> Reference:
+    """The values of the nodes in ``keep`` on ``inputs``, running the graph only as far as the
+    last of them (no outputs: ``outputs`` is empty and ``result_bytes`` 0)."""
+    interpreter = _Keeper(graph.module, set(keep), stop=True)
+    with torch.no_grad(), contextlib.suppress(_AllKept):
+        interpreter.run(inputs)
+    return Reference(inputs, (), interpreter.kept, 0)
 
-    Args:
-        all_nodes: the graph's compute nodes in order (``compute_nodes(graph)``).
-        task: ``classification``, ``segmentation`` or None: which task metrics apply.
-        budget: the metric ``accuracy_cost`` is stated in.
-        raw_baseline: whether cut 0 with ``fp32`` is the raw baseline; not for image inputs,
-            whose raw baseline sends the camera's uint8 frame (:func:`measure_camera`).
-    """
-    priced = measure_cut_bytes(
-        cut, codecs, reference, edge=edge, cloud=cloud, task=task, budget=budget,
-        all_nodes=all_nodes, raw_baseline=raw_baseline,
-    )  # fmt: skip
-    return measure_cut_accuracy(graph, cut, priced, reference, task=task, budget=budget)
+
+def frame_sizes(
+    reference: Reference, cut: Cut, codec: CodecSpec, frames: range | None = None
+) -> list[int]:
+    """The encoded size (payload and header) of each calibration frame ``reference`` holds
+    (or of those in ``frames``, indices into them) for ``cut`` with ``codec``."""
+    crossing = [crossing_value(reference, t.node) for t in cut.crossing]
+    which = range(len(reference.inputs)) if frames is None else frames
+    return [_wire_bytes([t[i : i + 1] for t in crossing], codec) for i in which]
+
+
+def bytes_settled(sizes: Sequence[int], *, available: int) -> bool:
+    """Whether the mean of ``sizes`` (the first frames' encoded sizes) is known well enough:
+    every one of the ``available`` frames is in, or at least :data:`BYTES_MIN_FRAMES` are
+    and the 95 % interval of their mean is within :data:`BYTES_TOLERANCE` of it."""
+    n = len(sizes)
+    if n >= available:
+        return True
+    if n < BYTES_MIN_FRAMES:
+        return False
+    t = _T975[n - 2] if n - 1 <= len(_T975) else 2.0
+    half = t * statistics.stdev(sizes) / math.sqrt(n)
+    return half <= BYTES_TOLERANCE * statistics.fmean(sizes)
 
 
 def measure_cut_bytes(
     cut: Cut,
     codecs: Sequence[CodecSpec],
-    reference: Reference,
+    sizes: Mapping[CodecSpec, Sequence[int]],
     *,
+    result_bytes: int,
     edge: Profile,
     cloud: Profile,
     task: str | None,
@@ -122,9 +155,20 @@ def measure_cut_bytes(
 ) -> list[Measurement]:
     """The cheap half of measuring ``cut``: bytes on the wire and times for each codec.
 
-    Lossless codecs are complete (accuracy cost 0); lossy ones are *pending*: no metrics yet,
-    ``accuracy_cost`` ``inf``, until :func:`measure_cut_accuracy` runs the tail (or the planner
-    skips them, :mod:`splitwire.partitioner.pruning`). Arguments as :func:`measure_cut`.
+    Lossless codecs are complete (accuracy cost 0, exact by construction); lossy ones are
+    *pending*: no metrics yet, ``accuracy_cost`` ``inf``, until the planner runs the tail
+    (:func:`cut_samples`, :func:`with_samples`) or skips it
+    (:mod:`splitwire.partitioner.pruning`).
+
+    Args:
+        sizes: each codec's encoded frame sizes (:func:`frame_sizes`, as many frames as
+            :func:`bytes_settled` wanted); their mean is ``bytes_wire``.
+        result_bytes: the encoded model outputs the cloud sends back, per frame.
+        all_nodes: the graph's compute nodes in order (``compute_nodes(graph)``).
+        task: ``classification``, ``segmentation`` or None: which task metrics apply.
+        budget: the metric ``accuracy_cost`` is stated in.
+        raw_baseline: whether cut 0 with ``fp32`` is the raw baseline; not for image inputs,
+            whose raw baseline sends the camera's uint8 frame (:func:`measure_camera`).
     """
     if cut.index == len(all_nodes):  # all on the edge: nothing crosses, nothing is lost
         nothing_sent = unpriced(
@@ -132,8 +176,6 @@ def measure_cut_bytes(
             metrics=TaskMetrics.exact(task), budget=budget,
         )  # fmt: skip
         return [reprice(nothing_sent, cut, edge=edge, cloud=cloud, all_nodes=all_nodes)]
-    crossing = [_crossing_value(reference, t.node) for t in cut.crossing]
-    frames = [[t[i : i + 1] for t in crossing] for i in range(len(reference.inputs))]
     out = []
     for codec in codecs:
         measured = unpriced(
@@ -142,10 +184,11 @@ def measure_cut_bytes(
             baseline=(
                 ALL_IN_CLOUD_RAW if raw_baseline and cut.index == 0 and codec == RAW_CODEC else None
             ),
-            bytes_wire=_mean_wire_bytes(frames, codec),
-            result_bytes=reference.result_bytes,
+            bytes_wire=statistics.fmean(sizes[codec]),
+            result_bytes=result_bytes,
             metrics=TaskMetrics.exact(task),
             budget=budget,
+            bytes_frames=len(sizes[codec]),
         )
         if not codec.lossless:
             measured = not_measured(measured)
@@ -162,6 +205,8 @@ def not_measured(measurement: Measurement, *, dominated_by: str | None = None) -
         top1_agreement=None,
         metrics=None,
         dominated_by=dominated_by,
+        evidence=None,
+        accuracy_interval=None,
     )
 
 
@@ -174,27 +219,37 @@ def measure_cut_accuracy(
     task: str | None,
     budget: AccuracyBudget,
 ) -> list[Measurement]:
-    """``measurements`` of ``cut`` with the task metrics of the pending ones filled in (one
-    batched tail run; see :func:`_codec_effects`); the others are returned unchanged."""
+    """``measurements`` of ``cut`` with the task metrics of the pending ones filled in, on
+    every input of ``reference`` (one batched tail run; see :func:`cut_samples`); the others
+    are returned unchanged."""
     pending = [m for m in measurements if m.metrics is None and not m.dominated_by]
     if not pending:
         return list(measurements)
-    crossing = [_crossing_value(reference, t.node) for t in cut.crossing]
+    crossing = [crossing_value(reference, t.node) for t in cut.crossing]
     codecs = [CodecSpec.parse(m.codec) for m in pending]
-    effects = _codec_effects(split(graph, cut).tail, crossing, codecs, reference, task=task)
+    samples = cut_samples(split(graph, cut).tail, crossing, codecs, reference.outputs, task=task)
     waiting = {id(m) for m in pending}
-    out = []
-    for m in measurements:
-        if id(m) in waiting:
-            metrics = effects[CodecSpec.parse(m.codec)]
-            m = replace(
-                m,
-                accuracy_cost=budget.cost(metrics),
-                top1_agreement=metrics.top1,
-                metrics=metrics,
-            )
-        out.append(m)
-    return out
+    return [
+        with_samples(m, samples[CodecSpec.parse(m.codec)], budget) if id(m) in waiting else m
+        for m in measurements
+    ]
+
+
+def with_samples(
+    measurement: Measurement, samples: MetricSamples, budget: AccuracyBudget
+) -> Measurement:
+    """``measurement`` with the task metrics, evidence and cost these per-input figures give."""
+    metrics = samples.metrics()
+    evidence = samples.evidence()
+    return replace(
+        measurement,
+        accuracy_cost=budget.cost(metrics),
+        top1_agreement=metrics.top1,
+        metrics=metrics,
+        dominated_by=None,
+        evidence=evidence,
+        accuracy_interval=evidence.interval(budget.metric),
+    )
 
 
 def unpriced(
@@ -206,10 +261,14 @@ def unpriced(
     result_bytes: int,
     metrics: TaskMetrics,
     budget: AccuracyBudget,
+    evidence: Evidence | None = None,
+    bytes_frames: int = 0,
 ) -> Measurement:
     """A measurement of ``cut`` whose compute times are not filled in yet (see :func:`reprice`);
     its ``accuracy_cost`` is ``metrics`` in the ``budget``'s metric. Under a camera codec what
-    crosses is the uint8 frame, not cut 0's float input."""
+    crosses is the uint8 frame, not cut 0's float input.
+
+    ``evidence`` None means exact by construction (no tail ran): the interval is a point."""
     crossing, bytes_raw = cut.crossing, cut.bytes_raw
     if CodecSpec.parse(codec).camera:
         crossing = tuple(
@@ -233,6 +292,13 @@ def unpriced(
         accuracy_cost=budget.cost(metrics),
         top1_agreement=metrics.top1,
         metrics=metrics,
+        evidence=evidence,
+        accuracy_interval=(
+            evidence.interval(budget.metric)
+            if evidence is not None
+            else (metrics.value(budget.metric),) * 2
+        ),
+        bytes_frames=bytes_frames,
     )
 
 
@@ -284,6 +350,19 @@ def is_camera_baseline(measurement: Measurement) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class CameraBaselines:
+    """What :func:`measure_camera` found: the measurements (accuracy on the first ``screen``
+    inputs), each codec's (encode, decode + preprocess) ms on this machine, unscaled, and, by
+    codec, each lossy one's per-input figures and decoded, preprocessed inputs (to measure the
+    remaining inputs on later, :func:`camera_samples`)."""
+
+    measurements: list[Measurement]
+    times: dict[str, tuple[float, float]]
+    samples: dict[str, MetricSamples]
+    decoded: dict[str, torch.Tensor]
+
+
 def measure_camera(
     graph: CapturedGraph,
     cut0: Cut,
@@ -297,90 +376,128 @@ def measure_camera(
     task: str | None,
     budget: AccuracyBudget,
     all_nodes: Sequence[str],
-) -> tuple[list[Measurement], dict[str, tuple[float, float]]]:
+    screen: int | None = None,
+) -> CameraBaselines:
     """The camera-frame baselines (:mod:`splitwire.partitioner.baselines`): each of ``codecs``
     on the uint8 ``frames`` whose preprocessing gave ``reference.inputs``, decoded, preprocessed
-    and run through the whole model.
+    and run through the whole model. Bytes and times are means over every frame; the accuracy
+    is measured on the first ``screen`` inputs (None: all). A codec whose decoded frames are
+    the originals (``frame``, ``frame+zstd1``) is exact by construction, without a run.
 
     Returns:
-        The measurements (none when the input is not an image or there are no frames) and each
-        codec's (encode, decode + preprocess) ms on this machine, unscaled.
+        The baselines (none when the input is not an image or there are no frames).
 
     Raises:
         ValueError: ``frames`` do not preprocess to the reference inputs (they were not the
             frames the reference was recorded on).
     """
     if frames is None or preprocess is None or not jpeg_applicable(tuple(frames.shape)):
-        return [], {}
+        return CameraBaselines([], {}, {}, {})
     if not torch.equal(preprocess.apply(frames), reference.inputs):
         raise ValueError("camera frames do not preprocess to the reference inputs")
-    out, times = [], {}
+    count = len(frames) if screen is None else min(screen, len(frames))
+    out, times, kept, found = [], {}, {}, {}
     for codec in codecs:
         result = camera_roundtrip(frames, codec)
         start = time.perf_counter_ns()
         inputs = preprocess.apply(result.decoded)  # the cloud's part of the baseline
         preprocess_ms = (time.perf_counter_ns() - start) / 1e6 / len(frames)
-        # Run as the reference was (same interpreter, same batch), so a lossless codec is exact.
-        outputs = record_reference(graph, inputs, ()).outputs
+        evidence: Evidence | None = None
+        metrics = TaskMetrics.exact(task)
+        if not torch.equal(result.decoded, frames):
+            kept[str(codec)] = inputs
+            samples = camera_samples(graph, inputs, reference, range(count), task=task)
+            metrics, evidence = samples.metrics(), samples.evidence()
+            found[str(codec)] = samples
         measured = unpriced(
             cut0,
             codec=str(codec),
             baseline=ALL_IN_CLOUD_JPEG if codec.scheme == "jpeg" else ALL_IN_CLOUD_RAW,
             bytes_wire=result.mean_bytes,
             result_bytes=reference.result_bytes,
-            metrics=task_metrics(reference.outputs, outputs, task=task),
+            metrics=metrics,
             budget=budget,
+            evidence=evidence,
+            bytes_frames=len(frames),
         )
         times[str(codec)] = (result.encode_ms, result.decode_ms + preprocess_ms)
         out.append(
             reprice(measured, cut0, edge=edge, cloud=cloud, all_nodes=all_nodes, camera_ms=times)
         )
-    return out, times
+    return CameraBaselines(out, times, found, kept)
 
 
-def _codec_effects(
+def camera_samples(
+    graph: CapturedGraph,
+    decoded: torch.Tensor,
+    reference: Reference,
+    inputs: range,
+    *,
+    task: str | None,
+) -> MetricSamples:
+    """The per-input figures of a camera baseline on ``inputs`` (indices into the calibration
+    inputs): the whole model on its ``decoded`` inputs against the reference outputs."""
+    picked = slice(inputs.start, inputs.stop)
+    # Run as the reference was (the same interpreter), so only the codec differs.
+    outputs = record_reference(graph, decoded[picked], ()).outputs
+    return task_samples([o[picked] for o in reference.outputs], outputs, task=task)
+
+
+# At most this many inputs go through a tail in one call: a batch of 32 early ResNet-50
+# activations (3.2 MB each) already needs ~1 GB of intermediate activations.
+TAIL_BATCH = 32
+
+
+def cut_samples(
     tail: torch.nn.Module,
     crossing: Sequence[torch.Tensor],
     codecs: Sequence[CodecSpec],
-    reference: Reference,
+    reference_outputs: Sequence[torch.Tensor],
     *,
     task: str | None,
-) -> dict[CodecSpec, TaskMetrics]:
-    """The task metrics of each codec at one cut.
+) -> dict[CodecSpec, MetricSamples]:
+    """The per-input figures of each lossy codec at one cut, on the inputs whose crossing
+    tensors are ``crossing`` (batch first) and whose model outputs are ``reference_outputs``.
 
-    Lossless codecs cost 0 without a run. The lossy ones share one tail call: their decoded
-    batches are stacked along the batch dimension (the tail's batch is dynamic), which keeps
-    the tail busy with one large batch instead of several small ones. A lossy codec whose
-    decoded tensors are bit for bit the originals (``int8`` on a cut that sends only integer
-    tensors, which travel exactly) costs 0 without a run, and one whose decoded tensors are
-    bit for bit another's (``int8`` and ``int8+zstd1``: zstd is lossless) shares its result.
+    The codecs share tail calls: their decoded batches are stacked along the batch dimension
+    (the tail's batch is dynamic; at most :data:`TAIL_BATCH` inputs a call), which keeps the
+    tail busy with large batches instead of several small ones. Each frame is quantised on its
+    own, as the edge does; the entropy stage is skipped (zstd is lossless: ``int8`` and
+    ``int8+zstd1`` decode to the same values, so they share one run). A codec whose decoded
+    tensors are bit for bit the originals (``int8`` on a cut that sends only integer tensors,
+    which travel exactly) changes nothing, without a run.
     """
-    effects = {codec: TaskMetrics.exact(task) for codec in codecs if codec.lossless}
-    runs: list[tuple[CodecSpec, list[torch.Tensor]]] = []
-    same_as: dict[CodecSpec, CodecSpec] = {}
+    count = len(crossing[0]) if crossing else 0
+    unchanged = task_samples(reference_outputs, reference_outputs, task=task)
+    effects: dict[CodecSpec, MetricSamples] = {}
+    runs: dict[CodecSpec, list[torch.Tensor]] = {}  # by the codec without its entropy stage
     for codec in codecs:
-        if codec.lossless:
+        values = replace(codec, zstd_level=0)
+        if values in runs or values in effects:
             continue
-        decoded = [_roundtrip(t, codec) for t in crossing]
+        decoded = [_roundtrip(t, values) for t in crossing]
         if _same_bits(decoded, crossing):
-            effects[codec] = TaskMetrics.exact(task)
-            continue
-        twin = next((other for other, seen in runs if _same_bits(decoded, seen)), None)
-        if twin is not None:
-            same_as[codec] = twin
+            effects[values] = unchanged
         else:
-            runs.append((codec, decoded))
-    if runs:
-        stacked = [torch.cat([decoded[k] for _, decoded in runs]) for k in range(len(crossing))]
-        with torch.no_grad():
-            outputs = tuple(torch.utils._pytree.tree_leaves(tail(*stacked)))
-        count = len(reference.inputs)
-        for i, (codec, _) in enumerate(runs):
-            mine = [o[i * count : (i + 1) * count] for o in outputs]
-            effects[codec] = task_metrics(reference.outputs, mine, task=task)
-    for codec, twin in same_as.items():
-        effects[codec] = effects[twin]
-    return effects
+            runs[values] = decoded
+    order = list(runs)
+    per_call = max(1, TAIL_BATCH // max(1, count)) if count else 1
+    for first in range(0, len(order), per_call):
+        group = order[first : first + per_call]
+        for start in range(0, count, TAIL_BATCH):
+            stop = min(count, start + TAIL_BATCH)
+            stacked = [
+                torch.cat([runs[values][k][start:stop] for values in group])
+                for k in range(len(crossing))
+            ]
+            with torch.no_grad():
+                outputs = tuple(torch.utils._pytree.tree_leaves(tail(*stacked)))
+            width = stop - start
+            for i, values in enumerate(group):
+                mine = [o[i * width : (i + 1) * width] for o in outputs]
+                part = task_samples([r[start:stop] for r in reference_outputs], mine, task=task)
+                effects[values] = effects[values].joined(part) if values in effects else part
+    return {codec: effects[replace(codec, zstd_level=0)] for codec in codecs}
 
 
 def _same_bits(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> bool:
@@ -400,7 +517,8 @@ def _compute_ms(profile: Profile, nodes: Iterable[str]) -> float:
     return sum(profile.node_ms(n) for n in names) + profile.call_overhead_ms
 
 
-def _crossing_value(reference: Reference, node: str) -> torch.Tensor:
+def crossing_value(reference: Reference, node: str) -> torch.Tensor:
+    """The value ``reference`` holds of a crossing tensor (cut 0's is the model input)."""
     if node in reference.values:
         return reference.values[node]
     return reference.inputs  # cut 0 crosses the model input
@@ -408,6 +526,8 @@ def _crossing_value(reference: Reference, node: str) -> torch.Tensor:
 
 def _roundtrip(batch: torch.Tensor, codec: CodecSpec) -> torch.Tensor:
     """Encode each frame of ``batch`` separately, as the edge would, and decode it."""
+    if len(batch) == 0:
+        return batch.clone()
     frames = []
     for i in range(batch.shape[0]):
         encoded = encode(batch[i : i + 1], codec)
@@ -415,29 +535,41 @@ def _roundtrip(batch: torch.Tensor, codec: CodecSpec) -> torch.Tensor:
     return torch.cat(frames)
 
 
-def _mean_wire_bytes(frames: Sequence[Sequence[torch.Tensor]], codec: CodecSpec) -> float:
+def _wire_bytes(frame: Sequence[torch.Tensor], codec: CodecSpec) -> int:
+    """One frame's encoded tensors, payloads and headers."""
     total = 0
-    for frame in frames:
-        for tensor in frame:
-            encoded = encode(tensor, codec)
-            total += len(encoded.payload) + header_to_proto(encoded.header).ByteSize()
-    return total / max(1, len(frames))
+    for tensor in frame:
+        encoded = encode(tensor, codec)
+        total += len(encoded.payload) + header_to_proto(encoded.header).ByteSize()
+    return total
+
+
+def _mean_wire_bytes(frames: Sequence[Sequence[torch.Tensor]], codec: CodecSpec) -> float:
+    return sum(_wire_bytes(frame, codec) for frame in frames) / max(1, len(frames))
 
 
 def _itemsize(dtype: str) -> int:
     return DTYPES[dtype].itemsize
 
 
-class _Keeper(fx.Interpreter):
-    """Runs the graph and keeps the values of some nodes (the interpreter frees the rest)."""
+class _AllKept(Exception):
+    """Raised by a stopping :class:`_Keeper` once every node to keep has its value."""
 
-    def __init__(self, module: fx.GraphModule, keep: set[str]) -> None:
+
+class _Keeper(fx.Interpreter):
+    """Runs the graph and keeps the values of some nodes (the interpreter frees the rest);
+    with ``stop``, ends the run (:class:`_AllKept`) once it has them all."""
+
+    def __init__(self, module: fx.GraphModule, keep: set[str], *, stop: bool = False) -> None:
         super().__init__(module)
         self.keep = keep
+        self.stop = stop
         self.kept: dict[str, torch.Tensor] = {}
 
     def run_node(self, n: fx.Node) -> object:
         result = super().run_node(n)
         if n.name in self.keep and isinstance(result, torch.Tensor):
             self.kept[n.name] = result
+            if self.stop and len(self.kept) == len(self.keep):
+                raise _AllKept
         return result

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from splitwire.partitioner.accuracy import AccuracyBudget, TaskMetrics
+from splitwire.partitioner.accuracy import AccuracyBudget, Evidence, TaskMetrics
 from splitwire.partitioner.cost import Measurement
 from splitwire.partitioner.cuts import Cut
 from splitwire.partitioner.errors import PlanError
@@ -108,6 +108,9 @@ def save_measurements(
                 "bytes_wire": m.bytes_wire,
                 "result_bytes": m.result_bytes,
                 "metrics": asdict(m.metrics) if m.metrics is not None else None,
+                # The inputs the metrics rest on and their 95 % intervals (None: exact).
+                "evidence": m.evidence.as_json() if m.evidence is not None else None,
+                "bytes_frames": m.bytes_frames,
                 # Not measured: an exact candidate beat it on every link planned for.
                 "dominated_by": m.dominated_by,
             }
@@ -230,6 +233,7 @@ def _measurement(
     if rel is None:
         raise ValueError("metrics without 'rel'")
     metrics = TaskMetrics(rel=rel, **values)
+    evidence = entry.get("evidence")
     return unpriced(
         cut,
         codec=str(entry["codec"]),
@@ -238,4 +242,6 @@ def _measurement(
         result_bytes=int(entry["result_bytes"]),
         metrics=metrics,
         budget=budget,
+        evidence=Evidence.from_json(evidence) if evidence is not None else None,
+        bytes_frames=int(entry.get("bytes_frames", 0)),
     )

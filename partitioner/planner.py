@@ -9,17 +9,31 @@ Phases (each timed in ``outcome.seconds``): ``capture`` the graph and enumerate 
 ``profile`` each side without a profile on this machine; ``measure`` every (cut, codec) on
 calibration inputs (:mod:`splitwire.partitioner.measure`) — first the bytes and times of every
 candidate (``measure.encode``), then the tails on decoded activations for the lossy candidates
-an exact one does not beat on every link (``measure.tails``, :mod:`splitwire.partitioner.pruning`);
+an exact one does not beat on every link (:mod:`splitwire.partitioner.pruning`), on the first
+``screen`` inputs (``measure.screen``), then on all of them for every candidate that is on a
+front, a pick, or could become a pick (``measure.confirm``, :func:`_confirm`);
 ``decide`` on every link (:mod:`splitwire.partitioner.decisions`); ``export`` the halves of the
 cuts the plan refers to (timed by :func:`write_plan_directory`'s caller).
+
+Accuracy is measured lazily, where it can change a front or a pick, and the fronts stay exact
+with respect to the figures reported: every candidate's accuracy says how many inputs it rests
+on (``evidence``); those measured on the screen only are on no front and no pick, because a
+front member or a pick measured on fewer than all inputs is measured again on all of them and
+the decision made again, until none is left. A screened candidate faster (on the objective)
+than a link's pick is confirmed too unless no further input can bring it within the budget
+(:meth:`~splitwire.partitioner.accuracy.MetricSamples.cost_floor`): so no pick is lost to a
+screen's noise. E.g. ResNet-50 under ``kl=1e-3`` with 32 inputs and a screen of 4: int4 at
+``layer2.0`` shows KL 0.4 on the screen, at least 4 × 0.4 / 32 = 0.05 over all 32 — beyond
+the budget whatever the other 28 show, so it is confirmed only if it is on a front.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,24 +41,44 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from splitwire import __version__
-from splitwire.partitioner.accuracy import AccuracyBudget, default_budget, parse_budget
+from splitwire.partitioner.accuracy import (
+    AccuracyBudget,
+    MetricSamples,
+    default_budget,
+    parse_budget,
+)
 from splitwire.partitioner.baselines import DEFAULT_JPEG_QUALITIES, camera_codecs, synthetic_frames
 from splitwire.partitioner.calibration import synthetic_images
 from splitwire.partitioner.capture import CapturedGraph, capture
-from splitwire.partitioner.cost import ALL_ON_EDGE, DEFAULT_WINDOW, Measurement
+from splitwire.partitioner.cost import ALL_ON_EDGE, DEFAULT_WINDOW, Candidate, Measurement
 from splitwire.partitioner.cuts import Cut, compute_nodes, enumerate_cuts
-from splitwire.partitioner.decisions import LinkDecision, Objective, decide_link, robust_pick
+from splitwire.partitioner.decisions import (
+    OBJECTIVE_FIELDS,
+    LinkDecision,
+    Objective,
+    decide_link,
+    robust_pick,
+)
 from splitwire.partitioner.device import torch_threads
 from splitwire.partitioner.errors import PartitionerError
 from splitwire.partitioner.link import LinkModel, LinkTrace
 from splitwire.partitioner.measure import (
+    BYTES_MIN_FRAMES,
+    BYTES_TOLERANCE,
     RAW_CODEC,
     Reference,
+    bytes_settled,
+    camera_samples,
+    crossing_value,
+    cut_samples,
+    frame_sizes,
     measure_camera,
     measure_cut_accuracy,
     measure_cut_bytes,
+    record_crossings,
     record_reference,
     reprice,
+    with_samples,
 )
 from splitwire.partitioner.measurement_cache import (
     CacheKey,
@@ -82,6 +116,18 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Calibration inputs every front member's and every pick's accuracy is measured on: a top-1
+# agreement on 32 inputs is a share with a 95 % interval about ±0.1 wide (Wilson), on 4 it
+# could only be 0, 0.25, 0.5, 0.75 or 1.
+DEFAULT_CALIBRATION = 32
+# Inputs every lossy candidate not pruned is screened on before the fronts and picks are
+# known (see the module docstring): enough for the screen's floor to rule out candidates far
+# over the budget, few enough that running hundreds of tails stays cheap.
+SCREEN_INPUTS = 4
+# The crossing activations of the inputs still to confirm are recorded for at most this many
+# bytes of cuts at a time (ResNet-50's layer1 sends 3.2 MB a frame: 28 inputs, ~90 MB a cut).
+CONFIRM_BYTES = 1 << 30
+
 AUTO_CODECS = tuple(
     CodecSpec.parse(s) for s in ("fp32", "fp32+zstd1", "fp16+zstd1", "int8+zstd1", "int4+zstd1")
 )
@@ -101,7 +147,10 @@ class PlanRequest:
     accuracy_budget: AccuracyBudget | float | str | None = None
     # The JPEG baselines' qualities, each priced at 4:2:0 (jpegQ) and 4:4:4 (jpegQs444).
     jpeg_qualities: tuple[int, ...] = DEFAULT_JPEG_QUALITIES
-    calibration: int = 4
+    calibration: int = DEFAULT_CALIBRATION
+    # The first this many calibration inputs screen every lossy candidate; fronts and picks
+    # are confirmed on all of them (module docstring). With prune False all are measured.
+    screen: int = SCREEN_INPUTS
     edge_profile: Profile | None = None
     cloud_profile: Profile | None = None
     edge_slowdown: float | None = None
@@ -153,7 +202,7 @@ class PlanRequest:
             raise PartitionerError(
                 f"JPEG qualities {list(self.jpeg_qualities)}: expected one or more in 1..95"
             )
-        for name in ("calibration", "threads", "repeats", "window"):
+        for name in ("calibration", "screen", "threads", "repeats", "window"):
             if getattr(self, name) < 1:
                 raise PartitionerError(f"{name} = {getattr(self, name)}; expected at least 1")
 
@@ -330,14 +379,17 @@ def _measure_skipped(
         return rechecked
     logger.info("measuring %d cuts whose skipped candidates may be on these fronts", len(pending))
     _, inputs = _calibration(request, preprocess)
-    keep = {t.node for cut_id in pending for t in cuts[cut_id].crossing}
-    reference = record_reference(graph, inputs, keep)
+    outputs = record_reference(graph, inputs, ()).outputs
     done: dict[str, list[Measurement]] = {}
-    for cut_id in pending:
-        mine = [m for m in rechecked if m.cut == cut_id and m.baseline is None]
-        done[cut_id] = measure_cut_accuracy(
-            graph, cuts[cut_id], mine, reference, task=task, budget=request.budget
-        )
+    # A few cuts at a time: every input's activations of every pending cut may not fit.
+    for group in _memory_groups([cuts[cut_id] for cut_id in pending], len(inputs)):
+        values = record_crossings(graph, inputs, {t.node for cut in group for t in cut.crossing})
+        reference = dataclasses.replace(values, outputs=outputs)
+        for cut in group:
+            mine = [m for m in rechecked if m.cut == cut.id and m.baseline is None]
+            done[cut.id] = measure_cut_accuracy(
+                graph, cut, mine, reference, task=task, budget=request.budget
+            )
     fresh = {(m.cut, m.codec): m for ms in done.values() for m in ms}
     return [fresh.get((m.cut, m.codec), m) if m.baseline is None else m for m in rechecked]
 
@@ -358,25 +410,31 @@ def _measure(
     """Measure every (cut, codec) on the calibration inputs, and the camera-frame baselines
     (raw frame, JPEG grid) on ``camera``'s uint8 frames, whose preprocessing gave ``inputs``.
 
-    Bytes and times first, for every candidate; then, with ``request.prune``, the lossy
-    candidates an exact one beats on every link are marked ``dominated_by`` and their tails
-    are not run; the tails of the rest run one cut at a time (``seconds`` gets both parts).
+    Bytes and times first, for every candidate (each codec's bytes on as few frames as
+    :func:`~splitwire.partitioner.measure.bytes_settled` allows); then, with
+    ``request.prune``, the lossy candidates an exact one beats on every link are marked
+    ``dominated_by`` and their tails are not run; the rest are screened on the first
+    ``request.screen`` inputs and confirmed on all where a front or a pick needs it
+    (:func:`_confirm`). ``seconds`` gets each part.
     """
     timings: dict[str, float] = {} if seconds is None else seconds
     frames, preprocess = camera
-    keep = {t.node for cut in cuts for t in cut.crossing}
+    count = len(inputs)
+    screen = min(request.screen, count)
     with _timed(timings, "measure.encode"):
-        reference = record_reference(graph, inputs, keep)
-        by_cut: dict[str, list[Measurement]] = {}
-        for cut in track(cuts, desc="encoding cuts", unit="cut", bars=request.progress):
-            # The raw baseline is on every table, whichever codecs were asked for.
-            codecs = request.codecs
-            if cut.index == 0 and RAW_CODEC not in codecs:
-                codecs = (RAW_CODEC, *codecs)
-            by_cut[cut.id] = measure_cut_bytes(
+        # The model's outputs on every input: what each codec's outputs are compared with.
+        reference = record_reference(graph, inputs, ())
+        first = min(count, max(BYTES_MIN_FRAMES, screen))
+        head = record_reference(graph, inputs[:first], {t.node for c in cuts for t in c.crossing})
+        sizes = _frame_sizes(request, graph, cuts, inputs, head)
+        measured = []
+        for cut in cuts:
+            codecs = _codecs(request, cut)
+            measured += measure_cut_bytes(
                 cut,
                 codecs,
-                reference,
+                {c: sizes[(cut.id, c)] for c in codecs if (cut.id, c) in sizes},
+                result_bytes=reference.result_bytes,
                 edge=edge,
                 cloud=cloud,
                 task=task,
@@ -385,7 +443,7 @@ def _measure(
                 raw_baseline=frames is None,  # an image's raw baseline is the camera frame
             )
         # The camera-frame baselines run the whole model: exact ones join the dominators.
-        baselines, _ = measure_camera(
+        baselines = measure_camera(
             graph,
             cuts[0],
             reference,
@@ -397,8 +455,9 @@ def _measure(
             task=task,
             budget=request.budget,
             all_nodes=nodes,
+            screen=screen,
         )
-        measured = [m for cut in cuts for m in by_cut[cut.id]] + baselines
+        measured += baselines.measurements
         skip = (
             dominated_lossy(measured, request.link_states(), window=request.window)
             if request.prune
@@ -411,20 +470,230 @@ def _measure(
             len(skip),
             pending,
         )
-    with _timed(timings, "measure.tails"):
-        measurements: list[Measurement] = []
-        for cut in track(cuts, desc="running tails", unit="cut", bars=request.progress):
-            mine = [
-                dataclasses.replace(m, dominated_by=skip[(m.cut, m.codec)])
-                if (m.cut, m.codec) in skip
-                else m
-                for m in by_cut[cut.id]
-            ]
-            measurements += measure_cut_accuracy(
-                graph, cut, mine, reference, task=task, budget=request.budget
+    samples: dict[tuple[str, str], MetricSamples] = {}
+    tails: dict[str, torch.nn.Module] = {}  # by cut id, built once for screen and confirm
+    with _timed(timings, "measure.screen"):
+        measured = [
+            dataclasses.replace(m, dominated_by=skip[(m.cut, m.codec)])
+            if (m.cut, m.codec) in skip
+            else m
+            for m in measured
+        ]
+        by_id = {cut.id: cut for cut in cuts}
+        todo = list(dict.fromkeys(m.cut for m in measured if is_pending(m)))
+        outputs = [o[:screen] for o in reference.outputs]
+        for cut_id in track(todo, desc="screening tails", unit="cut", bars=request.progress):
+            cut = by_id[cut_id]
+            mine = [m for m in measured if m.cut == cut_id and is_pending(m)]
+            crossing = [crossing_value(head, t.node)[:screen] for t in cut.crossing]
+            wanted = [CodecSpec.parse(m.codec) for m in mine]
+            tails[cut_id] = split(graph, cut).tail
+            found = cut_samples(tails[cut_id], crossing, wanted, outputs, task=task)
+            for m in mine:
+                samples[(m.cut, m.codec)] = found[CodecSpec.parse(m.codec)]
+        for m in baselines.measurements:
+            if m.codec in baselines.samples:
+                samples[(m.cut, m.codec)] = baselines.samples[m.codec]
+        measured = [
+            with_samples(m, samples[(m.cut, m.codec)], request.budget)
+            if (m.cut, m.codec) in samples
+            else m
+            for m in measured
+        ]
+        del head  # the first frames' activations of every cut: the largest thing kept
+    with _timed(timings, "measure.confirm"):
+        measured = _confirm(
+            request, graph, by_id, measured, samples, reference,
+            decoded=baselines.decoded, tails=tails, task=task,
+        )  # fmt: skip
+    return reference, measured
+
+
+def _codecs(request: PlanRequest, cut: Cut) -> tuple[CodecSpec, ...]:
+    # The raw baseline is on every table, whichever codecs were asked for.
+    if cut.index == 0 and RAW_CODEC not in request.codecs:
+        return (RAW_CODEC, *request.codecs)
+    return request.codecs
+
+
+def _frame_sizes(
+    request: PlanRequest,
+    graph: CapturedGraph,
+    cuts: Sequence[Cut],
+    inputs: torch.Tensor,
+    head: Reference,
+) -> dict[tuple[str, CodecSpec], list[int]]:
+    """Each (cut, codec)'s encoded frame sizes: the frames ``head`` holds, then more, a few
+    at a time, for those :func:`~splitwire.partitioner.measure.bytes_settled` finds unsettled
+    (re-running the whole graph on the next frames, keeping only their cuts' activations)."""
+    count = len(inputs)
+    held = len(head.inputs)
+    first = range(min(count, BYTES_MIN_FRAMES))
+    sizes: dict[tuple[str, CodecSpec], list[int]] = {}
+    for cut in track(cuts, desc="encoding cuts", unit="cut", bars=request.progress):
+        if not cut.crossing and cut.index > 0:  # all on the edge: nothing to encode
+            continue
+        for codec in _codecs(request, cut):
+            sizes[(cut.id, codec)] = frame_sizes(head, cut, codec, first)
+    by_id = {cut.id: cut for cut in cuts}
+    done = len(first)
+    while done < count:
+        unsettled = [key for key, got in sizes.items() if not bytes_settled(got, available=count)]
+        if not unsettled:
+            break
+        stop = min(count, done + BYTES_MIN_FRAMES)
+        # The frames ``head`` holds, else the next ones recorded for the unsettled cuts only.
+        if stop <= held:
+            more, frames = head, range(done, stop)
+        else:
+            keep = {t.node for cut_id, _ in unsettled for t in by_id[cut_id].crossing}
+            more, frames = record_crossings(graph, inputs[done:stop], keep), None
+        for cut_id, codec in unsettled:
+            sizes[(cut_id, codec)] += frame_sizes(more, by_id[cut_id], codec, frames)
+        done = stop
+    settled_early = sum(len(got) < count for got in sizes.values())
+    if settled_early:
+        logger.info(
+            "bytes of %d of %d (cut, codec) pairs from fewer than all %d frames: their sizes "
+            "agree within %g %% (95 %% interval of the mean)",
+            settled_early, len(sizes), count, 100 * BYTES_TOLERANCE,
+        )  # fmt: skip
+    return sizes
+
+
+def _confirm(
+    request: PlanRequest,
+    graph: CapturedGraph,
+    cuts: dict[str, Cut],
+    measured: list[Measurement],
+    samples: dict[tuple[str, str], MetricSamples],
+    reference: Reference,
+    *,
+    decoded: dict[str, torch.Tensor],
+    tails: dict[str, torch.nn.Module],
+    task: str | None,
+) -> list[Measurement]:
+    """Measure on every calibration input the screened candidates a front or a pick needs
+    (:func:`_wanted`), decide again, and repeat until none is left: a confirmed figure can
+    move another screened candidate onto a front or ahead of a pick.
+
+    ``samples`` holds each measured candidate's per-input figures (updated here); ``decoded``
+    the camera baselines' decoded inputs by codec; ``tails`` the screened cuts' tails.
+    """
+    count = len(reference.inputs)
+    sq_reference = sum(float(o.double().pow(2).sum()) for o in reference.outputs)
+    rounds = 0
+    while True:
+        decisions, _, ratio = decide(measured, request)
+        wanted = _wanted(request, decisions, ratio, samples, count, sq_reference)
+        if not wanted:
+            return measured
+        rounds += 1
+        logger.info(
+            "confirming %d candidates on all %d inputs (round %d): on a front, a pick, or able "
+            "to become one",
+            len(wanted),
+            count,
+            rounds,
+        )
+        start = min(samples[key].inputs for key in wanted)
+        outputs = [o[start:] for o in reference.outputs]
+        fresh: dict[tuple[str, str], MetricSamples] = {}
+        for cut0, codec in [key for key in wanted if key[1] in decoded]:
+            fresh[(cut0, codec)] = camera_samples(
+                graph, decoded[codec], reference, range(start, count), task=task
             )
-    measurements += baselines
-    return reference, measurements
+        by_cut: dict[str, list[str]] = {}
+        for cut_id, codec in wanted:
+            if codec not in decoded:
+                by_cut.setdefault(cut_id, []).append(codec)
+        for group in _memory_groups([cuts[c] for c in by_cut], count - start):
+            keep = {t.node for cut in group for t in cut.crossing}
+            rest = record_crossings(graph, reference.inputs[start:], keep)
+            for cut in track(group, desc="confirming tails", unit="cut", bars=request.progress):
+                crossing = [crossing_value(rest, t.node) for t in cut.crossing]
+                codecs = [CodecSpec.parse(c) for c in by_cut[cut.id]]
+                tail = tails.get(cut.id) or split(graph, cut).tail
+                found = cut_samples(tail, crossing, codecs, outputs, task=task)
+                for codec in by_cut[cut.id]:
+                    fresh[(cut.id, codec)] = found[CodecSpec.parse(codec)]
+        for key, more in fresh.items():
+            samples[key] = samples[key].joined(more)
+        measured = [
+            with_samples(m, samples[(m.cut, m.codec)], request.budget)
+            if (m.cut, m.codec) in fresh
+            else m
+            for m in measured
+        ]
+
+
+def _wanted(
+    request: PlanRequest,
+    decisions: Sequence[LinkDecision],
+    robust_ratio: float | None,
+    samples: Mapping[tuple[str, str], MetricSamples],
+    count: int,
+    sq_reference: float,
+) -> set[tuple[str, str]]:
+    """The screened candidates (measured on fewer than ``count`` inputs) that are on a front,
+    a pick, or better than a pick on the objective (on a link, or in the robust ratio) while
+    the rest of the inputs could still bring them within the budget; every screened one when
+    ``request.prune`` is False."""
+    if not request.prune:  # measure everything on every input
+        return {key for key, found in samples.items() if found.inputs < count}
+    budget = request.budget
+    field, sense = OBJECTIVE_FIELDS[request.objective]
+    sign = 1.0 if sense == "min" else -1.0
+
+    def screened(c: Candidate) -> bool:
+        key = (c.measurement.cut, c.measurement.codec)
+        return key in samples and samples[key].inputs < count
+
+    def could_fit(c: Candidate) -> bool:
+        floor = samples[(c.measurement.cut, c.measurement.codec)].cost_floor(
+            budget, inputs=count, sq_reference=sq_reference
+        )
+        return floor <= budget.max_cost
+
+    wanted = set()
+    worst: dict[tuple[str, str], float] = {}
+    for d in decisions:
+        best = d.pick.objective(field)
+        for c in d.candidates:
+            key = (c.measurement.cut, c.measurement.codec)
+            value = c.objective(field)
+            ratio = 1.0 if value == best else (value / best if sense == "min" else best / value)
+            if not math.isfinite(ratio) or ratio < 0:
+                ratio = math.inf
+            worst[key] = max(worst.get(key, 0.0), ratio)
+            if not screened(c):
+                continue
+            ahead = sign * value <= sign * best and could_fit(c)
+            if c.pareto or c is d.pick or ahead:
+                wanted.add(key)
+    if robust_ratio is not None:
+        for d in decisions:
+            for c in d.candidates:
+                key = (c.measurement.cut, c.measurement.codec)
+                if screened(c) and worst[key] <= robust_ratio and could_fit(c):
+                    wanted.add(key)
+    return wanted
+
+
+def _memory_groups(cuts: Sequence[Cut], inputs: int) -> list[list[Cut]]:
+    """``cuts`` in groups whose crossing activations for ``inputs`` inputs fit in
+    :data:`CONFIRM_BYTES` (a cut larger than that is a group of its own)."""
+    groups: list[list[Cut]] = []
+    size = 0
+    for cut in cuts:
+        mine = sum(t.nbytes for t in cut.crossing) * inputs
+        if groups and size + mine <= CONFIRM_BYTES:
+            groups[-1].append(cut)
+            size += mine
+        else:
+            groups.append([cut])
+            size = mine
+    return groups
 
 
 def decide(

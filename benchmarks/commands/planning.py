@@ -19,7 +19,12 @@ def register(benchmarks: Any) -> None:
         description="Run the planner once and time each phase, from capture to the written "
         "plan, against a target; the decision phase is repeated.",
     )
-    planning.add_argument("--model", default="zoo:resnet50", metavar="SPEC")
+    planning.add_argument(
+        "--model",
+        metavar="SPEC",
+        help="plan this model only (default: the three targets, ResNet-50, hf:ViTModel and "
+        "the pretrained EfficientNet-Lite0, each against its target)",
+    )
     planning.add_argument("--input-shape", default="1,3,224,224", metavar="N,C,H,W")
     planning.add_argument(
         "--link",
@@ -37,7 +42,9 @@ def register(benchmarks: Any) -> None:
     planning.add_argument(
         "--no-prune", action="store_true", help="measure every candidate (no pruning)"
     )
-    planning.add_argument("--calibration", type=int, default=2)
+    planning.add_argument(
+        "--calibration", type=int, metavar="N", help="calibration inputs (default: plan's, 32)"
+    )
     planning.add_argument("--threads", type=int, default=1)
     planning.add_argument("--repeats", type=int, default=3)
     planning.add_argument("--json", action="store_true")
@@ -45,11 +52,21 @@ def register(benchmarks: Any) -> None:
 
 
 def _planning(args: argparse.Namespace) -> int:
-    from splitwire.benchmarks.planning import DEFAULT_LINKS, run_planning
+    from splitwire.benchmarks.planning import DEFAULT_LINKS, run_planning, run_targets, target_line
     from splitwire.partitioner.cli import parse_shape
+    from splitwire.partitioner.planner import DEFAULT_CALIBRATION
 
+    if args.model is None:  # the three targets, each against its own
+        results = run_targets(repeats=args.repeats, progress=not args.json)
+        if args.json:
+            print(json.dumps(results, indent=1))
+            return 0
+        for result in results:
+            print(target_line(result))
+        return 0
     result = run_planning(
-        args.model, parse_shape(args.input_shape), calibration=args.calibration,
+        args.model, parse_shape(args.input_shape),
+        calibration=args.calibration or DEFAULT_CALIBRATION,
         threads=args.threads, repeats=args.repeats, progress=not args.json,
         links=tuple(args.link or DEFAULT_LINKS), prune=not args.no_prune,
     )  # fmt: skip

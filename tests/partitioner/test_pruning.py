@@ -135,7 +135,7 @@ def test_pruning_keeps_every_front_and_pick(tmp_path: Path) -> None:
             # different batch size changes: 2e-4 relative seen on a 1e-4 error).
             want = by_key[(m.cut, m.codec)].accuracy_cost
             assert m.accuracy_cost == pytest.approx(want, rel=1e-2, abs=1e-9)
-    assert {"measure.encode", "measure.tails"} <= set(pruned.seconds)
+    assert {"measure.encode", "measure.screen", "measure.confirm"} <= set(pruned.seconds)
     # The skipped candidates survive the measurement cache and are checked again on reuse.
     write_plan_directory(pruned, tmp_path / "plan")
     again = plan_model(dataclasses.replace(pruned.request, reuse_measurements=tmp_path / "plan"))

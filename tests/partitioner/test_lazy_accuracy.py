@@ -1,0 +1,121 @@
+"""Accuracy measured lazily: lossy candidates screened on a few calibration inputs, every front
+member and every pick confirmed on all of them, with the same picks as measuring everything."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+
+from splitwire.partitioner.link import parse_link
+from splitwire.partitioner.measure import BYTES_MIN_FRAMES, is_camera_baseline
+from splitwire.partitioner.planner import PlanRequest, decide, plan_model
+
+pytestmark = pytest.mark.slow
+
+SMALL = """
+import torch
+from torch import nn
+
+
+class Small(nn.Module):
+    # A stem, two residual blocks and a classifier: a dozen cuts of different sizes.
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.a = nn.Conv2d(16, 16, 3, padding=1)
+        self.down = nn.Conv2d(16, 32, 3, stride=2, padding=1)
+        self.b = nn.Conv2d(32, 32, 3, padding=1)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        x = torch.relu(self.a(x) + x)
+        x = torch.relu(self.down(x))
+        x = torch.relu(self.b(x) + x)
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def build() -> nn.Module:
+    torch.manual_seed(0)
+    return Small()
+"""
+
+CALIBRATION = 12
+SCREEN = 3
+
+
+def test_fronts_and_picks_rest_on_every_input_and_match_measuring_all(tmp_path: Path) -> None:
+    (tmp_path / "small.py").write_text(SMALL)
+    request = PlanRequest(
+        model_spec=f"{tmp_path / 'small.py'}:build",
+        input_shape=(1, 3, 32, 32),
+        links=tuple(parse_link(t) for t in ("wifi", "lte", "bw=2mbit,rtt=80ms,name=slow")),
+        edge_slowdown=4.0,
+        calibration=CALIBRATION,
+        screen=SCREEN,
+        repeats=2,
+    )
+    lazy = plan_model(request)
+    assert {"measure.encode", "measure.screen", "measure.confirm"} <= set(lazy.seconds)
+    measured = [m for m in lazy.measurements if m.evidence is not None]
+    assert measured, "expected lossy candidates whose tails ran"
+    assert {m.evidence.inputs for m in measured if m.evidence} <= {SCREEN, CALIBRATION}
+    for decision in lazy.decisions:
+        for c in decision.candidates:
+            m = c.measurement
+            if c.pareto or c is decision.pick:
+                # A front member or a pick: exact by construction, or measured on every input.
+                assert m.evidence is None or m.evidence.inputs == CALIBRATION, (m.cut, m.codec)
+                assert m.accuracy_interval is not None
+            record = c.as_json()
+            assert {"accuracy_inputs", "accuracy_interval", "bytes_frames"} <= record.keys()
+            if m.evidence is not None:
+                low, high = m.accuracy_interval or (math.nan, math.nan)
+                assert low <= m.metrics.value("rel") <= high if m.metrics else False
+            if m.sends and not is_camera_baseline(m):
+                assert BYTES_MIN_FRAMES <= m.bytes_frames <= CALIBRATION
+    assert lazy.choice.evidence is None or lazy.choice.evidence.inputs == CALIBRATION
+
+    # Everything measured on every input, on the same profiles: the same picks, and each
+    # confirmed candidate's accuracy is what measuring all inputs at once gives.
+    full = plan_model(
+        dataclasses.replace(
+            request,
+            edge_profile=lazy.edge,
+            cloud_profile=lazy.cloud,
+            edge_slowdown=None,
+            prune=False,
+        )
+    )
+    assert all(m.evidence is None or m.evidence.inputs == CALIBRATION for m in full.measurements)
+    # The camera baselines' JPEG times are measured anew in each run (noise): give the full
+    # table the lazy run's, so the two differ only in how accuracy was measured (the bytes
+    # are the same: the same frames encoded the same way).
+    camera = {(m.cut, m.codec): m for m in lazy.measurements if is_camera_baseline(m)}
+    fulls = {(m.cut, m.codec): m for m in full.measurements}
+    table = [
+        dataclasses.replace(
+            m,
+            encode_ms=camera[(m.cut, m.codec)].encode_ms,
+            decode_ms=camera[(m.cut, m.codec)].decode_ms,
+        )
+        if (m.cut, m.codec) in camera
+        else m
+        for m in full.measurements
+    ]
+    for m in lazy.measurements:
+        assert m.bytes_wire == fulls[(m.cut, m.codec)].bytes_wire or is_camera_baseline(m)
+    for m in lazy.measurements:
+        if m.evidence is not None and m.evidence.inputs == CALIBRATION:
+            want = fulls[(m.cut, m.codec)].accuracy_cost
+            assert m.accuracy_cost == pytest.approx(want, rel=1e-3, abs=1e-9)
+    full_decisions, full_choice, _ = decide(table, full.request)
+    for a, b in zip(full_decisions, lazy.decisions, strict=True):
+        assert (a.pick.measurement.cut, a.pick.measurement.codec) == (
+            b.pick.measurement.cut,
+            b.pick.measurement.codec,
+        )
+    assert (full_choice.cut, full_choice.codec) == (lazy.choice.cut, lazy.choice.codec)
