@@ -73,8 +73,8 @@ def run_targets(
             {
                 "model": target.model,
                 "input_shape": list(target.input_shape),
-                "links": list(target.links),
-                **result,
+                **result,  # its "links" counts the link states
+                "link_names": list(target.links),
                 "target_s": target.target_s,
                 "ratio_to_target": result["capture_to_plan_s"] / target.target_s,
                 "load_average_before": before,
@@ -91,7 +91,7 @@ def target_line(result: dict[str, Any]) -> str:
     shape = "x".join(map(str, result["input_shape"]))
     return (
         f"{'PASS' if total <= target else 'MISS'}  {result['model']} {shape}, "
-        f"{len(result['links'])} links ({', '.join(result['links'])}): capture to written plan "
+        f"{result['links']} links ({', '.join(result['link_names'])}): capture to written plan "
         f"{total:.1f} s against <= {target:g} s ({result['ratio_to_target']:.2f}x); accuracy of "
         f"{result['accuracy_all_inputs']} candidates on all {result['calibration']} inputs, "
         f"{result['accuracy_screen_only']} on the screen only, {result['not_measured']} not "
