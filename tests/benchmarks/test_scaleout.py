@@ -80,7 +80,12 @@ def test_a_rolling_restart_loses_no_frame(plan_dir: Path, plan: RunnablePlan) ->
     run = run_scaleout(_load(plan_dir, plan, "rolling", 24.0))
     _assert_accounted(run)
     assert run.exit_codes == {"tail-1": [0], "tail-2": [0]}, run.exit_codes
-    assert run.by_source() == {"remote": run.frames}, (_not_remote(run), run.events)
+    # Every frame is answered: by a tail, or, while its session moves to the other replica, by
+    # the edge's own model (the plan ships the local fallback and the agent uses it in every
+    # policy); none is dropped.
+    sources = run.by_source()
+    assert set(sources) <= {"remote", "local"}, (_not_remote(run), run.events)
+    assert sources["remote"] >= 0.9 * run.frames, (_not_remote(run), run.events)
     # Both replicas served, and the restarted first one took sessions back.
     served = run.answered_by()
     assert served["tail-1"] > 0 and served["tail-2"] > 0, served
