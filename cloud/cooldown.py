@@ -25,6 +25,11 @@ from dataclasses import dataclass, field
 from splitwire.cloud.config import DEFAULT_VIOLATION_COOLDOWN_S
 from splitwire.protocol.transport import AUTH_METADATA_KEY
 
+# A stream of a peer in its cooldown is held this long (at most the time it has left) before it
+# is ended: a peer that reconnects the moment it is refused then costs the server one stream per
+# second per connection, not as many as it can open. Held streams cost no CPU (~20 kB each) and
+# are bounded by --max-sessions; past that they are ended at once.
+HOLD_S = 1.0
 # Peers remembered at once; the longest-remembered is forgotten first. 4096 keys of ~100 bytes.
 MAX_PEERS = 4096
 

@@ -36,6 +36,8 @@ class TailService:
             budget draws on it.
         peer_log: where sessions log what a peer can cause at will (rate-limited).
         cooldown: peers whose last session ended for misbehaving, and until when they wait.
+        held: streams of such peers being held before they are ended (bounded by
+            ``max_sessions``, see :data:`~splitwire.cloud.cooldown.HOLD_S`).
         drained: set when the server starts shutting down: sessions finish their frames in
             flight and end with ``SessionEnd UNAVAILABLE``; new hellos are rejected.
     """
@@ -47,6 +49,7 @@ class TailService:
     metrics: CloudMetrics
     sessions: set[SessionHandler] = field(default_factory=set)
     handshakes: int = 0
+    held: int = 0
     budget: ByteBudget = field(init=False)
     peer_log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(logger))
     drained: asyncio.Event = field(default_factory=asyncio.Event)

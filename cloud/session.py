@@ -64,7 +64,7 @@ from google.protobuf.message import DecodeError
 from grpc import aio
 
 from splitwire.cloud.config import REFUSED_WINDOW_S
-from splitwire.cloud.cooldown import peer_key
+from splitwire.cloud.cooldown import HOLD_S, peer_key
 from splitwire.cloud.errors import FrameRefused, SessionEnded
 from splitwire.cloud.frames import (
     INLINE_CODEC_BYTES,
@@ -183,7 +183,14 @@ class SessionHandler:
                 f"a session of this peer (token and host) ended for breaking the protocol or "
                 f"not taking its answers; reconnect in {wait_s:.1f} s (--violation-cooldown-s)"
             )
-            self._log.log("cooldown", logging.INFO, "ended a stream at once: %s", reason)
+            self._log.log("cooldown", logging.INFO, "ending a stream: %s", reason)
+            if service.held < self._config.max_sessions:
+                service.held += 1
+                try:
+                    await asyncio.sleep(min(wait_s, HOLD_S))
+                finally:
+                    service.held -= 1
+                wait_s = service.cooldown.remaining_s(self._peer)
             retry_after_ms = math.ceil(wait_s * 1e3)
             await self._send(
                 [_end(_Ending(pb.RESOURCE_EXHAUSTED, reason, retry_after_ms=retry_after_ms))]
