@@ -34,7 +34,33 @@ trap 'kill -TERM $tail_pid 2>/dev/null || true; wait $tail_pid 2>/dev/null || tr
 # Wait until the tail's health check says SERVING (it loads every shipped tail first).
 "$bin" health --wait 120 "$address" >/dev/null || { echo "the tail did not become SERVING within 120 s" >&2; exit 1; }
 
+# Say what the plan chose and, when the demo streams through another option, that and why.
+"$bin" plan show "$plan" "${trust[@]}" --json | "$py" -c '
+import json, sys
+plan = json.load(sys.stdin)
+forced = sys.argv[1:]
+def line(pick):
+    kind = pick["baseline"] or "a split after " + pick["cut_name"]
+    return "%s %s (%s)" % (pick["cut"], pick["codec"], kind)
+print("== the plan picks, per link:", file=sys.stderr)
+for pick in plan["links"]:
+    print("     %-70s %s" % (pick["link"], line(pick)), file=sys.stderr)
+print("   and over all links (robust): " + line(plan["choice"]), file=sys.stderr)
+if forced:
+    picked = any((p["cut"], p["codec"]) == tuple(forced) for p in plan["links"] + [plan["choice"]])
+    if picked:
+        print("== streaming through %s %s, one of those picks" % tuple(forced), file=sys.stderr)
+    else:
+        print("== streaming through %s %s, which the plan did NOT pick: the demo forces a split so "
+              "that both halves run, the head in the agent and the tail in the tail process "
+              "(run deploy/demo.sh without CUT CODEC to follow the plan)" % tuple(forced),
+              file=sys.stderr)
+' "${start[@]:1:1}" "${start[@]:3:1}"
+
 echo "== edge agent: $frames frames at $fps fps from the synthetic camera, tail at $address" >&2
+echo "   at most 4 frames in flight: when the camera outruns head + link + tail (here both run" >&2
+echo "   on this machine's cores), the newest frame replaces a waiting one and the replaced" >&2
+echo "   frame is reported dropped, reason window_full; the summary counts them" >&2
 "$bin" edge --cloud "$address" --plan "$plan-edge" "${trust[@]}" --source synthetic --fps "$fps" \
     --frames "$frames" "${start[@]}" --output "$plan.frames.jsonl" --json --log-every 5
 echo "== one line per frame in $plan.frames.jsonl" >&2
