@@ -41,10 +41,10 @@ def test_zero_turns_it_off() -> None:
 
 
 def test_the_key_is_host_and_token_digest_never_the_token() -> None:
-    with_token = peer_key("ipv4:10.0.0.7:51234", (("authorization", "Bearer s3cret"),))
-    assert with_token.startswith("10.0.0.7 ")
+    with_token = peer_key("ipv4:127.0.0.7:51234", (("authorization", "Bearer s3cret"),))
+    assert with_token.startswith("127.0.0.7 ")
     assert "s3cret" not in with_token
     # Another port of the same host and token is the same peer; another token is not.
-    assert peer_key("ipv4:10.0.0.7:40000", [("authorization", "Bearer s3cret")]) == with_token
-    assert peer_key("ipv4:10.0.0.7:40000", (("authorization", "Bearer other"),)) != with_token
+    assert peer_key("ipv4:127.0.0.7:40000", [("authorization", "Bearer s3cret")]) == with_token
+    assert peer_key("ipv4:127.0.0.7:40000", (("authorization", "Bearer other"),)) != with_token
     assert peer_key("ipv6:[::1]:5000", ()) == "[::1] -"
