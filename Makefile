@@ -62,7 +62,7 @@ demo: $(STAMP)
 		--link wifi --link lte --link 3g --calibration 2 --repeats 5 --ship c0050 \
 		--out out/demo/resnet18 --plot out/demo/resnet18.png --sign-key out/demo/plans.key
 	SPLITWIRE=$(VENV)/bin/splitwire PLAN_PUBLIC_KEY=out/demo/plans.pub \
-		deploy/demo.sh out/demo/resnet18 300 20 c0050 int8+zstd1
+		deploy/demo.sh out/demo/resnet18 300 max c0050 int8+zstd1
 
 # `bin/pytest`, not `python -m pytest`: -m would put the repository root on sys.path, where
 # the role folders look like top-level packages (`protocol`, ...) that are not installed.

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # A tail and an edge agent on loopback, the way they run on two machines: `make demo` calls this
-# after planning. Usage: deploy/demo.sh PLAN_DIR [FRAMES] [FPS] [CUT CODEC]
+# after planning. Usage: deploy/demo.sh PLAN_DIR [FRAMES] [FPS|max] [CUT CODEC]
+# FPS paces the synthetic camera; `max` (the default) feeds a frame whenever the agent's window
+# has room, so no frame is dropped for outrunning the pipeline.
 # Each side gets only what it runs: PLAN_DIR is packed (`splitwire plan pack`) into
 # PLAN_DIR-cloud (plan.yaml and the tails) for the tail and PLAN_DIR-edge (plan.yaml, the heads
 # and the whole model for the local fallback) for the agent, written afresh each run; their sizes
 # are printed. Without CUT and CODEC the agent starts on the plan's choice under the adaptive
 # policy. With PLAN_PUBLIC_KEY set, the packs and both runtimes refuse a plan not signed by it.
 set -euo pipefail
-plan=${1:?usage: deploy/demo.sh PLAN_DIR [FRAMES] [FPS] [CUT CODEC]}
+plan=${1:?usage: deploy/demo.sh PLAN_DIR [FRAMES] [FPS|max] [CUT CODEC]}
 plan=${plan%/}
 frames=${2:-300}
-fps=${3:-20}
+fps=${3:-max}
+pace=()
+if [ "$fps" != max ]; then pace=(--fps "$fps"); fi
 start=()
 if [ $# -ge 5 ]; then start=(--cut "$4" --codec "$5" --policy fixed); fi
 bin=${SPLITWIRE:-.venv/bin/splitwire}
@@ -57,10 +61,16 @@ if forced:
               file=sys.stderr)
 ' "${start[@]:1:1}" "${start[@]:3:1}"
 
-echo "== edge agent: $frames frames at $fps fps from the synthetic camera, tail at $address" >&2
-echo "   at most 4 frames in flight: when the camera outruns head + link + tail (here both run" >&2
-echo "   on this machine's cores), the newest frame replaces a waiting one and the replaced" >&2
-echo "   frame is reported dropped, reason window_full; the summary counts them" >&2
-"$bin" edge --cloud "$address" --plan "$plan-edge" "${trust[@]}" --source synthetic --fps "$fps" \
+if [ "$fps" = max ]; then
+    echo "== edge agent: $frames frames from the synthetic camera, each fed when the agent has room" >&2
+    echo "   (at most 4 frames in flight), tail at $address: the rate is what head + link + tail" >&2
+    echo "   sustain on this machine, and no frame is dropped for outrunning them" >&2
+else
+    echo "== edge agent: $frames frames at $fps fps from the synthetic camera, tail at $address" >&2
+    echo "   at most 4 frames in flight: when the camera outruns head + link + tail (here both run" >&2
+    echo "   on this machine's cores), the newest frame replaces a waiting one and the replaced" >&2
+    echo "   frame is reported dropped, reason window_full; the summary counts them" >&2
+fi
+"$bin" edge --cloud "$address" --plan "$plan-edge" "${trust[@]}" --source synthetic "${pace[@]}" \
     --frames "$frames" "${start[@]}" --output "$plan.frames.jsonl" --json --log-every 5
 echo "== one line per frame in $plan.frames.jsonl" >&2
