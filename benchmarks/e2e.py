@@ -104,15 +104,16 @@ def select_cuts(outcome: Any, links: Sequence[LinkModel]) -> tuple[list[str], st
 
 def make_plan(
     model: str, input_shape: tuple[int, ...], links: Sequence[LinkModel], *, slowdown: float,
-    directory: Path, cuts: Sequence[str] | None = None,
+    directory: Path, cuts: Sequence[str] | None = None, reuse: Path | None = None,
 ) -> str:  # fmt: skip
     """Plan ``model`` for ``links`` into ``directory``, shipping the cuts to measure; returns
-    how they were chosen."""
+    how they were chosen. ``reuse``: an earlier plan directory of the same model made here
+    (``splitwire plan --reuse-measurements``: its bytes and accuracy, no tail runs)."""
     from splitwire.partitioner.planner import PlanRequest, plan_model, write_plan_directory
 
     request = PlanRequest(
         model_spec=model, input_shape=input_shape, links=tuple(links), calibration=2, repeats=3,
-        edge_slowdown=slowdown if slowdown != 1.0 else None, threads=1,
+        edge_slowdown=slowdown if slowdown != 1.0 else None, threads=1, reuse_measurements=reuse,
     )  # fmt: skip
     outcome = plan_model(request)
     if cuts is not None:  # () ships the picks (and the baselines' cuts) only
@@ -207,20 +208,61 @@ async def _agent(
     return AgentRun(sorted(records, key=lambda r: r["seq"])[warmup:], agent.monitor.uplink_bps)
 
 
-def camera_source(plan: RunnablePlan, path: Path, *, count: int) -> str:
-    """The agent's ``--source``: ``count`` frames of the kind the plan measured its bytes on
-    (the planner's synthetic calibration frames, the first of them the very ones), written to
-    ``path``. The agent's own ``synthetic`` scene compresses differently, which would make the
-    bytes on the wire, not the cost model, the largest error. Plans with photos or without a
-    camera frame keep the agent's scene."""
-    from splitwire.partitioner.baselines import synthetic_frames
+# ``--camera``: the frames the plan was calibrated on (synthetic frames or photo crops, seed
+# 1234), the agent's own synthetic scene, or photos (scikit-image's or a directory's).
+CAMERAS = ("plan", "synthetic", "skimage", "dir:PATH")
 
+
+def camera_source(
+    plan: RunnablePlan, path: Path, *, count: int, camera: str = "plan"
+) -> tuple[str, str]:
+    """The agent's ``--source`` and what it shows, in words: ``count`` frames written to
+    ``path`` as ``npy:``, or the agent's own scene.
+
+    ``camera`` ``plan`` (the default): frames of the kind the plan measured its bytes on (the
+    planner's synthetic calibration frames or its photo crops, the first of them the very ones),
+    since the bytes on the wire follow the content; ``synthetic``: the agent's own scene (which
+    compresses differently); ``skimage`` or ``dir:PATH``: crops of those photos (seed 1234).
+    Plans without a camera frame keep the agent's scene.
+
+    Raises:
+        SplitwireError: ``camera`` is none of :data:`CAMERAS`, or its photos cannot be read.
+    """
+    from splitwire.partitioner.planner import (
+        SYNTHETIC,
+        calibration_frames,
+        describe_calibration,
+    )
+
+    if camera == "plan":
+        data = _calibration_data(str(plan.plan.provenance.get("calibration", "")))
+    elif camera in (SYNTHETIC, "skimage"):
+        data = camera
+    elif camera.startswith("dir:") and camera[4:]:
+        data = camera[4:]
+    else:
+        raise SplitwireError(f"--camera {camera}: expected one of {', '.join(CAMERAS)}")
     prep = plan.plan.preprocess
-    if prep is None or "synthetic" not in str(plan.plan.provenance.get("calibration", "")):
-        return "synthetic"
-    frames = synthetic_frames(count, plan.plan.input_shape[1:], preprocess=prep, seed=1234)
+    if prep is None or data is None or (camera == SYNTHETIC):
+        return "synthetic", "the agent's synthetic scene"
+    frames = calibration_frames(plan.plan.input_shape, count, data=data, preprocess=prep)
+    if frames is None:
+        return "synthetic", "the agent's synthetic scene"
     np.save(path, frames.numpy())
-    return f"npy:{path}"
+    return f"npy:{path}", describe_calibration(data)
+
+
+def _calibration_data(provenance: str) -> str | None:
+    """The planner's calibration data named in a plan's provenance text (see
+    :func:`splitwire.partitioner.planner.describe_calibration`), None if unknown."""
+    if "synthetic" in provenance:
+        return "synthetic"
+    if "scikit-image" in provenance:
+        return "skimage"
+    marker = "crops of the photos in "
+    if marker in provenance:
+        return provenance.split(marker, 1)[1].rsplit(" (seed", 1)[0]
+    return None
 
 
 def machine_drift(plan: RunnablePlan, slowdown: float, repeats: int = 7) -> float | None:
@@ -327,6 +369,7 @@ def run_e2e(
     *, model: str, input_shape: tuple[int, ...], links: Sequence[str], edge_slowdown: float = 1.0,
     frames: int = 30, warmup: int = 5, plan_dir: Path | None = None,
     cuts: Sequence[str] | None = None, rpc: bool = True, max_run_s: float = MAX_RUN_S,
+    camera: str = "plan", keep_plan: Path | None = None, reuse: Path | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:  # fmt: skip
     """Every run of the benchmark (see the module docstring); returns records and checks.
@@ -336,6 +379,11 @@ def run_e2e(
             planning; ``cuts`` then picks among its shipped cuts (default: all of them).
         max_run_s: each agent run stops taking frames after this long (then drains): a
             slow option on a slow link measures fewer frames (``frames`` in its record).
+        reuse: plan with the measurements of this earlier plan directory (``make_plan``).
+        keep_plan: write the plan made here to this directory (kept, for ``plan_dir`` in a
+            later run) instead of a temporary one.
+        camera: what the agent's camera shows (:func:`camera_source`): ``plan``,
+            ``synthetic``, ``skimage`` or ``dir:PATH``.
 
     Raises:
         SplitwireError: a link that is a trace, a cut the plan does not ship, a failed run.
@@ -349,9 +397,9 @@ def run_e2e(
         started = time.monotonic()
         if plan_dir is None:
             progress(f"planning {model} at {input_shape} for {len(models)} links")
-            plan_dir = Path(tmp) / "plan"
+            plan_dir = keep_plan if keep_plan is not None else Path(tmp) / "plan"
             how = make_plan(model, input_shape, models, slowdown=edge_slowdown,
-                            directory=plan_dir, cuts=cuts)  # fmt: skip
+                            directory=plan_dir, cuts=cuts, reuse=reuse)  # fmt: skip
             cuts = None
         else:
             how = "cuts given" if cuts else "every cut the given plan ships"
@@ -369,7 +417,8 @@ def run_e2e(
         records: list[dict[str, Any]] = []
         link_stats = {}
         plan_s = time.monotonic() - started
-        source = camera_source(plain, Path(tmp) / "frames.npy", count=warmup + frames)
+        source, shows = camera_source(plain, Path(tmp) / "frames.npy", count=warmup + frames,
+                                      camera=camera)  # fmt: skip
         with tail_process(plan_dir, threads=1) as (address, _):
             for link in models:
                 runs = options_to_run(plan, link, measured)
@@ -390,8 +439,7 @@ def run_e2e(
     return {
         "model": model, "input_shape": list(plain.plan.input_shape), "cuts": how,
         "plan_s": round(plan_s, 1), "records": records, "netem": link_stats,
-        "frames": "the planner's synthetic calibration frames (seed 1234)"
-        if source.startswith("npy:") else "the agent's synthetic scene",
+        "frames": shows,
         "checks": checks(records, [str(link) for link in models]),
     }  # fmt: skip
 

@@ -291,6 +291,7 @@ def _print_profile(result: Profile, path: Path, *, as_json: bool) -> None:
             "nodes": len(result.nodes),
             "top_nodes": [{"name": n.name, "op": n.op, "ms": n.ms} for n in top],
             "codecs": [asdict(c) for c in result.codecs],
+            "frame": asdict(result.frame),
         }
         print(json.dumps(summary, indent=2))
         return
@@ -305,6 +306,12 @@ def _print_profile(result: Profile, path: Path, *, as_json: bool) -> None:
     print(
         f"total {result.total_ms:.2f} ms = {len(result.nodes)} nodes {node_sum:.2f} ms "
         f"+ call overhead {result.call_overhead_ms:.2f} ms"
+    )
+    f = result.frame
+    print(
+        f"per frame: preprocess {f.preprocess_ms:.2f} ms, transport round trip "
+        f"{f.message_call_ms:.2f} ms + {f.message_ms_per_mb:.2f} ms/MB, hand-off "
+        f"{f.handoff_ms:.2f} ms"
     )
     for n in top:
         share = 100 * n.ms / result.total_ms if result.total_ms else 0.0

@@ -6,14 +6,25 @@ activations, accuracy from running the tail on decoded activations). :func:`eval
 it on a :class:`~splitwire.partitioner.link.LinkModel` with closed-form arithmetic, which is what
 makes sweeping many links cheap::
 
-    edge_ms        = head compute + encode                     (edge profile)
+    edge_ms        = preprocess + head compute + encode + hand-off      (edge profile)
     transfer_ms    = link.transfer_s(bytes_up, bytes_down)     (RTT, both directions, loss, jitter)
-    cloud_ms       = decode + tail compute                     (cloud profile)
+    cloud_ms       = decode + tail compute + message           (cloud profile; message: both)
     latency_ms     = edge_ms + transfer_ms + cloud_ms
     uplink_ms      = bytes_up · 8 / effective uplink           (serialising one frame)
     downlink_ms    = bytes_down · 8 / effective downlink       (serialising one frame's results)
     throughput_fps = min(1000 / max(edge_ms, uplink_ms, downlink_ms, cloud_ms),
                          window · 1000 / latency_ms)
+
+The per-frame terms beyond compute and codecs are measured in the profiles
+(:class:`~splitwire.partitioner.profile_format.FrameCosts`; 0 from a schema 2 profile):
+*preprocess* turns the camera's uint8 frame into the model's input before the head (splits and
+all-on-edge; the camera baselines send the frame and the cloud preprocesses it, inside their
+measured decode); *hand-off* is the agent's event loop passing the frame to its compute thread
+and back; *message* is one frame's round trip through the transport stack (gRPC, protobuf,
+chunking, both event loops: :meth:`~splitwire.partitioner.profile_format.FrameCosts.message_ms`
+of the bytes sent, the mean of the edge's and the cloud's profile), charged with the cloud's
+term because a plan's option carries an edge and a cloud time only (it is CPU on both ends,
+not link time: it does not slow the uplink stage).
 
 Frames are pipelined: while frame t is on the wire the edge already computes frame t+1, so the
 slowest stage bounds the rate. But the edge agent keeps at most ``window`` frames in flight (from
@@ -80,6 +91,11 @@ class Measurement:
         result_bytes: the encoded model outputs the cloud sends back.
         head_ms / tail_ms: compute on each side, from that side's profile.
         encode_ms / decode_ms: the codec's time on the edge / the cloud.
+        preprocess_ms: the camera frame to the model's input on the edge (0 when the edge
+            sends the camera frame).
+        handoff_ms: the agent's hand-off of the frame to its compute thread and back.
+        message_ms: the frame's round trip through the transport stack, both ends (0 when
+            nothing is sent). These three are 0 for profiles that did not measure them.
         accuracy_cost: what the codec costs in the plan's accuracy metric, lower is better
             (:class:`~splitwire.partitioner.accuracy.AccuracyBudget.cost`; 0 = exact).
         top1_agreement: for classifiers, the fraction of calibration inputs whose top-1 class
@@ -120,11 +136,25 @@ class Measurement:
     evidence: Evidence | None = None
     accuracy_interval: tuple[float, float] | None = None
     bytes_frames: int = 0
+    preprocess_ms: float = 0.0
+    handoff_ms: float = 0.0
+    message_ms: float = 0.0
 
     @property
     def sends(self) -> bool:
         """False for all-on-edge, where nothing crosses the network."""
         return self.baseline != ALL_ON_EDGE
+
+    @property
+    def edge_ms(self) -> float:
+        """The edge's time per frame: preprocess + head + encode + hand-off."""
+        return self.preprocess_ms + self.head_ms + self.encode_ms + self.handoff_ms
+
+    @property
+    def cloud_ms(self) -> float:
+        """The cloud's time per frame with the transport's round trip: decode + tail +
+        message; 0 when nothing is sent."""
+        return self.decode_ms + self.tail_ms + self.message_ms if self.sends else 0.0
 
 
 @dataclass(frozen=True)
@@ -270,8 +300,8 @@ def evaluate(
     docstring for the formulas)."""
     m = measurement
     p = price(
-        edge_ms=m.head_ms + m.encode_ms,
-        cloud_ms=m.decode_ms + m.tail_ms,
+        edge_ms=m.edge_ms,
+        cloud_ms=m.cloud_ms,
         bytes_up=m.bytes_wire,
         bytes_down=m.result_bytes,
         link=link,

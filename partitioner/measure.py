@@ -327,9 +327,18 @@ def reprice(
             tail_ms=_compute_ms(cloud, all_nodes),
             encode_ms=encode_ms * edge.device.slowdown,
             decode_ms=decode_ms * cloud.device.slowdown,
+            preprocess_ms=0.0,  # the cloud preprocesses the frame, inside decode_ms
+            handoff_ms=edge.frame.handoff_ms,
+            message_ms=_message_ms(edge, cloud, measurement.bytes_wire),
         )
     if measurement.baseline == ALL_ON_EDGE:
-        return replace(measurement, head_ms=_compute_ms(edge, cut.edge_nodes))
+        return replace(
+            measurement,
+            head_ms=_compute_ms(edge, cut.edge_nodes),
+            preprocess_ms=edge.frame.preprocess_ms,
+            handoff_ms=edge.frame.handoff_ms,
+            message_ms=0.0,
+        )
     codec = CodecSpec.parse(measurement.codec)
     # One codec call per crossing tensor, each a fixed cost plus its float32-equivalent bytes.
     fp32_bytes = sum(t.nbytes // max(1, _itemsize(t.dtype)) * 4 for t in cut.crossing)
@@ -340,7 +349,16 @@ def reprice(
         tail_ms=_compute_ms(cloud, [n for n in all_nodes if n not in edge_nodes]),
         encode_ms=edge.codec(codec).encode_ms(fp32_bytes, calls=calls),
         decode_ms=cloud.codec(codec).decode_ms(fp32_bytes, calls=calls),
+        preprocess_ms=edge.frame.preprocess_ms,
+        handoff_ms=edge.frame.handoff_ms,
+        message_ms=_message_ms(edge, cloud, measurement.bytes_wire),
     )
+
+
+def _message_ms(edge: Profile, cloud: Profile, bytes_up: float) -> float:
+    """The transport's round trip for ``bytes_up``, half of it on each end: the mean of both
+    profiles' (see :class:`~splitwire.partitioner.cost.Measurement`)."""
+    return (edge.frame.message_ms(bytes_up) + cloud.frame.message_ms(bytes_up)) / 2
 
 
 def is_camera_baseline(measurement: Measurement) -> bool:

@@ -3,6 +3,11 @@
 A profile is YAML (``yaml.safe_dump``/``safe_load``) with a schema version; loading validates
 every field and names the key and value at fault. :mod:`splitwire.partitioner.profiling` measures
 one.
+
+Schemas read: 2 and 3 (written: 3). Schema 3 adds what a frame costs beyond its nodes and codecs
+(:class:`FrameCosts`: the camera preprocessing, the transport's per-message round trip, the
+agent's thread hand-offs). A schema 2 profile is read with each of them 0, i.e. priced exactly as
+schema 2 priced it (which under-predicts by those terms: re-run ``splitwire profile``).
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -24,7 +29,9 @@ from splitwire.protocol import CodecSpec
 logger = logging.getLogger(__name__)
 
 # Schema 2: a codec's time is a per-call cost plus a per-byte cost (schema 1 held one MB/s).
-SCHEMA = 2
+# Schema 3: the per-frame costs of FrameCosts (optional keys; a schema 2 file reads them as 0).
+SCHEMA = 3
+READABLE_SCHEMAS = (2, 3)
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,43 @@ class CodecTiming:
 
 
 @dataclass(frozen=True)
+class FrameCosts:
+    """What one frame costs on this device beyond its nodes and codecs (schema 3; each 0 in a
+    schema 2 profile, which priced none of them).
+
+    Attributes:
+        preprocess_ms: the camera frame (uint8) to the model's float input, at the profile's
+            input shape: the edge does it before every head (splits and all-on-edge).
+        message_call_ms / message_ms_per_mb: one frame's round trip through the transport on
+            loopback, client and server in one process (grpc.aio, the protocol's protobuf
+            messages cut into its chunks, a small result back, both ends' event loops): a
+            fixed cost per frame plus a cost per 10**6 bytes sent. The edge runs the client's
+            half of it and the cloud the server's: a plan charges the mean of both profiles'.
+        handoff_ms: the agent's hand-offs per frame: its event loop passing the frame to the
+            compute thread and taking the result back (a ``run_in_executor`` round trip).
+
+    Worked example: preprocess 0.3 ms, message 1.2 ms + 2.5 ms/MB, hand-off 0.15 ms: a split
+    sending 40 kB costs 0.3 + 0.15 = 0.45 ms more on the edge and 1.2 + 0.1 = 1.3 ms more on
+    the round trip than its nodes and codec.
+    """
+
+    preprocess_ms: float = 0.0
+    message_call_ms: float = 0.0
+    message_ms_per_mb: float = 0.0
+    handoff_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        for key in ("preprocess_ms", "message_call_ms", "message_ms_per_mb", "handoff_ms"):
+            value = getattr(self, key)
+            _require(_is_nonneg(value), "profile: frame", key, value, "a finite number >= 0")
+
+    def message_ms(self, nbytes: float) -> float:
+        """The transport's round trip for a frame of ``nbytes`` bytes (its fixed part, then
+        per byte)."""
+        return self.message_call_ms + nbytes / 1e6 * self.message_ms_per_mb
+
+
+@dataclass(frozen=True)
 class Profile:
     """Per-node latencies of one model at one input shape on one device.
 
@@ -110,6 +154,8 @@ class Profile:
         call_overhead_ms: fixed cost of one call of an exported module.
         total_ms: median latency of the whole graph; ``sum(ms) + call_overhead_ms`` equals it.
         interpreted_ms: sum of the raw (uncalibrated) node medians.
+        frame: per-frame costs beyond nodes and codecs (:class:`FrameCosts`; all 0 when read
+            from a schema 2 profile).
     """
 
     schema: int
@@ -122,14 +168,16 @@ class Profile:
     call_overhead_ms: float
     total_ms: float
     interpreted_ms: float = 0.0
+    frame: FrameCosts = field(default_factory=FrameCosts)
 
     def __post_init__(self) -> None:
         where = "profile"
-        if self.schema != SCHEMA or isinstance(self.schema, bool):
+        if self.schema not in READABLE_SCHEMAS or isinstance(self.schema, bool):
             raise ProfileError(
-                f"profile: schema = {self.schema!r}; this splitwire reads schema {SCHEMA}; "
-                "re-run `splitwire profile` to write a current profile"
+                f"profile: schema = {self.schema!r}; this splitwire reads schemas "
+                f"{_schemas_text()}; re-run `splitwire profile` to write a current profile"
             )
+        _require(isinstance(self.frame, FrameCosts), where, "frame", self.frame, "FrameCosts")
         for key in ("model_spec", "model_hash"):
             value = getattr(self, key)
             _require(isinstance(value, str) and bool(value), where, key, value, "a string")
@@ -217,9 +265,10 @@ class Profile:
 
     def scaled(self, k: float) -> Profile:
         """Emulate a device ``k`` times slower (``k < 1``: faster). **An emulation, not a
-        measurement**: every node and the call overhead take ``k``× as long, codecs run ``k``×
-        slower (per call and per byte), ``device.slowdown`` is multiplied by ``k`` and
-        ``device.emulated`` set. Real devices do not slow down uniformly (memory-bound layers
+        measurement**: every node, the call overhead and the preprocessing take ``k``× as long,
+        codecs run ``k``× slower (per call and per byte), ``device.slowdown`` is multiplied by
+        ``k`` and ``device.emulated`` set; the transport's and the hand-offs' costs stay as
+        measured. Real devices do not slow down uniformly (memory-bound layers
         scale differently from compute-bound ones); profile the real device when you can.
 
         Args:
@@ -245,9 +294,14 @@ class Profile:
             for c in self.codecs
         )
         device = replace(self.device, slowdown=self.device.slowdown * k, emulated=True)
+        # The preprocessing is compute like the nodes'; the transport's and the hand-offs' costs
+        # are the network stack's and the scheduler's, which an emulated slowdown (the agent's
+        # --edge-slowdown sleeps after head and encode only) does not slow: kept as measured.
+        frame = replace(self.frame, preprocess_ms=self.frame.preprocess_ms * k)
         return replace(
             self,
             device=device,
+            frame=frame,
             nodes=nodes,
             codecs=codecs,
             call_overhead_ms=self.call_overhead_ms * k,
@@ -256,9 +310,11 @@ class Profile:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The profile as plain YAML/JSON-able data (the file format)."""
+        """The profile as plain YAML/JSON-able data (the file format of its schema)."""
         data = asdict(self)
         data["input_shape"] = list(self.input_shape)
+        if self.schema < SCHEMA:  # read from an older file: written back as it was
+            del data["frame"]
         return data
 
     def save(self, path: str | Path) -> Path:
@@ -346,6 +402,10 @@ def check_profile_matches(
         )
 
 
+def _schemas_text() -> str:
+    return " and ".join(str(v) for v in READABLE_SCHEMAS)
+
+
 def _is_nonneg(value: object) -> bool:
     return (
         isinstance(value, int | float)
@@ -386,7 +446,8 @@ class _Reader:
             raise ProfileError(f"{where}: expected a mapping, got {data!r}")
         unknown = sorted(set(map(str, data)) - set(keys) - set(optional))
         if unknown:
-            raise ProfileError(f"{where}: unknown key {unknown[0]!r}; expected {', '.join(keys)}")
+            known = ", ".join([*keys, *optional])
+            raise ProfileError(f"{where}: unknown key {unknown[0]!r}; expected {known}")
         for key in keys:
             if key not in data:
                 raise ProfileError(f"{where}: missing key {key!r}")
@@ -420,6 +481,7 @@ class _Reader:
 _NODE_KEYS = ("name", "op", "ms", "out_bytes")
 _CODEC_KEYS = ("spec", "encode_call_ms", "encode_mb_s", "decode_call_ms", "decode_mb_s")
 _DEVICE_KEYS = ("description", "threads", "torch_version", "slowdown", "emulated")
+_FRAME_KEYS = ("preprocess_ms", "message_call_ms", "message_ms_per_mb", "handoff_ms")
 _PROFILE_KEYS = (
     "schema",
     "model_spec",
@@ -434,7 +496,7 @@ _PROFILE_KEYS = (
 
 
 def _profile_from_dict(data: object) -> Profile:
-    if isinstance(data, dict) and "schema" in data and data["schema"] != SCHEMA:
+    if isinstance(data, dict) and "schema" in data and data["schema"] not in READABLE_SCHEMAS:
         # Checked first: a future schema's other keys would only produce confusing errors.
         why = (
             " (schema 1 timed each codec as one MB/s figure; schema 2 adds a per-call cost)"
@@ -442,10 +504,13 @@ def _profile_from_dict(data: object) -> Profile:
             else ""
         )
         raise ProfileError(
-            f"schema = {data['schema']!r}; this splitwire reads schema {SCHEMA}{why}; "
+            f"schema = {data['schema']!r}; this splitwire reads schemas {_schemas_text()}{why}; "
             "re-run `splitwire profile`"
         )
-    top = _Reader(data, "profile", _PROFILE_KEYS, optional=("interpreted_ms",))
+    # Schema 2 has no "frame": its per-frame costs are read as 0 (FrameCosts()).
+    current = isinstance(data, dict) and data.get("schema") == SCHEMA
+    optional = ("interpreted_ms", "frame") if current else ("interpreted_ms",)
+    top = _Reader(data, "profile", _PROFILE_KEYS, optional=optional)
     shape = top.items("input_shape")
     if not shape or not all(_is_count(d) and d > 0 for d in shape):
         raise ProfileError(f"profile: input_shape = {shape!r}; expected a list of positive ints")
@@ -481,6 +546,10 @@ def _profile_from_dict(data: object) -> Profile:
                 decode_call_ms=item.number("decode_call_ms"),
             )
         )
+    frame = FrameCosts()
+    if "frame" in top.data:
+        costs = _Reader(top.data["frame"], "profile: frame", (), optional=_FRAME_KEYS)
+        frame = FrameCosts(**{key: costs.number(key, default=0.0) for key in _FRAME_KEYS})
     return Profile(
         schema=top.integer("schema"),
         model_spec=top.text("model_spec"),
@@ -492,4 +561,5 @@ def _profile_from_dict(data: object) -> Profile:
         call_overhead_ms=top.number("call_overhead_ms"),
         total_ms=top.number("total_ms"),
         interpreted_ms=top.number("interpreted_ms", default=0.0),
+        frame=frame,
     )

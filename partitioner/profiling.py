@@ -32,6 +32,20 @@ amount per node, because the missing time is no per-node constant: it grows with
 like the ops' own times. ``interpreted_ms`` keeps the raw sum, so ``k`` can be recovered; a ``k``
 far from 1 means the machine was busy during the passes (a warning is logged).
 
+**Per-frame costs** (:class:`~splitwire.partitioner.profile_format.FrameCosts`): what a frame
+costs beyond its nodes and codec, each the median of timed repeats after a warm-up:
+
+* ``preprocess_ms``: a uint8 camera frame of the input shape to the float input (the plan's
+  ``(pixels / 255 - mean) / std``; the constants do not change the time), for image inputs;
+* ``message_call_ms`` + ``message_ms_per_mb``: one frame's round trip through the transport on
+  loopback: a real ``grpc.aio`` server on 127.0.0.1 port 0 and a client in this process, the
+  protocol's ``EdgeMessage`` chunks (:func:`splitwire.protocol.frame_chunks`, so frames over
+  1 MiB pay for the chunking) out and a ``ResultChunk`` of ten logits back, for frames of 1 kB
+  to 2 MB; a line through (bytes, median ms) as for the codecs. On this 2-core VM: ~1 ms per
+  frame and ~2-4 ms per MB;
+* ``handoff_ms``: an event loop handing work to a one-thread executor and taking its result
+  back (``run_in_executor`` of a no-op), what the agent pays per frame around its compute.
+
 Codecs are timed with :func:`splitwire.protocol.encode` / :func:`splitwire.protocol.decode` on one
 thread, on the outputs of three nodes a quarter, half and three quarters of the way through the
 graph, for an input from :func:`splitwire.partitioner.calibration.synthetic_images` (real
@@ -48,11 +62,13 @@ it is a guess, not a measurement, and the profile says so (``device.emulated``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -66,9 +82,11 @@ from splitwire.partitioner.capture import CapturedGraph, capture, example_input
 from splitwire.partitioner.cuts import compute_nodes
 from splitwire.partitioner.device import current_device, torch_threads
 from splitwire.partitioner.errors import ProfileError
+from splitwire.partitioner.plan_file import IMAGENET, IMAGENET_GREY
 from splitwire.partitioner.profile_format import (
     SCHEMA,
     CodecTiming,
+    FrameCosts,
     NodeTiming,
     Profile,
 )
@@ -90,6 +108,12 @@ DEFAULT_PROFILE_CODECS = (
 )
 # Codec timing: a warm-up call, then the median of this many, per activation.
 _CODEC_REPEATS = 5
+# Per-frame costs: a warm-up, then the median of this many, per size.
+_FRAME_REPEATS = 9
+# Frame sizes the transport's round trip is timed at (bytes): 1 kB to 2 MB (two chunks).
+_MESSAGE_SIZES = (1_000, 16_000, 128_000, 512_000, 2_000_000)
+# How long one transport measurement may take before it is abandoned (a broken loopback).
+_MESSAGE_TIMEOUT_S = 30.0
 # Calibration factors outside this range mean the passes saw very different machines.
 _PLAUSIBLE_CALIBRATION = (0.8, 1.25)
 
@@ -154,6 +178,7 @@ def profile_graph(
             for spec in specs if activations else ():
                 codec_timings.append(_time_codec(spec, activations))
                 bar.update(1)
+            frame = measure_frame_costs(graph.input_shape)
     device = current_device(threads=threads)
     total = statistics.median(samples.total)
     overhead = max(0.0, statistics.median(samples.identity))
@@ -169,10 +194,124 @@ def profile_graph(
         call_overhead_ms=overhead,
         total_ms=total,
         interpreted_ms=raw_sum,
+        frame=frame,
     )
 
 
 # --- measuring -----------------------------------------------------------------------------
+
+
+def measure_frame_costs(input_shape: Sequence[int]) -> FrameCosts:
+    """What a frame costs on this machine beyond its nodes and codec (see the module
+    docstring): the camera preprocessing at ``input_shape`` (0 for inputs that are no image),
+    the transport's round trip per frame and per MB, the agent's hand-off.
+
+    Raises:
+        ProfileError: the loopback transport did not answer within its timeout.
+    """
+    sizes, seconds = asyncio.run(_time_messages())
+    call_s, byte_s = fit_call_and_byte_cost(sizes, seconds)
+    return FrameCosts(
+        preprocess_ms=_preprocess_ms(input_shape),
+        message_call_ms=call_s * 1e3,
+        message_ms_per_mb=byte_s * 1e9,
+        handoff_ms=asyncio.run(_handoff_s()) * 1e3,
+    )
+
+
+def _preprocess_ms(input_shape: Sequence[int]) -> float:
+    shape = tuple(input_shape)
+    if len(shape) != 4 or shape[1] not in (1, 3):
+        return 0.0
+    preprocess = IMAGENET if shape[1] == 3 else IMAGENET_GREY
+    pixels = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator())
+    with torch.inference_mode():
+        preprocess.apply(pixels)  # warm-up
+        return _median_of(lambda: preprocess.apply(pixels), _FRAME_REPEATS) * 1e3
+
+
+async def _handoff_s() -> float:
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        await loop.run_in_executor(executor, int)  # warm-up: starts the thread
+        times = []
+        for _ in range(_FRAME_REPEATS):
+            start = time.perf_counter_ns()
+            await loop.run_in_executor(executor, int)
+            times.append((time.perf_counter_ns() - start) / 1e9)
+    return statistics.median(times)
+
+
+async def _time_messages() -> tuple[list[float], list[float]]:
+    """(bytes, median seconds) of a frame's round trip through grpc.aio on loopback, per size."""
+    from grpc import aio
+
+    from splitwire.protocol import (
+        CLIENT_OPTIONS,
+        SERVER_OPTIONS,
+        ResultTimings,
+        frame_chunks,
+        result_chunks,
+    )
+    from splitwire.protocol import splitwire_pb2 as pb
+    from splitwire.protocol import splitwire_pb2_grpc as pb_grpc
+    from splitwire.protocol.transport import RESULT_CODEC
+
+    answer = encode(torch.zeros(1, 10), RESULT_CODEC, name="output0")
+
+    class _Echo(pb_grpc.SplitSessionServicer):
+        async def Session(self, requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+            async for message in requests:
+                chunk = message.chunk
+                if chunk.chunk_index + 1 == chunk.chunk_count:
+                    (reply,) = result_chunks(
+                        chunk.seq, chunk.capture_ts_ns, [answer], timings=ResultTimings()
+                    )
+                    yield pb.CloudMessage(result=reply)
+
+    server = aio.server(options=SERVER_OPTIONS)
+    pb_grpc.add_SplitSessionServicer_to_server(_Echo(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    sizes: list[float] = []
+    seconds: list[float] = []
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{port}", options=CLIENT_OPTIONS) as channel:
+            call = pb_grpc.SplitSessionStub(channel).Session()
+            seq = 0
+            for size in _MESSAGE_SIZES:
+                frame = encode(torch.zeros(size), CodecSpec.parse("int8"), name="x")
+                times = []
+                for i in range(_FRAME_REPEATS + 1):  # the first is a warm-up
+                    seq += 1
+                    start = time.perf_counter_ns()
+                    for chunk in frame_chunks(seq, 0, [frame]):
+                        await call.write(pb.EdgeMessage(chunk=chunk))
+                    await asyncio.wait_for(call.read(), _MESSAGE_TIMEOUT_S)
+                    if i:
+                        times.append((time.perf_counter_ns() - start) / 1e9)
+                sizes.append(float(len(frame.payload)))
+                seconds.append(statistics.median(times))
+            await call.done_writing()
+            # Read to the server's end of the stream, so closing does not cancel a live call.
+            await asyncio.wait_for(call.read(), _MESSAGE_TIMEOUT_S)
+    except (TimeoutError, aio.AioRpcError) as exc:
+        raise ProfileError(
+            f"timing the transport on loopback failed ({type(exc).__name__}); expected an "
+            f"answer within {_MESSAGE_TIMEOUT_S:g} s: is loopback usable here?"
+        ) from exc
+    finally:
+        await server.stop(None)
+    return sizes, seconds
+
+
+def _median_of(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter_ns()
+        fn()
+        times.append((time.perf_counter_ns() - start) / 1e9)
+    return statistics.median(times)
 
 
 class _NodeTimer(fx.Interpreter):

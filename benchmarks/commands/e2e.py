@@ -3,7 +3,7 @@ emulated links. The flags, their checks and the printed report; the measurement 
 :mod:`splitwire.benchmarks.e2e`.
 
     splitwire bench e2e --model SPEC --link LINK [--link ...] [--edge-slowdown K] [--frames N] \\
-        [--json]
+        [--camera plan|synthetic|skimage|dir:PATH] [--json]
 """
 
 from __future__ import annotations
@@ -70,7 +70,29 @@ def register(benchmarks: Any) -> None:
         metavar="DIR",
         help="use this plan (its shipped cuts) instead of planning",
     )
+    e2e.add_argument(
+        "--keep-plan",
+        type=Path,
+        metavar="DIR",
+        help="write the plan made here to DIR and keep it (for --plan DIR in a later run)",
+    )
+    e2e.add_argument(
+        "--reuse-measurements",
+        type=Path,
+        metavar="DIR",
+        help="plan with the bytes and accuracy of an earlier plan of the same model (e.g. a "
+        "--keep-plan DIR of another run): no tail runs",
+    )
     e2e.add_argument("--cuts", nargs="+", metavar="ID", help="measure these cuts only")
+    e2e.add_argument(
+        "--camera",
+        default="plan",
+        metavar="SOURCE",
+        help="what the agent's camera shows: 'plan' (default: the kind of frames the plan was "
+        "calibrated on, synthetic frames or photo crops, seed 1234, since bytes follow the "
+        "content), 'synthetic' (the agent's own scene), 'skimage' (scikit-image's photos) or "
+        "'dir:PATH' (crops of the images in PATH)",
+    )
     e2e.add_argument("--no-rpc", action="store_true", help="skip the PyTorch RPC comparison")
     e2e.add_argument(
         "--plot", type=Path, metavar="FILE.png", help="predicted vs measured p50 per link"
@@ -87,6 +109,11 @@ def _e2e(args: argparse.Namespace) -> int:
 
     if args.frames < 2 or args.warmup < 0 or args.edge_slowdown < 1:
         raise SplitwireError("expected --frames >= 2, --warmup >= 0, --edge-slowdown >= 1")
+    if args.plan is not None and (args.keep_plan or args.reuse_measurements):
+        raise SplitwireError(
+            "--keep-plan and --reuse-measurements are for the plan made here; with --plan DIR "
+            "there is none"
+        )
 
     def progress(message: str) -> None:
         print(f"... {message}", file=sys.stderr, flush=True)
@@ -95,7 +122,8 @@ def _e2e(args: argparse.Namespace) -> int:
         model=args.model, input_shape=parse_shape(args.input_shape),
         links=args.link or ["bw=20mbit,rtt=40ms", "lte"], edge_slowdown=args.edge_slowdown,
         frames=args.frames, warmup=args.warmup, plan_dir=args.plan, cuts=args.cuts,
-        rpc=not args.no_rpc, max_run_s=args.max_run_s, progress=progress,
+        rpc=not args.no_rpc, max_run_s=args.max_run_s, camera=args.camera, keep_plan=args.keep_plan,
+        reuse=args.reuse_measurements, progress=progress,
     )  # fmt: skip
     if args.plot is not None:
         plot(result, args.plot)

@@ -222,8 +222,11 @@ def _drop(path: str) -> Any:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (_set("schema", 1), "schema = 1; this splitwire reads schema 2 \\(schema 1 timed"),
-        (_set("schema", 3), "schema = 3"),
+        (_set("schema", 1), "schema = 1; this splitwire reads schemas 2 and 3 \\(schema 1 timed"),
+        (_set("schema", 4), "schema = 4"),
+        (_set("frame.handoff_ms", -0.5), "frame: handoff_ms = -0.5"),
+        (_set("frame.message_ms_per_mb", "slow"), "frame: message_ms_per_mb = 'slow'"),
+        (_set("frame.colour", 1.0), "frame: unknown key 'colour'"),
         (_drop("codecs.0.encode_call_ms"), "codecs\\[0\\]: missing key 'encode_call_ms'"),
         (_set("codecs.0.decode_call_ms", -0.1), "decode_call_ms = -0.1"),
         (_drop("total_ms"), "missing key 'total_ms'"),
