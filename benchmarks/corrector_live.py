@@ -18,7 +18,9 @@ targets, each with its measured figure and its reference from that evaluation: f
 max(local, remote) − 0.5 points at every delay; fused at delay 0 within 1 point of the heavy
 model, with the downlink bytes per frame that costs and their time on the preset links; at
 3 frames of high motion, fused keeps ≥ 85 % of its delay-0 figure and beats the stronger
-baseline by ≥ 10 points.
+baseline by ≥ 10 points. What the agent's remote answers took on the downlink, as they arrived
+(the plan's result codecs: the class map and the int8 feature map), is checked against that
+priced figure: within :data:`DOWNLINK_AGREEMENT`.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ HEAVY_TOLERANCE = 0.01  # fused at delay 0 within 1 point of the heavy model
 KEEP_SHARE = 0.85  # high motion, 3 frames: >= 85 % of the delay-0 figure
 BEAT_POINTS = 0.10  # ... and >= 10 points over the stronger baseline
 TARGET_MAX_DELAY = 16
+# The bytes a live answer took may differ from the offline price by this share: other frames
+# (the same motion, other clips), and the frame's ids and the cloud's timings in its header.
+DOWNLINK_AGREEMENT = 0.05
 # Links the downlink bytes are timed on (partitioner presets).
 PRICE_LINKS = ("lte", "3g", "wifi")
 
@@ -113,6 +118,13 @@ def run_live(
     })  # fmt: skip
     targets, pricing = offline_targets(checkpoint, clips=clips)
     checks.extend(targets)
+    live_bytes = summary["corrector"]["downlink_bytes_mean"]
+    priced = pricing["bytes_per_frame"]
+    checks.append({
+        "what": "downlink bytes per remote answer as they arrived, against the offline price",
+        "measured": live_bytes, "reference": priced,
+        "met": live_bytes is not None and abs(live_bytes - priced) <= DOWNLINK_AGREEMENT * priced,
+    })  # fmt: skip
     return {
         "setup": {
             "ckpt": str(ckpt), "plan": str(plan_dir), "cut": cut, "codec": codec,
@@ -125,6 +137,9 @@ def run_live(
             "answer_lag_min_ms": lag, "answer_lag_p50_ms": summary["answer_lag_p50_ms"],
             "miou": agent_miou, "frames_scored": seg["frames"],
             "delay_frames": dict(sorted(all_delays.items())),
+            "answers": summary["corrector"]["answers"],
+            "downlink_bytes_mean": live_bytes,
+            "answers_refused": summary["corrector"]["refused"],
         },
         "offline": {
             "weighted": weighted,
@@ -239,6 +254,8 @@ def table(result: dict[str, Any]) -> str:
         f"own answer arrived {a['answer_lag_min_ms']} ms (min) / {a['answer_lag_p50_ms']} ms "
         "(p50) after the fused output",
         f"  delays measured (frames: count) {a['delay_frames']}",
+        f"  remote answers {a['answers']} ({a['answers_refused']} refused), "
+        f"{a['downlink_bytes_mean']} B each on the downlink as they arrived",
         "",
         "mIoU          agent   offline (same delays, weighted)",
     ]
@@ -250,9 +267,9 @@ def table(result: dict[str, Any]) -> str:
     if price:
         times = ", ".join(f"{k} {v:g} ms" for k, v in price["downlink_ms"].items())
         lines.append(
-            f"downlink per frame: {price['bytes_per_frame']:.0f} B (features "
-            f"{price['feature_bytes']:.0f} int8+zstd1 + class map {price['class_map_bytes']:.0f} "
-            f"zstd); on the links: {times}"
+            f"downlink per frame (offline, high motion): {price['bytes_per_frame']:.0f} B of "
+            f"result messages (features {price['feature_bytes']:.0f} int8+zstd1 + class map "
+            f"{price['class_map_bytes']:.0f} zstd, headers the rest); on the links: {times}"
         )
     lines.append("")
     for check in result["checks"]:

@@ -24,13 +24,11 @@ from splitwire.protocol import (
     LimitError,
     ResultTimings,
     decode_frame,
-    encode,
     result_chunks,
 )
 from splitwire.protocol import splitwire_pb2 as pb
 from splitwire.protocol.framing import ByteBudget
 from splitwire.protocol.header import DTYPES
-from splitwire.protocol.transport import RESULT_CODEC
 
 # Frames (and results) that decode to at most this many bytes are decoded (encoded) on the
 # event loop: ~0.2 ms for 256 kB, less than the two thread hops it saves. Larger ones go to the
@@ -109,13 +107,18 @@ def decode(frame: AssembledFrame, route: Route) -> tuple[list[torch.Tensor], int
 
 def encode_answer(
     frame: AssembledFrame,
+    route: Route,
     outputs: Sequence[torch.Tensor],
     timings: ResultTimings,
     batch_size: int,
 ) -> tuple[list[pb.CloudMessage], int]:
-    """The result chunks of one frame (on the loop or in a codec thread)."""
+    """The result chunks of one frame, each output encoded with the plan's result codec (on
+    the loop or in a codec thread)."""
     start = time.perf_counter_ns()
-    encoded = [encode(t, RESULT_CODEC, name=f"output{i}") for i, t in enumerate(outputs)]
+    encoded = [
+        spec.result_codec.encode(t, name=f"output{i}")
+        for i, (spec, t) in enumerate(zip(route.outputs, outputs, strict=True))
+    ]
     encode_ns = time.perf_counter_ns() - start
     chunks = result_chunks(
         frame.seq,

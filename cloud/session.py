@@ -608,10 +608,12 @@ class SessionHandler:
         output_bytes = sum(t.nbytes for t in result.outputs)
         held.take(2 * output_bytes, what="the frame's answer", field="")  # outputs, encoded
         if output_bytes <= INLINE_CODEC_BYTES:
-            messages, encode_ns = encode_answer(frame, result.outputs, timings, result.batch_size)
+            messages, encode_ns = encode_answer(
+                frame, route, result.outputs, timings, result.batch_size
+            )
         else:
             messages, encode_ns = await loop.run_in_executor(
-                self._service.codec_pool, encode_answer, frame, result.outputs, timings,
+                self._service.codec_pool, encode_answer, frame, route, result.outputs, timings,
                 result.batch_size,
             )  # fmt: skip
         self._metrics.decode_time.observe(decode_ns / 1e9)

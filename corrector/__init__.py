@@ -42,8 +42,6 @@ _LOCATIONS = {
     "ablation": "splitwire.corrector.ablation",
     "calibrate_gate": "splitwire.corrector.selection",
     "clip": "splitwire.corrector.video",
-    "decode_classes": "splitwire.corrector.payload",
-    "encode_classes": "splitwire.corrector.payload",
     "evaluate": "splitwire.corrector.evaluation",
     "fusion_names": "splitwire.corrector.fusion",
     "load_checkpoint": "splitwire.corrector.checkpoint",

@@ -15,9 +15,11 @@ frames, the current frame t is the last one and, for each delay d, the remote fr
 * ``fusion``: the fusion alone, everywhere (what the selection starts from);
 * ``fused_margin``: fused − max(local, remote), the issue's target (≥ −0.005).
 
-Downlink bytes per frame are the remote answer's: its feature map under
-:data:`~splitwire.corrector.payload.FEATURE_CODEC` plus its zstd class map, averaged over the
-regime's remote frames.
+Every remote answer goes through the downlink as a tail sends it
+(:func:`~splitwire.corrector.payload.transmit`: the class map as zstd uint8 indices, the
+feature map as int8+zstd1, in result messages): the fusion reads the features the edge decodes,
+and the downlink bytes per frame are the result messages' (mean over the regime's remote
+frames), with the class map's and the feature map's payloads beside them.
 
 All answers of a regime are scored on the same clips (paired), each mIoU over the background
 and the four object classes, counted over all pixels of all clips.
@@ -34,7 +36,7 @@ from splitwire.corrector.checkpoint import Checkpoint
 from splitwire.corrector.errors import TaskConfigError
 from splitwire.corrector.inputs import preprocess
 from splitwire.corrector.metrics import ConfusionMatrix
-from splitwire.corrector.payload import downlink_bytes
+from splitwire.corrector.payload import transmit
 from splitwire.corrector.runtime import Corrector
 from splitwire.corrector.training import PURPOSE_EVAL
 from splitwire.corrector.video import FPS, NUM_CLASSES, TaskConfig, check_speed, scene
@@ -78,7 +80,8 @@ class EvalRecord:
         fused_margin: fused − max(local, remote).
         kept_share: share of the pixels that showed the remote class map.
         feature_bytes / class_map_bytes / downlink_bytes: the remote answer's downlink bytes
-            per frame (mean): feature map, class map, both.
+            per frame (mean): the feature map's payload (quantisation parameters included),
+            the class map's, and the result messages' in all (headers included).
         variants: every other trained variant's figures, keyed by :func:`variant_key`, and
             every variant's fusion alone (``raw``).
     """
@@ -178,9 +181,7 @@ def evaluate(
                         kept_share=round(scores.kept[d] / scores.clips, 4),
                         feature_bytes=round(scores.feature_bytes / scores.frames, 1),
                         class_map_bytes=round(scores.class_map_bytes / scores.frames, 1),
-                        downlink_bytes=round(
-                            (scores.feature_bytes + scores.class_map_bytes) / scores.frames, 1
-                        ),
+                        downlink_bytes=round(scores.wire_bytes / scores.frames, 1),
                         variants=variants,
                     )
                 )
@@ -199,6 +200,7 @@ class _Scores:
     clips: int = 0
     feature_bytes: int = 0
     class_map_bytes: int = 0
+    wire_bytes: int = 0
 
 
 def _score_regime(
@@ -231,15 +233,15 @@ def _score_regime(
         b = frames.shape[0]
         with torch.inference_mode():
             logits, downlink = primary_local.heavy(preprocess(frames.flatten(0, 1)))
-        classes = logits.argmax(dim=1).unflatten(0, (b, length))  # (B, T, H, W)
+        # Every frame's remote answer as the edge receives it: priced, and what is fused.
+        answers = [transmit(logits[j : j + 1], downlink[j : j + 1]) for j in range(len(logits))]
+        classes = torch.cat([a.classes for a in answers]).unflatten(0, (b, length))
+        downlink = torch.cat([a.downlink for a in answers]).unflatten(0, (b, length))
         logits = logits.unflatten(0, (b, length))  # (B, T, K, H, W)
-        downlink = downlink.unflatten(0, (b, length))
         thumbs = gate.thumbnail(frames.flatten(0, 1)).unflatten(0, (b, length))
-        for i in range(b):  # every frame's remote answer, priced as it would travel
-            for t in range(length):
-                features, class_map = downlink_bytes(downlink[i, t : t + 1], classes[i, t : t + 1])
-                scores.feature_bytes += features
-                scores.class_map_bytes += class_map
+        scores.feature_bytes += sum(a.feature_bytes for a in answers)
+        scores.class_map_bytes += sum(a.class_map_bytes for a in answers)
+        scores.wire_bytes += sum(a.wire_bytes for a in answers)
         scores.frames += b * length
         scores.clips += b
         now = frames[:, -1]

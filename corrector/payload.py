@@ -1,104 +1,77 @@
-"""The remote class map on the downlink: the heavy model's answer, entropy-coded beside its
-feature map, so that the edge can show it wherever the scene has not moved (:mod:`.selection`).
+"""The remote answer on the downlink, exactly as it travels: the heavy model's outputs encoded
+by the result codecs its plan declares (:attr:`TextureUNet.result_codecs
+<splitwire.partitioner.models.texture_unet.TextureUNet.result_codecs>`: the class map as uint8
+indices under zstd, the downlink map as ``int8+zstd1``), in the result messages the cloud
+sends, and what the edge decodes from them.
 
-    >>> data = encode_classes(logits.argmax(1).to(torch.uint8))    # tail: (N, H, W) uint8
-    >>> classes = decode_classes(data, shape=(1, 64, 64), num_classes=5)   # edge, validated
+    >>> answer = transmit(logits, downlink)      # (1, K, H, W), (1, C, H/4, W/4)
+    >>> answer.wire_bytes                        # ~2.2 kB at 64x64, against ~90 kB in fp32
+    >>> answer.classes, answer.downlink          # what the fusion reads on the edge
 
-Wire form: one zstd frame (level 3: the map is tiny, so the slower level costs microseconds)
-of the uint8 class indices in C order, with its content size written in the frame. A 64×64
-map of five classes, mostly background, takes a few hundred bytes against 80 KiB for the fp32
-logits. It is peer input: :func:`decode_classes` checks the compressed size against
-``max_bytes`` and the size the frame declares against the expected shape *before*
-decompressing, then every value against the number of classes.
+The evaluation prices and fuses what this returns, so its figures are those of the running
+agent; the encoding is the protocol's own (:class:`~splitwire.protocol.result_codec.ResultCodec`
+through :func:`~splitwire.protocol.codec.encode`), and so is the validation of a peer's answer
+(the session client checks every header against the plan before decoding, and every class
+index after).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-import zstandard
 
-from splitwire.corrector.errors import FeatureShapeError
-from splitwire.protocol.codec import encode as encode_tensor
+from splitwire.partitioner.models.texture_unet import TextureUNet
+from splitwire.protocol.codec import EncodedTensor, decode
+from splitwire.protocol.framing import ResultTimings, result_chunks
+from splitwire.protocol.result_codec import ResultCodec
 
-__all__ = [
-    "MAX_CLASS_MAP_BYTES",
-    "decode_classes",
-    "downlink_bytes",
-    "encode_classes",
-    "feature_bytes",
-]
+__all__ = ["RESULT_CODECS", "DownlinkAnswer", "transmit"]
 
-# Largest compressed class map accepted: the raw map of a 64x64 frame is 4096 bytes and zstd
-# never expands it by more than a few dozen bytes, so 8 KiB refuses nothing honest.
-MAX_CLASS_MAP_BYTES = 8192
-# What the feature map is priced with: the codec the README's plans ship.
-FEATURE_CODEC = "int8+zstd1"
-_LEVEL = 3
+# What a plan of the heavy model sends back: (class logits, downlink map).
+RESULT_CODECS: tuple[ResultCodec, ...] = tuple(
+    ResultCodec.parse(text) for text in TextureUNet.result_codecs
+)
+_NO_TIMINGS = ResultTimings(0, 0, 0, 0)
 
 
-def encode_classes(classes: torch.Tensor) -> bytes:
-    """A class map (N, H, W) of values 0..255 → one zstd frame."""
-    raw = classes.to(torch.uint8).contiguous().numpy().tobytes()
-    return zstandard.ZstdCompressor(level=_LEVEL, write_content_size=True).compress(raw)
+@dataclass(frozen=True)
+class DownlinkAnswer:
+    """One frame's remote answer after the downlink.
 
-
-def decode_classes(
-    data: bytes,
-    *,
-    shape: tuple[int, int, int],
-    num_classes: int,
-    max_bytes: int = MAX_CLASS_MAP_BYTES,
-) -> torch.Tensor:
-    """A peer's compressed class map → int64 (N, H, W), checked before and after decoding.
-
-    Args:
-        data: what the peer sent.
-        shape: the (N, H, W) the plan allows.
-        num_classes: K: every value must be in 0..K-1.
-        max_bytes: the largest compressed size accepted.
-
-    Raises:
-        FeatureShapeError: too many bytes, not one zstd frame, a declared size other than the
-            shape's, a corrupt frame, or a value outside 0..K-1 (the message says which).
+    Attributes:
+        classes: the class map (1, H, W), int64, as the edge decodes it.
+        downlink: the feature map (1, C, h, w), float32, dequantised as the edge decodes it.
+        class_map_bytes: the class map's payload.
+        feature_bytes: the feature map's payload and quantisation parameters.
+        wire_bytes: the result messages' bytes (both tensors with their headers; a live
+            answer adds a few dozen for its frame's ids and the cloud's timings).
     """
-    if len(data) > max_bytes:
-        raise FeatureShapeError(
-            f"remote class map: {len(data)} bytes, expected at most {max_bytes}"
-        )
-    expected = shape[0] * shape[1] * shape[2]
-    try:
-        declared = zstandard.frame_content_size(data)
-    except zstandard.ZstdError as exc:
-        raise FeatureShapeError(f"remote class map: not a zstd frame ({exc})") from exc
-    if declared != expected:  # checked before decompressing: no allocation on the peer's word
-        raise FeatureShapeError(
-            f"remote class map: the frame declares {declared} bytes, expected {expected} for "
-            f"shape {shape}"
-        )
-    try:
-        raw = zstandard.ZstdDecompressor().decompress(
-            data, max_output_size=expected, allow_extra_data=False
-        )
-    except zstandard.ZstdError as exc:
-        raise FeatureShapeError(f"remote class map: corrupt zstd frame ({exc})") from exc
-    if len(raw) != expected:
-        raise FeatureShapeError(f"remote class map: decoded {len(raw)} bytes, expected {expected}")
-    classes = torch.frombuffer(bytearray(raw), dtype=torch.uint8).reshape(shape)
-    top = int(classes.max()) if expected else 0
-    if top >= num_classes:
-        raise FeatureShapeError(
-            f"remote class map: expected classes 0..{num_classes - 1}, got a {top}"
-        )
-    return classes.long()
+
+    classes: torch.Tensor
+    downlink: torch.Tensor
+    class_map_bytes: int
+    feature_bytes: int
+    wire_bytes: int
 
 
-def feature_bytes(downlink: torch.Tensor) -> int:
-    """Bytes of a downlink feature map (N, C, h, w) under :data:`FEATURE_CODEC`."""
-    encoded = encode_tensor(downlink.float().contiguous(), FEATURE_CODEC)
+def transmit(logits: torch.Tensor, downlink: torch.Tensor) -> DownlinkAnswer:
+    """The heavy model's answer for one frame, through the downlink as a tail sends it."""
+    encoded = [
+        codec.encode(tensor, name=f"output{i}")
+        for i, (codec, tensor) in enumerate(zip(RESULT_CODECS, (logits, downlink), strict=True))
+    ]
+    chunks = result_chunks(0, 0, encoded, timings=_NO_TIMINGS)
+    classes, features = (decode(e.header, e.payload) for e in encoded)
+    return DownlinkAnswer(
+        classes=classes.long(),
+        downlink=features.float(),
+        class_map_bytes=_tensor_bytes(encoded[0]),
+        feature_bytes=_tensor_bytes(encoded[1]),
+        wire_bytes=sum(c.ByteSize() for c in chunks),
+    )
+
+
+def _tensor_bytes(encoded: EncodedTensor) -> int:
     # The quantisation parameters travel in the header: they are part of the price.
     return len(encoded.payload) + len(encoded.header.scales) + len(encoded.header.offsets)
-
-
-def downlink_bytes(downlink: torch.Tensor, classes: torch.Tensor) -> tuple[int, int]:
-    """(feature map, class map) payload bytes of one frame's remote answer."""
-    return feature_bytes(downlink), len(encode_classes(classes))

@@ -37,7 +37,8 @@ def format_table(records: Sequence[EvalRecord], *, checkpoint: Checkpoint) -> st
         lines.append(
             f"{motion}: {first.speed_lo:g}-{first.speed_hi:g} px/frame; heavy model at delay 0 "
             f"{100 * first.heavy_miou:.1f}; downlink {first.downlink_bytes:.0f} B/frame "
-            f"(features {first.feature_bytes:.0f} + class map {first.class_map_bytes:.0f})"
+            f"(features {first.feature_bytes:.0f} + class map {first.class_map_bytes:.0f} + "
+            "headers)"
         )
         lines.append("  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)))
         for r in rows:

@@ -292,8 +292,7 @@ class EdgeAgent:
         """The run's figures so far (the summary ``run`` returns)."""
         extra: dict[str, Any] = {}
         if self._corrector is not None:
-            corrector = self._corrector.corrector
-            extra["corrector"] = {"fusion": corrector.fusion, "tau_max": corrector.tau_max}
+            extra["corrector"] = self._corrector.summary()
         if self._scorer is not None:
             extra["segmentation"] = self._scorer.score.summary()
         return (
@@ -623,7 +622,9 @@ class EdgeAgent:
         self._last_remote_s = time.monotonic()
         if self._corrector is not None and frame.emitted:
             # Its output went out long ago; its features serve the frames after it.
-            self._corrector.remember(frame.seq, frame.captured_ns, result.outputs)
+            self._corrector.remember(
+                frame.seq, frame.captured_ns, result.outputs, wire_bytes=result.wire_bytes
+            )
             self.stats.answers_after_output += 1
             self.stats.answer_lags_ms.append((result.received_ns - frame.emitted_ns) / 1e6)
             self.stats.rtts_ms.append(timing.network_s * 1000.0)

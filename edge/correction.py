@@ -10,17 +10,24 @@ s), conditioned on the delay t − s in frames, measured on the edge's clock::
 
 Whether the remote answer still holds is *measured*, not guessed from its age: the agent keeps
 a thumbnail (4×4-pixel cell means) of every frame it sends, and where the current frame's cells
-match those of the frame the answer is for, the output shows the tail's class map (derived
-from the logits it returned, checked first: a peer's), at any delay; where the scene moved, the
+match those of the frame the answer is for, the output shows the tail's class map, at any
+delay; where the scene moved, the
 fused answer (:meth:`~splitwire.corrector.runtime.Corrector.answer`), the features fused at any
 age unless the frames show different scenes. When nothing of the answer can be used (another
 scene with no cell in common, or an answer whose frame's thumbnail is no longer held and older
 than ``tau_max``) the output is the local model's alone (``local``, reason ``stale_features``;
 ``no_features`` before the first answer). Delays are counted in frames: from capture
 timestamps and the camera's frame interval when the source is paced (``--fps``), from sequence
-numbers otherwise; no other machine's clock is involved. Each corrected frame carries the
-downlink bytes its remote answer is priced at (feature map under int8+zstd1 plus the zstd class
-map).
+numbers otherwise; no other machine's clock is involved.
+
+What travels back is what the plan's result codecs say (``plan.yaml``'s ``result_codec`` per
+output, which the heavy model declares: ``TextureUNet.result_codecs``): the class map as uint8
+indices under zstd and the downlink map as ``int8+zstd1``, about 2.2 kB a frame. The session
+client checked each result's headers against them (shape, dtype, wire scheme, sizes) before
+buffering or decoding anything, and every class index after decoding
+(:class:`~splitwire.protocol.result_codec.ResultCodec`); a plan that sends anything else is
+refused at start. Each corrected frame carries ``downlink_bytes``: the bytes its remote answer
+took on the wire as they arrived (result messages, headers included).
 
 When the source carries labels (the corrector's synthetic video task), :class:`SegmentationScore`
 scores every emitted output, and, on the same frames, what the local model alone and the stale
@@ -40,7 +47,7 @@ import torch
 
 from splitwire.corrector import Corrector
 from splitwire.corrector.metrics import ConfusionMatrix
-from splitwire.corrector.payload import downlink_bytes
+from splitwire.corrector.selection import one_hot_logits
 from splitwire.partitioner.plan_file import TensorSpec
 from splitwire.stats import percentile
 
@@ -69,16 +76,14 @@ class RemoteAnswer:
     Attributes:
         seq: the frame it answers.
         captured_ns: that frame's capture time (``perf_counter_ns``, the edge's clock).
-        logits: the heavy model's own class logits (1, K, H, W).
         downlink: its downlink feature map (1, C, H/4, W/4), what the fusion reads.
-        classes: the class map (1, H, W) the output shows where nothing moved.
+        classes: the heavy model's class map (1, H, W), shown where nothing moved.
         thumbnail: the answered frame's thumbnail (None if it was no longer held).
-        downlink_bytes: what the answer is priced at on the downlink (feature map + class map).
+        downlink_bytes: the bytes the answer took on the downlink, as they arrived.
     """
 
     seq: int
     captured_ns: int
-    logits: torch.Tensor
     downlink: torch.Tensor
     classes: torch.Tensor
     thumbnail: torch.Tensor | None
@@ -99,7 +104,8 @@ class Correction:
         kept_share: share of the pixels showing the remote class map (None without an answer).
         downlink_bytes: the remote answer's downlink bytes (None without an answer).
         local_only: what the local model alone says (computed only when scoring).
-        remote_only: the stale remote answer's logits, used as this frame's (when scoring).
+        remote_only: the stale remote class map as one-hot logits, used as this frame's (when
+            scoring).
     """
 
     logits: torch.Tensor
@@ -119,15 +125,17 @@ class FrameCorrector:
     Args:
         corrector: the trained local model and fusion (:func:`splitwire.corrector.load_corrector`).
         outputs: the plan's output specs of the split the agent runs: the heavy model's
-            ``(logits, downlink)``; checked against the corrector so that an agent whose
-            plan and corrector come from different models fails at start, not per frame.
+            ``(logits, downlink)``, sent back as a class map and a feature map (their result
+            codecs); checked against the corrector so that an agent whose plan and corrector
+            come from different models, or whose plan sends the full logits, fails at start,
+            not per frame.
         frame_interval_ns: the camera's frame interval, or None to count delays in sequence
             numbers (an unpaced source).
         history: thumbnails kept for unanswered frames (:data:`THUMBNAIL_HISTORY`).
 
     Raises:
         ValueError: the plan's outputs are not the ``(logits, downlink)`` pair this corrector
-            fuses (the message gives both shapes).
+            fuses, or the logits do not travel as a class map (the message says what to do).
     """
 
     def __init__(
@@ -141,12 +149,26 @@ class FrameCorrector:
         if history < 1:
             raise ValueError(f"thumbnail history {history}: expected >= 1 frame")
         downlink = corrector.downlink_shape
-        if len(outputs) != 2 or tuple(outputs[1].shape[1:]) != downlink:
+        size = corrector.frame_size
+        logits = (corrector.num_classes, size, size)
+        if (
+            len(outputs) != 2
+            or tuple(outputs[0].shape[1:]) != logits
+            or tuple(outputs[1].shape[1:]) != downlink
+        ):
             got = ", ".join(f"{tuple(s.shape)} {s.dtype}" for s in outputs)
             raise ValueError(
-                f"the plan's model returns ({got}); the corrector fuses a downlink map of "
-                f"(N, {', '.join(map(str, downlink))}) as the second output: plan the heavy "
-                "model the corrector was trained with (zoo:texture_unet and its weights)"
+                f"the plan's model returns ({got}); the corrector fuses class logits of "
+                f"(N, {', '.join(map(str, logits))}) and a downlink map of "
+                f"(N, {', '.join(map(str, downlink))}): plan the heavy model the corrector was "
+                "trained with (zoo:texture_unet and its weights)"
+            )
+        if not outputs[0].result_codec.classes or outputs[1].result_codec.classes:
+            codecs = ", ".join(str(s.result_codec) for s in outputs)
+            raise ValueError(
+                f"the plan's tail sends its outputs as ({codecs}); the corrector needs the class "
+                "map and the feature map (result codecs classes+zstdN and a feature codec such "
+                "as int8+zstd1): plan the heavy model again with this version of splitwire"
             )
         self.corrector = corrector
         self.tau_max = corrector.tau_max
@@ -158,31 +180,44 @@ class FrameCorrector:
         self._thumbnails: OrderedDict[int, torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()
         self.refused = 0
+        self.answers = 0
+        self.answer_bytes = 0
 
     @property
     def newest(self) -> RemoteAnswer | None:
         """The newest remote answer received so far."""
         return self._newest
 
-    def remember(self, seq: int, captured_ns: int, outputs: tuple[torch.Tensor, ...]) -> None:
+    def remember(
+        self,
+        seq: int,
+        captured_ns: int,
+        outputs: tuple[torch.Tensor, ...],
+        *,
+        wire_bytes: int,
+    ) -> None:
         """Keep the tail's answer for frame ``seq`` if it is newer than the one held.
 
-        The logits are the tail's (a peer's): an answer whose logits are not (1, K, H, W) or
-        not finite is refused (the older answer stays; one warning per 100 refusals).
-        Called on the event loop; :meth:`correct` (in the worker thread) reads the reference
-        once, so it sees either the old answer or the new one, never a mix.
+        ``outputs`` are the class map (1, H, W) and the feature map as the session client
+        decoded them, after checking their headers and class indices against the plan;
+        ``wire_bytes`` what they took on the downlink. An answer of other shapes or with
+        features that are not finite is refused here too (the older answer stays; one warning
+        per 100 refusals). Called on the event loop; :meth:`correct` (in the worker thread)
+        reads the reference once, so it sees either the old answer or the new one, never a mix.
         """
         held = self._newest
         if held is not None and held.captured_ns >= captured_ns:
             return  # answers can arrive out of order: never replace a newer frame's
-        logits, downlink = outputs
+        classes, downlink = outputs
         c = self.corrector
-        expected = (1, c.num_classes, c.frame_size, c.frame_size)
+        expected = (1, c.frame_size, c.frame_size)
         problem = None
-        if tuple(logits.shape) != expected:
-            problem = f"logits {tuple(logits.shape)}, expected {expected}"
-        elif not bool(torch.isfinite(logits).all()) or not bool(torch.isfinite(downlink).all()):
-            problem = "logits or features that are not finite"
+        if tuple(classes.shape) != expected or classes.is_floating_point():
+            problem = f"class map {tuple(classes.shape)} {classes.dtype}, expected {expected} uint8"
+        elif tuple(downlink.shape) != (1, *c.downlink_shape):
+            problem = f"features {tuple(downlink.shape)}, expected {(1, *c.downlink_shape)}"
+        elif not bool(torch.isfinite(downlink).all()):
+            problem = "features that are not finite"
         if problem is not None:
             self.refused += 1
             if self.refused % _WARN_EVERY == 1:
@@ -194,21 +229,28 @@ class FrameCorrector:
                     self.refused,
                 )
             return
-        classes = logits.argmax(dim=1)  # (1, H, W)
         with self._lock:
             thumbnail = self._thumbnails.pop(seq, None)
             for old in [k for k in self._thumbnails if k < seq]:  # never used: newer answer
                 del self._thumbnails[old]
-        features, class_map = downlink_bytes(downlink, classes)
+        self.answers += 1
+        self.answer_bytes += wire_bytes
         self._newest = RemoteAnswer(
-            seq,
-            captured_ns,
-            logits.float(),
-            downlink.float(),
-            classes,
-            thumbnail,
-            features + class_map,
+            seq, captured_ns, downlink.float(), classes.long(), thumbnail, wire_bytes
         )
+
+    def summary(self) -> dict[str, Any]:
+        """The corrector's part of the run's summary: its fusion and range, the remote answers
+        it took and their mean downlink bytes as they arrived, and those it refused."""
+        c = self.corrector
+        mean = round(self.answer_bytes / self.answers, 1) if self.answers else None
+        return {
+            "fusion": c.fusion,
+            "tau_max": c.tau_max,
+            "answers": self.answers,
+            "downlink_bytes_mean": mean,
+            "refused": self.refused,
+        }
 
     def delay_frames(self, seq: int, captured_ns: int, answer: RemoteAnswer) -> int:
         """Frames between frame ``seq`` (captured at ``captured_ns``) and ``answer``'s."""
@@ -270,7 +312,7 @@ class FrameCorrector:
             delay,
             answer.seq,
             local_only,
-            answer.logits if scoring else None,
+            one_hot_logits(answer.classes, c.num_classes) if scoring else None,
             kept,
             answer.downlink_bytes,
         )

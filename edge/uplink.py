@@ -190,9 +190,10 @@ class Uplink:
             self.hello_option = option
 
     def expected(self, cut_id: str, batch: int) -> tuple[ExpectedTensor, ...]:
-        """The outputs the tail of ``cut_id`` returns for a frame of ``batch``."""
+        """The outputs the tail of ``cut_id`` returns for a frame of ``batch``, as the plan's
+        result codecs send them (a class map: uint8 indices below the plan's classes)."""
         return tuple(
-            ExpectedTensor(spec.name, (batch, *spec.shape[1:]), spec.dtype)
+            spec.result_codec.expect(spec.name, (batch, *spec.shape[1:]), spec.dtype)
             for spec in self.plan.outputs(cut_id)
         )
 

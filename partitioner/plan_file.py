@@ -50,6 +50,7 @@ from splitwire.partitioner.signing import TRUST_AS_IS, PlanTrust, sign_file, sig
 from splitwire.protocol.codec_spec import CodecSpec
 from splitwire.protocol.errors import CodecSpecError
 from splitwire.protocol.header import DTYPES
+from splitwire.protocol.result_codec import DEFAULT_RESULT_CODEC, ResultCodec
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -97,11 +98,14 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """Name, shape (at the plan's batch; dim 0 is the dynamic batch) and wire dtype."""
+    """Name, shape (at the plan's batch; dim 0 is the dynamic batch) and wire dtype; for a
+    tail's output, how it travels back to the edge (``result_codec`` in plan.yaml, written only
+    when it is not the default: the output exactly as it is)."""
 
     name: str
     shape: tuple[int, ...]
     dtype: str
+    result_codec: ResultCodec = DEFAULT_RESULT_CODEC
 
 
 @dataclass(frozen=True)
@@ -588,7 +592,11 @@ def inside(directory: Path, relative: str, *, where: str) -> Path:
 
 def _to_dict(plan: Plan) -> dict[str, Any]:
     def tensors(specs: tuple[TensorSpec, ...]) -> list[dict[str, Any]]:
-        return [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in specs]
+        return [
+            {"name": t.name, "shape": list(t.shape), "dtype": t.dtype}
+            | ({} if t.result_codec.default else {"result_codec": str(t.result_codec)})
+            for t in specs
+        ]
 
     def choice(c: LinkChoice) -> dict[str, Any]:
         return {
@@ -770,7 +778,15 @@ def _read_tensors(reader: _Reader, key: str) -> tuple[TensorSpec, ...]:
             raise PlanError(
                 f"{item.where}: dtype {_short(dtype)}; expected one of {', '.join(DTYPES)}"
             )
-        out.append(TensorSpec(item.text("name"), item.shape("shape"), dtype))
+        shape = item.shape("shape")
+        result = DEFAULT_RESULT_CODEC
+        if key == "outputs" and isinstance(raw, Mapping) and "result_codec" in raw:
+            try:
+                result = ResultCodec.parse(item.text("result_codec"))
+                result.check(shape, dtype)
+            except CodecSpecError as exc:
+                raise PlanError(f"{item.where}.result_codec: {exc.message}") from exc
+        out.append(TensorSpec(item.text("name"), shape, dtype, result))
     return tuple(out)
 
 

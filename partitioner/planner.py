@@ -60,7 +60,7 @@ from splitwire.partitioner.decisions import (
     robust_pick,
 )
 from splitwire.partitioner.device import torch_threads
-from splitwire.partitioner.errors import PartitionerError
+from splitwire.partitioner.errors import PartitionerError, PlanError
 from splitwire.partitioner.link import LinkModel, LinkTrace
 from splitwire.partitioner.measure import (
     BYTES_MIN_FRAMES,
@@ -109,7 +109,9 @@ from splitwire.partitioner.pruning import dominated_lossy, is_pending, recheck_s
 from splitwire.partitioner.split import export_split, split
 from splitwire.partitioner.task import check_task, output_shapes
 from splitwire.protocol import CodecSpec
+from splitwire.protocol.errors import CodecSpecError
 from splitwire.protocol.header import DTYPE_NAMES
+from splitwire.protocol.result_codec import ResultCodec
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -253,6 +255,8 @@ class PlanOutcome:
     # What the outputs mean (plan_file.TASKS; None: unknown), as resolved from --task and the
     # model: what plan.yaml and the measurements file record.
     task: str | None = None
+    # How each output travels back to the edge, when the model says (plan.yaml's result_codec).
+    result_codecs: tuple[str, ...] = ()
 
     @property
     def trained_weights(self) -> bool | None:
@@ -339,6 +343,7 @@ def plan_model(request: PlanRequest) -> PlanOutcome:
         preprocess=loaded.preprocess,
         random_weights=loaded.random_weights,
         task=task,
+        result_codecs=loaded.result_codecs,
     )
 
 
@@ -965,6 +970,8 @@ def _export_cut(outcome: PlanOutcome, cut: Cut, directory: Path) -> PlanCut:
         TensorSpec(f"output{i}", (batch, *o.shape[1:]), DTYPE_NAMES[o.dtype])
         for i, o in enumerate(outcome.reference.outputs)
     )
+    if outcome.result_codecs:
+        outputs = _with_result_codecs(outputs, outcome.result_codecs, outcome.request.model_spec)
     crossing = tuple(TensorSpec(t.node, t.shape, t.dtype) for t in cut.crossing)
     return PlanCut(
         id=cut.id,
@@ -977,6 +984,30 @@ def _export_cut(outcome: PlanOutcome, cut: Cut, directory: Path) -> PlanCut:
         head_sha256=sha256_file(head_path),
         tail_sha256=sha256_file(tail_path),
     )
+
+
+def _with_result_codecs(
+    outputs: tuple[TensorSpec, ...], codecs: Sequence[str], spec: str
+) -> tuple[TensorSpec, ...]:
+    """The model's outputs with the result codecs it declares, checked against them.
+
+    Raises:
+        PlanError: not one codec per output, or a codec an output cannot travel with.
+    """
+    if len(codecs) != len(outputs):
+        raise PlanError(
+            f"{spec} declares {len(codecs)} result codecs ({', '.join(codecs)}) for "
+            f"{len(outputs)} outputs; expected one per output"
+        )
+    out = []
+    for tensor, text in zip(outputs, codecs, strict=True):
+        try:
+            codec = ResultCodec.parse(text)
+            codec.check(tensor.shape, tensor.dtype)
+        except CodecSpecError as exc:
+            raise PlanError(f"{spec}: {tensor.name}: {exc.message}") from exc
+        out.append(dataclasses.replace(tensor, result_codec=codec))
+    return tuple(out)
 
 
 def _profiles(

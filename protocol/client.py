@@ -42,7 +42,7 @@ from splitwire.errors import SplitwireError
 from splitwire.protocol import splitwire_pb2 as pb
 from splitwire.protocol import splitwire_pb2_grpc as pb_grpc
 from splitwire.protocol.codec import EncodedTensor
-from splitwire.protocol.errors import CodecError, HeaderError
+from splitwire.protocol.errors import CodecError, HeaderError, PayloadError
 from splitwire.protocol.framing import (
     MAX_CHUNK_BYTES,
     FrameAssembler,
@@ -53,6 +53,7 @@ from splitwire.protocol.framing import (
 )
 from splitwire.protocol.header import DTYPES, DecodeLimits, zstd_bound
 from splitwire.protocol.peer_text import peer_text
+from splitwire.protocol.result_codec import ExpectedTensor
 from splitwire.protocol.transport import CLIENT_OPTIONS, bearer
 
 # An Accept may lower the chunk size below MAX_CHUNK_BYTES, but not this far: 1-byte chunks
@@ -158,16 +159,6 @@ class SessionClosed:
 
 
 SessionEvent = SessionResult | SessionFrameError | SessionClosed
-
-
-@dataclass(frozen=True)
-class ExpectedTensor:
-    """One tensor the answer to a frame must carry: its exact shape, batch included, and its
-    wire dtype (``"float32"``)."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
 
 
 def server_text(text: str) -> str:
@@ -471,6 +462,8 @@ class SessionClient:
                 return None
             received = time.perf_counter_ns()
             outputs = decode_frame(frame, limits=self._assembler.limits.tensor)
+            if expect is not None:
+                _check_classes(outputs, expect)
         except CodecError as exc:
             self._answered(seq)
             raise ResultRefused(
@@ -568,6 +561,31 @@ def _check_expected(chunk: pb.ResultChunk, expect: tuple[ExpectedTensor, ...]) -
                 f"tensor {i} ({tensor.name}): expected {wanted}, got {_shape(header.shape)} "
                 f"{peer_text(header.dtype)}; the tail does not answer with this plan's outputs",
                 field=f"tensors[{i}].shape",
+            )
+        if tensor.scheme is not None and header.scheme != tensor.scheme:
+            raise HeaderError(
+                f"tensor {i} ({tensor.name}): expected wire scheme {tensor.scheme} (the plan's "
+                f"result codec), got {peer_text(header.scheme)}",
+                field=f"tensors[{i}].scheme",
+            )
+
+
+def _check_classes(outputs: Sequence[torch.Tensor], expect: tuple[ExpectedTensor, ...]) -> None:
+    """Every index of a decoded class map against the plan's classes (its dtype, uint8, was
+    checked on the header: nothing below 0).
+
+    Raises:
+        PayloadError: naming the tensor, the classes expected and the index that came.
+    """
+    for i, (tensor, wanted) in enumerate(zip(outputs, expect, strict=True)):
+        if wanted.max_class is None or tensor.numel() == 0:
+            continue
+        top = int(tensor.max())
+        if top > wanted.max_class:
+            raise PayloadError(
+                f"tensor {i} ({wanted.name}): class {top} in the class map; expected classes "
+                f"0..{wanted.max_class}",
+                field=f"tensors[{i}].payload",
             )
 
 

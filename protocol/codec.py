@@ -100,7 +100,7 @@ def encode(tensor: torch.Tensor, spec: CodecSpec | str, *, name: str = "") -> En
     if spec.scheme == "jpeg":
         return _encode_jpeg(x, spec, name=name)
     x = x.contiguous()
-    scheme = _wire_scheme(spec, dtype)
+    scheme = wire_scheme(spec, dtype)
     axis, scales, offsets, param_dtype = -1, b"", b"", "float32"
     if scheme == "raw":
         data = x
@@ -257,7 +257,7 @@ def _encode_jpeg(x: torch.Tensor, spec: CodecSpec, *, name: str) -> EncodedTenso
     return EncodedTensor(header=header, payload=payload)
 
 
-def _wire_scheme(spec: CodecSpec, dtype: str) -> str:
+def wire_scheme(spec: CodecSpec, dtype: str) -> str:
     """What actually happens to a tensor of ``dtype`` under ``spec`` (never a wasted cast)."""
     if dtype not in FLOAT_DTYPES or spec.scheme == "fp32":
         return "raw"

@@ -108,6 +108,9 @@ class LoadedModel:
             and ``file.py:callable`` models (whose builder may load trained weights itself).
         preprocess: how a uint8 camera frame becomes the input these weights expect, when the
             weights come with one (``@pretrained``); None when unknown.
+        result_codecs: how each output travels back to the edge, when the model says (a
+            ``result_codecs`` attribute of codec strings, e.g. the delay corrector's heavy
+            model: its class map and int8 features); empty: every output as it is.
     """
 
     spec: str
@@ -117,6 +120,7 @@ class LoadedModel:
     trained: bool = False
     preprocess: Preprocess | None = None
     random_weights: bool = False
+    result_codecs: tuple[str, ...] = ()
 
 
 def parse_spec(spec: str) -> ModelSpec:
@@ -204,6 +208,7 @@ def load_model(spec: str) -> LoadedModel:
         trained=parsed.weights is not None or parsed.kind == "pt2",
         preprocess=preprocess,
         random_weights=parsed.kind in ("zoo", "hf") and parsed.weights is None,
+        result_codecs=tuple(str(c) for c in getattr(module, "result_codecs", ())),
     )
 
 

@@ -25,9 +25,8 @@ def test_every_target_has_a_measured_figure_and_a_reference(smoke: TrainResult) 
     # The smoke heavy model is weak, but delay 0 shows the heavy model's own class map.
     zero = next(c for c in checks if "delay 0:" in c["what"])
     assert zero["met"] and zero["gap_points"] == 0.0
-    assert pricing["bytes_per_frame"] == pytest.approx(
-        pricing["feature_bytes"] + pricing["class_map_bytes"], abs=0.2
-    )
+    payloads = pricing["feature_bytes"] + pricing["class_map_bytes"]
+    assert payloads < pricing["bytes_per_frame"] < payloads + 200  # the headers beside them
     assert set(pricing["downlink_ms"]) == set(PRICE_LINKS)
     # 3g's downlink (3 Mbit/s) is the slowest of the three: its time is the longest.
     assert pricing["downlink_ms"]["3g"] == max(pricing["downlink_ms"].values()) > 0

@@ -57,9 +57,9 @@ def test_eval_json_prints_every_regime_and_delay(
         assert r["fused_margin"] == round(
             r["fused_miou"] - max(r["local_miou"], r["remote_miou"]), 4
         )
-        assert r["downlink_bytes"] == pytest.approx(
-            r["feature_bytes"] + r["class_map_bytes"], abs=0.2
-        )
+        # The result messages: both payloads and their two headers.
+        payloads = r["feature_bytes"] + r["class_map_bytes"]
+        assert payloads < r["downlink_bytes"] < payloads + 200
         assert 0 < r["class_map_bytes"] < 4096 and r["feature_bytes"] > 0
     # Nothing moves in the static regime: a stale answer only sees other sensor noise, and
     # the remote class map is shown everywhere, at every delay (beyond tau_max too).

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from splitwire.corrector import load_corrector
+from splitwire.corrector.payload import transmit
 from splitwire.corrector.selection import one_hot_logits
 from splitwire.corrector.training import TrainConfig, train
 from splitwire.corrector.video import scene
@@ -109,7 +110,8 @@ async def test_fused_outputs_come_before_their_own_answer(
     assert summary["answer_lag_min_ms"] >= 2 * DELAY_MS
     assert all(1 <= r["delay_frames"] <= SMOKE.tau_max for r in fused)
     assert all(r["bytes_up"] > 0 for r in fused)
-    assert all(r["downlink_bytes"] > 0 for r in fused)  # the answer it used, priced
+    # The answer each used, as it arrived: the class map and the int8 features, ~2 kB.
+    assert all(1000 < r["downlink_bytes"] < 4000 for r in fused)
     assert summary["answers_after_output"] >= 40
     seg = summary["segmentation"]
     assert set(seg["miou"]) >= {"fused", "local_only", "remote_only"}
@@ -173,10 +175,10 @@ def test_newest_answer_wins_and_delays_count_frames(
     corrector = load_corrector(corrector_dir)
     outputs = open_plan(plan_dir).outputs(split)
     paced = FrameCorrector(corrector, outputs=outputs, frame_interval_ns=50_000_000)
-    logits = torch.zeros(1, 5, 64, 64)
+    classes = torch.zeros(1, 64, 64, dtype=torch.uint8)
     downlink = torch.zeros(1, *corrector.downlink_shape)
-    paced.remember(7, 700_000_000, (logits, downlink))
-    paced.remember(5, 500_000_000, (logits, downlink))  # arrives late: older, ignored
+    paced.remember(7, 700_000_000, (classes, downlink), wire_bytes=2000)
+    paced.remember(5, 500_000_000, (classes, downlink), wire_bytes=2000)  # late: older, ignored
     newest = paced.newest
     assert newest is not None and newest.seq == 7
     assert paced.delay_frames(9, 840_000_000, newest) == 3  # 140 ms at 20 fps, rounded
@@ -205,9 +207,11 @@ def test_a_still_scene_keeps_the_remote_answer_beyond_tau_max(
     clip = scene((9, 5), speed=(0.0, 0.0)).render(range(0, 40, 13))  # frames 0, 13, 26, 39
     fc.correct(clip.frames[:1], seq=1, captured_ns=0)  # sent: its thumbnail is kept
     logits, downlink = corrector.remote(clip.frames[:1])
-    fc.remember(1, 0, (logits, downlink))
+    sent = transmit(logits, downlink)  # what the tail sends and the edge decodes
+    fc.remember(1, 0, (sent.classes.to(torch.uint8), sent.downlink), wire_bytes=sent.wire_bytes)
     answer = fc.newest
-    assert answer is not None and answer.thumbnail is not None and answer.downlink_bytes > 0
+    assert answer is not None and answer.thumbnail is not None
+    assert answer.downlink_bytes == sent.wire_bytes
     for seq, frame in zip((14, 27, 40), clip.frames[1:], strict=True):
         out = fc.correct(frame[None], seq=seq, captured_ns=0)
         assert (out.source, out.delay_frames, out.kept_share) == ("fused", seq - 1, 1.0)
@@ -224,12 +228,18 @@ def test_unusable_answers_from_the_tail_are_refused(
         corrector, outputs=open_plan(plan_dir).outputs(split), frame_interval_ns=None
     )
     downlink = torch.zeros(1, *corrector.downlink_shape)
-    fc.remember(1, 1, (torch.zeros(1, 5, 64, 64), downlink))
-    nan = torch.full((1, 5, 64, 64), float("nan"))
-    fc.remember(2, 2, (nan, downlink))
-    fc.remember(3, 3, (torch.zeros(1, 5, 32, 32), downlink))
-    fc.remember(4, 4, (torch.zeros(1, 5, 64, 64), downlink * float("inf")))
-    assert fc.newest is not None and fc.newest.seq == 1 and fc.refused == 3
+    classes = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    fc.remember(1, 1, (classes, downlink), wire_bytes=2000)
+    fc.remember(2, 2, (classes, downlink * float("nan")), wire_bytes=2000)
+    fc.remember(3, 3, (torch.zeros(1, 32, 32, dtype=torch.uint8), downlink), wire_bytes=2000)
+    fc.remember(4, 4, (classes, downlink * float("inf")), wire_bytes=2000)
+    fc.remember(5, 5, (torch.zeros(1, 64, 64), downlink), wire_bytes=2000)  # logits-like floats
+    fc.remember(6, 6, (classes, torch.zeros(1, 4, 16, 16)), wire_bytes=2000)
+    assert fc.newest is not None and fc.newest.seq == 1 and fc.refused == 5
+    assert fc.summary() | {"fusion": None} == {
+        "fusion": None, "tau_max": SMOKE.tau_max, "answers": 1,
+        "downlink_bytes_mean": 2000.0, "refused": 5,
+    }  # fmt: skip
     # Thumbnails of frames never answered are bounded by the history.
     small = FrameCorrector(corrector, outputs=open_plan(plan_dir).outputs(split),
                            frame_interval_ns=None, history=4)  # fmt: skip
