@@ -67,17 +67,18 @@ from splitwire.partitioner.measure import (
     BYTES_TOLERANCE,
     RAW_CODEC,
     Reference,
+    TensorSizes,
     bytes_settled,
     camera_samples,
     crossing_value,
     cut_samples,
     frame_sizes,
     measure_camera,
-    measure_cut_accuracy,
     measure_cut_bytes,
     record_crossings,
     record_reference,
     reprice,
+    stream_cuts,
     with_samples,
 )
 from splitwire.partitioner.measurement_cache import (
@@ -126,9 +127,6 @@ DEFAULT_CALIBRATION = 32
 # known (see the module docstring): enough for the screen's floor to rule out candidates far
 # over the budget, few enough that running hundreds of tails stays cheap.
 SCREEN_INPUTS = 4
-# The crossing activations of the inputs still to confirm are recorded for at most this many
-# bytes of cuts at a time (ResNet-50's layer1 sends 3.2 MB a frame: 28 inputs, ~90 MB a cut).
-CONFIRM_BYTES = 1 << 30
 
 AUTO_CODECS = tuple(
     CodecSpec.parse(s) for s in ("fp32", "fp32+zstd1", "fp16+zstd1", "int8+zstd1", "int4+zstd1")
@@ -385,18 +383,18 @@ def _measure_skipped(
     logger.info("measuring %d cuts whose skipped candidates may be on these fronts", len(pending))
     _, inputs = _calibration(request, preprocess)
     outputs = record_reference(graph, inputs, ()).outputs
-    done: dict[str, list[Measurement]] = {}
-    # A few cuts at a time: every input's activations of every pending cut may not fit.
-    for group in _memory_groups([cuts[cut_id] for cut_id in pending], len(inputs)):
-        values = record_crossings(graph, inputs, {t.node for cut in group for t in cut.crossing})
-        reference = dataclasses.replace(values, outputs=outputs)
-        for cut in group:
-            mine = [m for m in rechecked if m.cut == cut.id and m.baseline is None]
-            done[cut.id] = measure_cut_accuracy(
-                graph, cut, mine, reference, task=task, budget=request.budget
-            )
-    fresh = {(m.cut, m.codec): m for ms in done.values() for m in ms}
-    return [fresh.get((m.cut, m.codec), m) if m.baseline is None else m for m in rechecked]
+    codecs: dict[str, list[str]] = {}
+    for m in rechecked:
+        if m.baseline is None and is_pending(m):
+            codecs.setdefault(m.cut, []).append(m.codec)
+    found = _tail_samples(
+        request, graph, [cuts[cut_id] for cut_id in pending], codecs, inputs, outputs,
+        tails={}, task=task, desc="measuring tails",
+    )  # fmt: skip
+    return [
+        with_samples(m, found[(m.cut, m.codec)], request.budget) if (m.cut, m.codec) in found else m
+        for m in rechecked
+    ]
 
 
 def _measure(
@@ -535,11 +533,12 @@ def _frame_sizes(
     held = len(head.inputs)
     first = range(min(count, BYTES_MIN_FRAMES))
     sizes: dict[tuple[str, CodecSpec], list[int]] = {}
+    known: TensorSizes = {}  # a tensor several cuts cross is encoded once
     for cut in track(cuts, desc="encoding cuts", unit="cut", bars=request.progress):
         if not cut.crossing and cut.index > 0:  # all on the edge: nothing to encode
             continue
         for codec in _codecs(request, cut):
-            sizes[(cut.id, codec)] = frame_sizes(head, cut, codec, first)
+            sizes[(cut.id, codec)] = frame_sizes(head, cut, codec, first, known=known)
     by_id = {cut.id: cut for cut in cuts}
     done = len(first)
     while done < count:
@@ -549,12 +548,14 @@ def _frame_sizes(
         stop = min(count, done + BYTES_MIN_FRAMES)
         # The frames ``head`` holds, else the next ones recorded for the unsettled cuts only.
         if stop <= held:
-            more, frames = head, range(done, stop)
+            more, frames, offset = head, range(done, stop), 0
         else:
             keep = {t.node for cut_id, _ in unsettled for t in by_id[cut_id].crossing}
-            more, frames = record_crossings(graph, inputs[done:stop], keep), None
+            more, frames, offset = record_crossings(graph, inputs[done:stop], keep), None, done
         for cut_id, codec in unsettled:
-            sizes[(cut_id, codec)] += frame_sizes(more, by_id[cut_id], codec, frames)
+            sizes[(cut_id, codec)] += frame_sizes(
+                more, by_id[cut_id], codec, frames, first=offset, known=known
+            )
         done = stop
     settled_early = sum(len(got) < count for got in sizes.values())
     if settled_early:
@@ -609,19 +610,13 @@ def _confirm(
                 graph, decoded[codec], reference, range(start, count), task=task
             )
         by_cut: dict[str, list[str]] = {}
-        for cut_id, codec in wanted:
+        for cut_id, codec in sorted(wanted):
             if codec not in decoded:
                 by_cut.setdefault(cut_id, []).append(codec)
-        for group in _memory_groups([cuts[c] for c in by_cut], count - start):
-            keep = {t.node for cut in group for t in cut.crossing}
-            rest = record_crossings(graph, reference.inputs[start:], keep)
-            for cut in track(group, desc="confirming tails", unit="cut", bars=request.progress):
-                crossing = [crossing_value(rest, t.node) for t in cut.crossing]
-                codecs = [CodecSpec.parse(c) for c in by_cut[cut.id]]
-                tail = tails.get(cut.id) or split(graph, cut).tail
-                found = cut_samples(tail, crossing, codecs, outputs, task=task)
-                for codec in by_cut[cut.id]:
-                    fresh[(cut.id, codec)] = found[CodecSpec.parse(codec)]
+        fresh |= _tail_samples(
+            request, graph, [cuts[c] for c in by_cut], by_cut, reference.inputs[start:], outputs,
+            tails=tails, task=task, desc="confirming tails",
+        )  # fmt: skip
         for key, more in fresh.items():
             samples[key] = samples[key].joined(more)
         measured = [
@@ -685,20 +680,38 @@ def _wanted(
     return wanted
 
 
-def _memory_groups(cuts: Sequence[Cut], inputs: int) -> list[list[Cut]]:
-    """``cuts`` in groups whose crossing activations for ``inputs`` inputs fit in
-    :data:`CONFIRM_BYTES` (a cut larger than that is a group of its own)."""
-    groups: list[list[Cut]] = []
-    size = 0
-    for cut in cuts:
-        mine = sum(t.nbytes for t in cut.crossing) * inputs
-        if groups and size + mine <= CONFIRM_BYTES:
-            groups[-1].append(cut)
-            size += mine
-        else:
-            groups.append([cut])
-            size = mine
-    return groups
+def _tail_samples(
+    request: PlanRequest,
+    graph: CapturedGraph,
+    cuts: Sequence[Cut],
+    codecs: Mapping[str, Sequence[str]],
+    inputs: torch.Tensor,
+    outputs: Sequence[torch.Tensor],
+    *,
+    tails: Mapping[str, torch.nn.Module],
+    task: str | None,
+    desc: str,
+) -> dict[tuple[str, str], MetricSamples]:
+    """The per-input figures of each of ``codecs[cut.id]`` at each of ``cuts`` on ``inputs``
+    (whose model outputs are ``outputs``): one run of the graph on every input, each cut's
+    tail run on its decoded crossing tensors as they are computed
+    (:func:`~splitwire.partitioner.measure.stream_cuts`), with the tails in ``tails`` or built
+    here."""
+    found: dict[tuple[str, str], MetricSamples] = {}
+    bar = iter(track(range(len(cuts)), desc=desc, unit="cut", bars=request.progress))
+
+    def visit(cut: Cut, crossing: list[torch.Tensor]) -> None:
+        wanted = [CodecSpec.parse(c) for c in codecs[cut.id]]
+        tail = tails.get(cut.id) or split(graph, cut).tail
+        samples = cut_samples(tail, crossing, wanted, outputs, task=task)
+        for codec in codecs[cut.id]:
+            found[(cut.id, codec)] = samples[CodecSpec.parse(codec)]
+        next(bar, None)
+
+    stream_cuts(graph, inputs, cuts, visit)
+    for _ in bar:  # the progress log's last line
+        pass
+    return found
 
 
 def decide(
