@@ -95,7 +95,9 @@ def target_line(result: dict[str, Any]) -> str:
         f"{total:.1f} s against <= {target:g} s ({result['ratio_to_target']:.2f}x); accuracy of "
         f"{result['accuracy_all_inputs']} candidates on all {result['calibration']} inputs, "
         f"{result['accuracy_screen_only']} on the screen only, {result['not_measured']} not "
-        f"measured; load average {result['load_average_before']:.1f} -> "
+        f"measured ({result['lossy_on_a_front']} lossy front members; fronts of "
+        f"{'/'.join(map(str, result['front_per_link']))} per link; {result['tail_runs']} tail "
+        f"runs); load average {result['load_average_before']:.1f} -> "
         f"{result['load_average_after']:.1f}"
     )
 
@@ -110,7 +112,7 @@ def run_planning(
     repeats: int,
     progress: bool,
     prune: bool = True,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Seconds per phase (``measure.encode``, ``measure.screen`` and ``measure.confirm`` within
     ``measure``), plus
     ``decide`` (median of ``repeats``), ``export``, ``capture_to_plan`` (every phase of the
@@ -175,6 +177,19 @@ def run_planning(
         "accuracy_screen_only": sum(
             1 for m in outcome.measurements if m.evidence and m.evidence.inputs < calibration
         ),
+        # Each link's exact front: every lossy member is measured on every input, so its size
+        # (times the tail each member runs) is what the confirm step cannot go below.
+        "front_per_link": [sum(c.pareto for c in d.candidates) for d in outcome.decisions],
+        "lossy_on_a_front": len(
+            {
+                (c.measurement.cut, c.measurement.codec)
+                for d in outcome.decisions
+                for c in d.candidates
+                if c.pareto and c.measurement.evidence is not None
+            }
+        ),
+        # (candidate, input) pairs whose tail (or whole model, for a camera baseline) ran.
+        "tail_runs": sum(m.evidence.inputs for m in outcome.measurements if m.evidence),
         # (cut, codec) pairs whose bytes are the mean of fewer frames than the calibration's.
         "bytes_from_fewer_frames": sum(
             1 for m in outcome.measurements if 0 < m.bytes_frames < calibration
