@@ -45,6 +45,7 @@ import io
 import json
 import logging
 import math
+import os
 import statistics
 import tempfile
 import time
@@ -105,15 +106,19 @@ def select_cuts(outcome: Any, links: Sequence[LinkModel]) -> tuple[list[str], st
 def make_plan(
     model: str, input_shape: tuple[int, ...], links: Sequence[LinkModel], *, slowdown: float,
     directory: Path, cuts: Sequence[str] | None = None, reuse: Path | None = None,
+    calibration_data: str | None = None,
 ) -> str:  # fmt: skip
     """Plan ``model`` for ``links`` into ``directory``, shipping the cuts to measure; returns
     how they were chosen. ``reuse``: an earlier plan directory of the same model made here
-    (``splitwire plan --reuse-measurements``: its bytes and accuracy, no tail runs)."""
+    (``splitwire plan --reuse-measurements``: its bytes and accuracy, no tail runs).
+    ``calibration_data``: ``synthetic``, ``skimage`` or a directory of photos (None: the
+    planner's default for the model)."""
     from splitwire.partitioner.planner import PlanRequest, plan_model, write_plan_directory
 
     request = PlanRequest(
         model_spec=model, input_shape=input_shape, links=tuple(links), calibration=2, repeats=3,
         edge_slowdown=slowdown if slowdown != 1.0 else None, threads=1, reuse_measurements=reuse,
+        calibration_data=calibration_data,
     )  # fmt: skip
     outcome = plan_model(request)
     if cuts is not None:  # () ships the picks (and the baselines' cuts) only
@@ -252,6 +257,14 @@ def camera_source(
     return f"npy:{path}", describe_calibration(data)
 
 
+def _camera_data(camera: str) -> str | None:
+    """The planner's calibration data for a ``--camera`` of photos (its bytes are then
+    measured on the photos the agent shows); None (the planner's default) otherwise."""
+    if camera == "skimage":
+        return camera
+    return camera[4:] if camera.startswith("dir:") and camera[4:] else None
+
+
 def _calibration_data(provenance: str) -> str | None:
     """The planner's calibration data named in a plan's provenance text (see
     :func:`splitwire.partitioner.planner.describe_calibration`), None if unknown."""
@@ -355,7 +368,8 @@ async def _run_link(
                 "within_budget": option.accuracy_cost <= plan.plan.accuracy_budget,
                 "predicted_terms": {"edge_ms": round(price.edge_ms, 3),
                                     "transfer_ms": round(price.transfer_ms, 3),
-                                    "cloud_ms": round(price.cloud_ms, 3)},
+                                    "cloud_ms": round(price.cloud_ms, 3),
+                                    "bytes_up": round(option.bytes_up, 1)},
                 "uplink_estimate_bps": None if piped.uplink_bps is None
                 else round(piped.uplink_bps),
             } | _figures(alone.records, piped.records))  # fmt: skip
@@ -370,7 +384,7 @@ def run_e2e(
     frames: int = 30, warmup: int = 5, plan_dir: Path | None = None,
     cuts: Sequence[str] | None = None, rpc: bool = True, max_run_s: float = MAX_RUN_S,
     camera: str = "plan", keep_plan: Path | None = None, reuse: Path | None = None,
-    progress: Callable[[str], None] = lambda _: None,
+    picks_only: bool = False, progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:  # fmt: skip
     """Every run of the benchmark (see the module docstring); returns records and checks.
 
@@ -379,6 +393,7 @@ def run_e2e(
             planning; ``cuts`` then picks among its shipped cuts (default: all of them).
         max_run_s: each agent run stops taking frames after this long (then drains): a
             slow option on a slow link measures fewer frames (``frames`` in its record).
+        picks_only: measure each link's pick and the baselines only (no other cut).
         reuse: plan with the measurements of this earlier plan directory (``make_plan``).
         keep_plan: write the plan made here to this directory (kept, for ``plan_dir`` in a
             later run) instead of a temporary one.
@@ -393,19 +408,23 @@ def run_e2e(
     if len(models) != len(parsed) or not models:
         raise SplitwireError("bench e2e needs one or more fixed links (--link), not traces")
     torch.set_num_threads(1)
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="splitwire-e2e-") as tmp:
         started = time.monotonic()
         if plan_dir is None:
             progress(f"planning {model} at {input_shape} for {len(models)} links")
             plan_dir = keep_plan if keep_plan is not None else Path(tmp) / "plan"
             how = make_plan(model, input_shape, models, slowdown=edge_slowdown,
-                            directory=plan_dir, cuts=cuts, reuse=reuse)  # fmt: skip
+                            directory=plan_dir, cuts=() if picks_only else cuts,
+                            reuse=reuse, calibration_data=_camera_data(camera))  # fmt: skip
             cuts = None
         else:
             how = "cuts given" if cuts else "every cut the given plan ships"
         plain = open_plan(plan_dir)
         shipped = sorted({o.cut for o in plain.options if o.baseline is None})
         measured = list(cuts) if cuts else shipped
+        if picks_only:
+            measured, how = [], "each link's pick and the baselines only"
         missing = [c for c in measured if c not in shipped]
         if missing:
             raise SplitwireError(f"cuts {missing}: the plan ships splits at {shipped} only")
@@ -440,8 +459,33 @@ def run_e2e(
         "model": model, "input_shape": list(plain.plan.input_shape), "cuts": how,
         "plan_s": round(plan_s, 1), "records": records, "netem": link_stats,
         "frames": shows,
+        "load_average": {"start": [round(v, 2) for v in load_start],
+                         "end": [round(v, 2) for v in os.getloadavg()]},
+        "term_ratios": {str(link): term_ratios(records, str(link)) for link in models},
         "checks": checks(records, [str(link) for link in models]),
     }  # fmt: skip
+
+
+def term_ratios(records: list[dict[str, Any]], link: str) -> dict[str, float | None]:
+    """Where the predictions miss on ``link``: the median over its options of each term's
+    measured / predicted (edge: head + encode as the agent timed them against the planner's
+    edge time; network: the agent's round trip less the cloud's time against the planner's
+    transfer; cloud: the cloud's reported time against the planner's cloud time, which also
+    holds the transport's per-message cost the network figure carries; bytes: sent / planned).
+    None for a term no option has."""
+    mine = [r for r in records if r["link"] == link and not r.get("comparison")]
+    pairs = {"edge": ("edge_ms", "edge_ms"), "network": ("network_ms", "transfer_ms"),
+             "cloud": ("cloud_ms", "cloud_ms")}  # fmt: skip
+    out: dict[str, float | None] = {}
+    for term, (measured, predicted) in pairs.items():
+        ratios = [r["measured_terms"][measured] / r["predicted_terms"][predicted] for r in mine
+                  if r["measured_terms"].get(measured) is not None
+                  and r["predicted_terms"].get(predicted)]  # fmt: skip
+        out[term] = round(statistics.median(ratios), 3) if ratios else None
+    sent = [r["bytes_up"] / r["predicted_terms"]["bytes_up"] for r in mine
+            if r["bytes_up"] and r["predicted_terms"].get("bytes_up")]  # fmt: skip
+    out["bytes"] = round(statistics.median(sent), 3) if sent else None
+    return out
 
 
 def rpc_links(links: Sequence[LinkModel]) -> list[LinkModel | None]:
@@ -616,6 +660,14 @@ def table(result: dict[str, Any]) -> str:
                "* = over the budget, measured for comparison), R = torch RPC comparison "
                "(no slowdown); times in ms; drift = the "
                "prediction with compute scaled by the machine's drift since profiling")  # fmt: skip
+    for link, ratios in result.get("term_ratios", {}).items():
+        terms = ", ".join(f"{k} {'-' if v is None else f'{v:.2f}x'}" for k, v in ratios.items())
+        out.append(f"measured / predicted on {link}, median per term: {terms}")
+    if "load_average" in result:
+        load = result["load_average"]
+        out.append(f"load average (1, 5, 15 min) at the start {load['start']}, at the end "
+                   f"{load['end']} on {os.cpu_count()} CPUs: timing figures under load are "
+                   "slower than on a quiet machine")  # fmt: skip
     for link, stats in result["netem"].items():
         up, down = stats["up"], stats["down"]
         out.append(f"emulator on {link}: up delay p50 {up['delay_p50_ms']:.1f} ms, down "

@@ -90,8 +90,14 @@ def register(benchmarks: Any) -> None:
         metavar="SOURCE",
         help="what the agent's camera shows: 'plan' (default: the kind of frames the plan was "
         "calibrated on, synthetic frames or photo crops, seed 1234, since bytes follow the "
-        "content), 'synthetic' (the agent's own scene), 'skimage' (scikit-image's photos) or "
+        "content), 'synthetic' (the agent's own scene), 'skimage' (scikit-image's photos; a plan "
+        "made here is then calibrated on them too) or "
         "'dir:PATH' (crops of the images in PATH)",
+    )
+    e2e.add_argument(
+        "--picks-only",
+        action="store_true",
+        help="measure each link's pick and the baselines only (no other cut)",
     )
     e2e.add_argument("--no-rpc", action="store_true", help="skip the PyTorch RPC comparison")
     e2e.add_argument(
@@ -123,7 +129,7 @@ def _e2e(args: argparse.Namespace) -> int:
         links=args.link or ["bw=20mbit,rtt=40ms", "lte"], edge_slowdown=args.edge_slowdown,
         frames=args.frames, warmup=args.warmup, plan_dir=args.plan, cuts=args.cuts,
         rpc=not args.no_rpc, max_run_s=args.max_run_s, camera=args.camera, keep_plan=args.keep_plan,
-        reuse=args.reuse_measurements, progress=progress,
+        reuse=args.reuse_measurements, picks_only=args.picks_only, progress=progress,
     )  # fmt: skip
     if args.plot is not None:
         plot(result, args.plot)

@@ -77,3 +77,45 @@ def test_rpc_comparisons_are_checked_per_link_and_kept_out_of_fidelity() -> None
     assert not check("vs torch RPC on loopback")["met"]
     rpc = check(f"vs torch RPC on {link}")
     assert rpc["ratio"] == 4.0 and rpc["met"] and rpc["target"] == "≥ 2"
+
+
+def test_the_camera_shows_the_plans_frames_or_the_photos_asked_for(
+    plan: Any, tmp_path: Path
+) -> None:
+    """The test plan was calibrated on synthetic frames: ``plan`` shows those (the first the
+    planner's very ones), ``skimage`` real photos, ``synthetic`` the agent's own scene."""
+    import numpy as np
+
+    from splitwire.benchmarks.e2e import camera_source
+    from splitwire.errors import SplitwireError
+    from splitwire.partitioner.photos import photo_frames
+
+    spec, shows = camera_source(plan, tmp_path / "a.npy", count=3)
+    assert spec == f"npy:{tmp_path / 'a.npy'}" and "synthetic camera frames" in shows
+    spec, shows = camera_source(plan, tmp_path / "b.npy", count=3, camera="skimage")
+    assert "scikit-image" in shows
+    _, channels, height, width = plan.plan.input_shape
+    photos = photo_frames("skimage", 3, height=height, width=width, channels=channels, seed=1234)
+    assert np.array_equal(np.load(tmp_path / "b.npy"), photos.numpy())
+    assert camera_source(plan, tmp_path / "c.npy", count=3, camera="synthetic")[0] == "synthetic"
+    with pytest.raises(SplitwireError, match="--camera video: expected one of plan, synthetic"):
+        camera_source(plan, tmp_path / "d.npy", count=3, camera="video")
+
+
+def test_term_ratios_point_at_the_term_that_misses() -> None:
+    from splitwire.benchmarks.e2e import term_ratios
+
+    def record(edge: float, network: float, cloud: float, sent: float) -> dict[str, Any]:
+        return {
+            "link": "wifi", "bytes_up": sent,
+            "predicted_terms": {"edge_ms": 10.0, "transfer_ms": 20.0, "cloud_ms": 5.0,
+                                "bytes_up": 1000.0},
+            "measured_terms": {"edge_ms": edge, "network_ms": network, "cloud_ms": cloud},
+        }  # fmt: skip
+
+    records = [record(12.0, 20.0, 5.0, 1000.0), record(13.0, 22.0, 5.5, 1500.0),
+               record(14.0, 24.0, 6.0, 2000.0)]  # fmt: skip
+    assert term_ratios(records, "wifi") == {
+        "edge": 1.3, "network": 1.1, "cloud": 1.1, "bytes": 1.5
+    }  # fmt: skip
+    assert term_ratios(records, "lte") == dict.fromkeys(("edge", "network", "cloud", "bytes"))
