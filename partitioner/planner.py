@@ -294,8 +294,8 @@ def plan_model(request: PlanRequest) -> PlanOutcome:
     preprocess = request.preprocess or loaded.preprocess or default_preprocess(request.input_shape)
     with _timed(seconds, "profile"):
         edge, cloud = _profiles(request, graph, digest, nodes)
-    # Nothing is timed while measuring bytes and accuracy: use every core.
-    with _timed(seconds, "measure"), torch_threads(os.cpu_count() or 1):
+    # Nothing is timed while measuring bytes and accuracy: use every idle core.
+    with _timed(seconds, "measure"), torch_threads(idle_cores()):
         if request.reuse_measurements is None:
             frames, inputs = _calibration(request, preprocess)
             camera = (frames, preprocess)
@@ -343,6 +343,17 @@ def plan_model(request: PlanRequest) -> PlanOutcome:
         task=task,
         result_codecs=loaded.result_codecs,
     )
+
+
+def idle_cores() -> int:
+    """The cores no other process keeps busy (at least 1): the cores less the load average
+    over the last minute, this process's own thread (it has been capturing and profiling)
+    not counted. Torch's threads wait for each other at every op, so a thread on a core
+    another process holds stalls the rest: on this 2-core machine under a load of 5 to 8,
+    measuring with two threads was several times slower than with one."""
+    cores = os.cpu_count() or 1
+    busy = max(0.0, os.getloadavg()[0] - 1.0)
+    return max(1, min(cores, round(cores - busy)))
 
 
 def _calibration(

@@ -4,6 +4,7 @@ encoding gives."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -18,6 +19,7 @@ from splitwire.partitioner.measure import (
     record_reference,
     stream_cuts,
 )
+from splitwire.partitioner.planner import idle_cores
 from splitwire.partitioner.split import split
 from splitwire.protocol import CodecSpec
 
@@ -125,3 +127,16 @@ def test_recorded_and_streamed_values_are_what_each_head_sends() -> None:
             assert torch.equal(crossing_value(recorded, tensor.node), head), (cut.name, tensor.node)
             changed += tensor.node in mutated_nodes(graph.module)
     assert changed, "expected a cut crossing a value a later node changes in place"
+
+
+@pytest.mark.parametrize(
+    ("cores", "load", "threads"),
+    [(2, 1.0, 2), (2, 0.2, 2), (2, 2.0, 1), (2, 7.5, 1), (8, 3.2, 6), (8, 0.0, 8), (1, 0.0, 1)],
+)
+def test_measuring_uses_the_idle_cores(
+    monkeypatch: pytest.MonkeyPatch, cores: int, load: float, threads: int
+) -> None:
+    # The planner's own thread is in the load: a load of 1 on 2 cores leaves both to it.
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    monkeypatch.setattr("os.getloadavg", lambda: (load, load, load))
+    assert idle_cores() == threads
