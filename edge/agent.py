@@ -184,6 +184,11 @@ class EdgeAgent:
     def _connected(self) -> bool:
         return self.uplink is not None and self.uplink.connected
 
+    def _trusted(self) -> bool:
+        """Whether a session is open and trusted with frames (not on probation after a session
+        stopped answering)."""
+        return self.uplink is not None and self.uplink.trusted
+
     def _epoch(self) -> int:
         """The number of the current (or last) session; 0 before the first."""
         return self.uplink.epoch if self.uplink is not None else 0
@@ -212,15 +217,17 @@ class EdgeAgent:
         else:
             self.window.emit_dropped(frame, "stale")
 
-    def _session_lost(self) -> None:
+    def _session_lost(self, lost: Lost) -> None:
         """The session is gone (the tail died, the link dropped, it stopped answering): the
         frames it held, and those waiting to be sent, are answered on the edge when they can
-        be (else they wait for the next session, or their budget)."""
+        be (else they wait for the next session, or their budget). Those an unresponsive
+        session held go ``unanswered``, the others ``disconnected``."""
         if not self._can_fall_back():
             return
         waiting = list(self.window.ready)
         for frame in waiting:
-            self._fall_back_in_time(frame, "disconnected")
+            held = lost.unresponsive and frame.epoch == lost.epoch
+            self._fall_back_in_time(frame, "unanswered" if held else "disconnected")
         if waiting:
             logger.info("%d frames in flight go to the edge's own model", len(waiting))
 
@@ -256,6 +263,7 @@ class EdgeAgent:
                 logger.info("connecting to %s", self.uplink.cloud)
                 first = await self.uplink.first_session()
                 workers.append(asyncio.create_task(self.uplink.send_loop(), name="edge-send"))
+                workers.append(asyncio.create_task(self.uplink.watch_loop(), name="edge-watch"))
                 workers.append(asyncio.create_task(self._session_loop(first), name="edge-session"))
                 workers.append(asyncio.create_task(self._policy_loop(), name="edge-policy"))
             for task in workers:
@@ -419,7 +427,11 @@ class EdgeAgent:
             self._consider_switch()
             option, fallback = self._option_for_frame()
             if option is not self.option and self.option.local:
-                await self._compute_probe(frame, option)
+                await self._compute_probe(frame, self.option, option, reason="all-on-edge")
+                continue
+            probe = self._probation_probe() if fallback else None
+            if probe is not None:
+                await self._compute_probe(frame, option, probe, reason="disconnected")
                 continue
             frame.state, frame.option, frame.fallback = "computing", option, fallback
             # With a corrector, a frame the cloud cannot take (no session) needs no head.
@@ -447,8 +459,8 @@ class EdgeAgent:
                     window.retire(window.ready[0])
                     self.stats.uplink_skipped += 1
             frame.encoded, frame.bytes_up = computed.encoded, computed.bytes_up
-            if not self._connected() and self._can_fall_back():
-                # The session went while the head ran: no waiting for the next one.
+            if not self._trusted() and self._can_fall_back():
+                # The session went (or stopped answering) while the head ran: no waiting.
                 self._fall_back_in_time(frame, "disconnected")
                 continue
             frame.state = "ready"
@@ -480,18 +492,21 @@ class EdgeAgent:
         if computed is not None:
             self.window.emit(frame, "local", frame.fallback_reason, outputs=computed.outputs)
 
-    async def _compute_probe(self, frame: Frame, probe: PlanOption) -> None:
-        """A frame of an all-on-edge run that also measures the link: its output is computed
-        here and emitted at once; the copy sent with ``probe`` only feeds the link monitor."""
-        frame.state, frame.option = "computing", self.option
-        local = await self._compute(frame, self.option)
-        if local is None:
+    async def _compute_probe(
+        self, frame: Frame, local: PlanOption, probe: PlanOption, *, reason: str
+    ) -> None:
+        """A frame answered on the edge (with ``local``, emitted at once as ``local`` for
+        ``reason``) whose copy sent with ``probe`` only feeds the link monitor, or shows that
+        a session on probation answers."""
+        frame.state, frame.option = "computing", local
+        here = await self._compute(frame, local)
+        if here is None:
             return
         sent = await self._compute(frame, probe)
         if sent is None:
             return
-        frame.head_ms, frame.encode_ms, frame.probe = local.head_ms, local.encode_ms, probe
-        self.window.write(frame, "local", "all-on-edge", outputs=local.outputs)
+        frame.head_ms, frame.encode_ms, frame.probe = here.head_ms, here.encode_ms, probe
+        self.window.write(frame, "local", reason, outputs=here.outputs)
         frame.option, frame.encoded, frame.pixels = probe, sent.encoded, None
         frame.bytes_up = sent.bytes_up
         frame.state = "ready"
@@ -506,10 +521,21 @@ class EdgeAgent:
         if option.local:
             probe = self._probe_option()
             return (probe, False) if probe is not None else (option, False)
-        if not self._connected() and self._can_fall_back():
+        if not self._trusted() and self._can_fall_back():
             assert self._local_option is not None
             return self._local_option, True
         return option, False
+
+    def _probation_probe(self) -> PlanOption | None:
+        """The option to send a frame with, as well as answering it here, while the open
+        session is on probation (one frame at a time: the session is trusted once it answers
+        one); None when no frame should go."""
+        uplink = self.uplink
+        if uplink is None or not uplink.connected or uplink.trusted or uplink.unanswered:
+            return None
+        if any(f.probe is not None for f in self.window.ready):
+            return None  # one is on its way out already
+        return self.option if uplink.served(self.option) else None
 
     def _probe_option(self) -> PlanOption | None:
         if self.uplink is None or not self.uplink.connected or self.policy_mode != "auto":
@@ -545,7 +571,7 @@ class EdgeAgent:
             self._consider_switch()
 
     def _consider_switch(self) -> None:
-        if self.policy_mode != "auto" or not self._connected():
+        if self.policy_mode != "auto" or not self._trusted():
             return
         link = self._measured_link()
         if link is None:
@@ -590,7 +616,7 @@ class EdgeAgent:
                         "the server does not serve cut %s (it serves %s)", self.option.cut, served
                     )
             elif isinstance(event, Lost):
-                self._session_lost()
+                self._session_lost(event)
             elif isinstance(event, SessionRefused):
                 self._refused(event.error)
 

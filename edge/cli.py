@@ -172,6 +172,30 @@ def register(subparsers: Any) -> None:
         "the tail (sent and out of time, or stuck behind such frames), and reconnect "
         "(default %(default)s)",
     )
+    pipe.add_argument(
+        "--unresponsive-factor",
+        type=float,
+        default=defaults.DEFAULT_UNRESPONSIVE_FACTOR,
+        metavar="X",
+        help="declare a session unresponsive (drop it, answer its frames on the edge, reconnect) "
+        "when its frames go unanswered X times longer than the p95 of the last 64 answers "
+        "(default %(default)s)",
+    )
+    pipe.add_argument(
+        "--unresponsive-floor-ms",
+        type=float,
+        default=defaults.DEFAULT_UNRESPONSIVE_FLOOR_MS,
+        metavar="MS",
+        help="... but never before its frames went unanswered this long (default %(default)s)",
+    )
+    pipe.add_argument(
+        "--unresponsive-first-ms",
+        type=float,
+        default=defaults.DEFAULT_UNRESPONSIVE_FIRST_MS,
+        metavar="MS",
+        help="... and, before the agent has timed any answer, not before this long, nor before "
+        "--unresponsive-factor times the plan's predicted answer time (default %(default)s)",
+    )
     corr = edge.add_argument_group("delay corrector")
     corr.add_argument(
         "--corrector",
@@ -280,6 +304,9 @@ def edge_config(args: argparse.Namespace) -> Any:
         grace_s=args.grace_s,
         reconnect_max_s=args.reconnect_max_s,
         max_unanswered=args.max_unanswered,
+        unresponsive_factor=args.unresponsive_factor,
+        unresponsive_floor_ms=args.unresponsive_floor_ms,
+        unresponsive_first_ms=args.unresponsive_first_ms,
         hold_s=args.hold_s,
         corrector=args.corrector,
         corrector_fusion=args.corrector_fusion,

@@ -23,6 +23,22 @@ DEFAULT_RECONNECT_MAX_S = 5.0
 # answers still come, late, and any answer resets the count); with the default budget, 8 means
 # no answer for over 2 s and then 4 more frames lost: a tail that does not answer.
 DEFAULT_MAX_UNANSWERED = 8
+# A session whose frames go unanswered (since the oldest was sent and since its last answer) for
+# longer than this many times the expected answer time (the p95 of the agent's last 64 answers)
+# is declared unresponsive and dropped (edge/uplink.py). 3x the p95 is clearly not a slow answer:
+# a link's jitter is in its p95 already, and a link that keeps answering, however slowly, is
+# never silent (the silence counts from its last answer).
+DEFAULT_UNRESPONSIVE_FACTOR = 3.0
+# ... but never sooner than this: above the ~100 ms a loaded device or a batching tail may add to
+# one answer now and then, and well under the 2 s default budget, so the frames a silent tail
+# holds are still computed on the edge in time (a false alarm costs one reconnect: frames are
+# answered on the edge meanwhile).
+DEFAULT_UNRESPONSIVE_FLOOR_MS = 250.0
+# Before the agent has timed a single answer it has only the plan's prediction, which a wrong
+# profile or link name can make ten times too short: the floor is then 1 s, so a tail that
+# answers within a second from its first frame is never taken for a silent one, and the frames a
+# tail that never answers holds are still computed on the edge in half the default budget.
+DEFAULT_UNRESPONSIVE_FIRST_MS = 1000.0
 
 
 # A host name or IPv4 address (letters, digits, '-', '_', '.'), or an IPv6 address in brackets.
@@ -107,6 +123,9 @@ class EdgeConfig:
     reconnect_initial_s: float = 0.1
     reconnect_max_s: float = DEFAULT_RECONNECT_MAX_S
     max_unanswered: int = DEFAULT_MAX_UNANSWERED
+    unresponsive_factor: float = DEFAULT_UNRESPONSIVE_FACTOR
+    unresponsive_floor_ms: float = DEFAULT_UNRESPONSIVE_FLOOR_MS
+    unresponsive_first_ms: float = DEFAULT_UNRESPONSIVE_FIRST_MS
     hold_s: float = 3.0
     margin: float = 0.15
     corrector: Path | None = None
@@ -137,6 +156,19 @@ class EdgeConfig:
             (
                 self.max_unanswered >= 1,
                 f"--max-unanswered {self.max_unanswered}: expected at least 1 frame",
+            ),
+            (
+                self.unresponsive_factor >= 1.0,
+                f"--unresponsive-factor {self.unresponsive_factor}: expected at least 1 (a "
+                "multiple of the expected answer time)",
+            ),
+            (
+                self.unresponsive_floor_ms > 0,
+                f"--unresponsive-floor-ms {self.unresponsive_floor_ms}: expected a positive time",
+            ),
+            (
+                self.unresponsive_first_ms > 0,
+                f"--unresponsive-first-ms {self.unresponsive_first_ms}: expected a positive time",
             ),
             (bool(self.edge_id) and "/" not in self.edge_id and "+" not in self.edge_id
              and "#" not in self.edge_id,

@@ -11,7 +11,9 @@ the grace period ended); with a corrector, ``no_features`` (no remote answer yet
 ``stale_features`` (nothing of the newest answer is usable: another scene, or past the
 corrector's range with no thumbnail of its frame left to measure motion); ``unanswered`` (a
 ``local`` frame: the tail held it until only the time to compute it on the edge was left of its
-budget); ``error:BAD_RESULT`` (the tail's answer disagreed with the plan and was refused before
+budget, or its session was declared unresponsive while it held it); ``disconnected`` on a
+``local`` frame also covers a session on probation (it has not answered since one stopped
+answering); ``error:BAD_RESULT`` (the tail's answer disagreed with the plan and was refused before
 it was decoded; ``local`` when the edge computed it instead). ``delay_frames`` is the
 age, in frames, of the remote answer a corrected frame could use, ``downlink_bytes`` what that
 answer is priced at on the downlink (its feature map under int8+zstd1 plus its zstd class

@@ -14,8 +14,26 @@ a broken stream, a server restart or ``SessionEnd UNAVAILABLE`` starts a reconne
 ``retry_after_ms``). A session that answered nothing counts as a failed attempt, so a tail that
 accepts and hangs up at once is retried with the same backoff as one that cannot be reached. A
 reject that retrying cannot fix (``PLAN_MISMATCH``, ``UNAUTHENTICATED``, ...) ends the events
-with :class:`SessionRefused`. After ``max_unanswered`` frames in a row were lost to a session
-without a single answer (:meth:`Uplink.ran_out`) it is dropped.
+with :class:`SessionRefused`.
+
+A session that stops answering is declared **unresponsive** and dropped
+(:meth:`Uplink.watch_loop`) when its frames have gone unanswered, since the oldest was sent and
+since its last answer, for longer than its limit (:meth:`Uplink.silence`):
+``--unresponsive-factor`` (3) times the expected answer time, but never less than
+``--unresponsive-floor-ms`` (250). The expected time is the 95th percentile of the last
+:data:`ANSWER_HISTORY` answers the agent timed (send to answer, over sessions, each scaled up to
+the oldest frame's bytes when it is larger); before the first, it is what the plan predicts for
+the frame's option on the plan's link (transfer and tail), and the limit is at least
+``--unresponsive-first-ms`` (1000), as the prediction may be far off. A worked example: answers
+on a loopback took 12..41 ms (p95 38 ms), so the limit is max(250, 3 x 38) = 250 ms, and a tail
+that goes silent is dropped 250 ms after its oldest frame left, not when that frame's 2 s budget
+runs out; answers of a slow link that take 0.6 s set the limit to 1.8 s, and a link whose
+answers keep coming, however late each one, is never silent (the silence counts from the last).
+A session is also dropped after ``max_unanswered`` frames in a row were lost to it without a
+single answer (:meth:`Uplink.ran_out`). Either way the sessions after it are **on probation**
+until one of them answers (:attr:`Uplink.trusted`): the agent answers frames with its own model
+meanwhile and sends one frame at a time to see whether the new session answers, which has at
+least the frame's whole budget to do so.
 
 The tail is a peer, not a friend: each frame is sent with the exact outputs its answer must
 carry, and the session's result limits come from the plan
@@ -25,9 +43,11 @@ its headers, before anything is buffered or decoded (:class:`BadResult`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +55,9 @@ from typing import Any
 from splitwire.edge.config import EdgeConfig
 from splitwire.edge.errors import CloudRefused
 from splitwire.edge.window import Frame, FrameWindow
+from splitwire.partitioner.cost import price_option
+from splitwire.partitioner.errors import LinkError
+from splitwire.partitioner.link import LinkModel, LinkTrace, parse_link
 from splitwire.partitioner.plan_file import PlanOption
 from splitwire.partitioner.runtime import RunnablePlan
 from splitwire.protocol import PROTOCOL_VERSION
@@ -54,6 +77,7 @@ from splitwire.protocol.client import (
     server_text,
 )
 from splitwire.protocol.peer_text import peer_text
+from splitwire.stats import percentile
 
 logger = logging.getLogger("splitwire.edge")
 
@@ -65,7 +89,68 @@ HELLO_TIMEOUT_S = 5.0
 # The longest replica name kept from an Accept (it goes into every frame line and telemetry).
 MAX_SERVER_ID_CHARS = 64
 
+# The answers that judge whether a session still answers: the last 64, a few seconds at camera
+# rates, and their 95th percentile, so that a link's slow answers set its pace (one in twenty is
+# enough) but a single outlier (a tail's first call, a hiccup) does not for seconds on end.
+ANSWER_HISTORY = 64
+ANSWER_PERCENTILE = 95.0
+# How often the watchdog looks while nothing is to be judged, and at most between two looks.
+WATCH_TICK_S = 0.05
+# Before a session is declared unresponsive the watchdog yields this long and looks again:
+# answers that reached gRPC while the agent's own loop was held up (a loaded device) are read
+# first, so the agent's stall is not taken for the tail's.
+CONFIRM_S = 0.02
+
 Opened = tuple[SessionClient, Any, pb.Accept]
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """A frame sent on the open session and not answered yet."""
+
+    sent_ns: int  # perf_counter
+    bytes_up: int
+    predicted_s: float  # the plan's answer time for its option (transfer and tail)
+
+
+@dataclass(frozen=True)
+class Silence:
+    """How long the open session has left its frames unanswered, against its limit."""
+
+    frames: int  # frames sent and not answered
+    oldest_s: float  # since the oldest of them was sent
+    quiet_s: float  # since the later of that and the session's last answer
+    limit_s: float
+    # The p95 of the answers timed recently, each scaled to the oldest frame's bytes; before the
+    # first, the plan's prediction for it.
+    expected_s: float
+    answers: int  # answers timed (of the last ANSWER_HISTORY)
+    probation: bool
+
+    @property
+    def over(self) -> bool:
+        """Whether the session has been silent for longer than its limit."""
+        return self.quiet_s >= self.limit_s
+
+    def describe(self, *, factor: float, floor_ms: float) -> str:
+        """The figures that decided, for the one log line that drops the session."""
+        ms = 1000.0
+        expected = (
+            f"the p95 of the last {self.answers} answers"
+            if self.answers
+            else "the plan's prediction, no answer timed yet"
+        )
+        why = [
+            f"the limit {self.limit_s * ms:.0f} ms is the largest of the floor {floor_ms:g} ms",
+            f"{factor:g} x {self.expected_s * ms:.0f} ms ({expected})",
+        ]
+        if self.probation:
+            why.append("the frame budget (the session is on probation)")
+        return (
+            f"unresponsive: {self.frames} frame{'' if self.frames == 1 else 's'} unanswered, the "
+            f"oldest sent {self.oldest_s * ms:.0f} ms ago, nothing answered for "
+            f"{self.quiet_s * ms:.0f} ms; {', '.join(why)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -103,10 +188,13 @@ class BadResult:
 
 @dataclass(frozen=True)
 class Lost:
-    """Session ``epoch`` is over; its frames in flight are back in the window's ready queue."""
+    """Session ``epoch`` is over; its frames in flight are back in the window's ready queue.
+    ``unresponsive``: it was dropped for not answering them (the next sessions are on
+    probation)."""
 
     epoch: int
     why: str
+    unresponsive: bool = False
 
 
 @dataclass(frozen=True)
@@ -155,8 +243,17 @@ class Uplink:
         self.connected_since: float | None = None
         # The option named in the Hello (the session's default route).
         self.hello_option = next(o for o in plan.options if not o.local)
-        # Seqs sent on the current session that the server has not answered yet.
-        self._unanswered: set[int] = set()
+        # Frames sent on the current session that the server has not answered yet, by seq.
+        self._unanswered: dict[int, _Sent] = {}
+        # How long answers took (send to answer, s) and the bytes of their frames, over sessions.
+        self._answer_times: deque[tuple[float, int]] = deque(maxlen=ANSWER_HISTORY)
+        self._last_answer_ns = 0  # perf_counter of the open session's last answer (0: none)
+        # The plan's predicted answer time per option, before any answer is timed.
+        self._plan_links = _plan_links(plan.plan.choice.link)
+        self._predicted: dict[PlanOption, float] = {}
+        # A session stopped answering: the next are not trusted with frames until one answers.
+        self.on_probation = False
+        self._lost_unresponsive = False
         # Whether the current session answered anything, and how many frames in a row were
         # lost to it since it last did; of the unanswered seqs, those that ran out of time.
         self._answered_any = False
@@ -172,6 +269,18 @@ class Uplink:
     def connected(self) -> bool:
         """Whether a session is open."""
         return self.session is not None
+
+    @property
+    def trusted(self) -> bool:
+        """Whether a session is open and may be given frames to answer: it is not on probation
+        (see the module docstring)."""
+        return self.session is not None and not self.on_probation
+
+    @property
+    def unanswered(self) -> int:
+        """Frames sent on the open session and not answered yet (including frames this side
+        gave up on, which the server still holds)."""
+        return len(self._unanswered)
 
     @property
     def server_id(self) -> str | None:
@@ -310,7 +419,7 @@ class Uplink:
                 # Answers to frames the session did not have in flight: dropped unread.
                 self.window.stats.duplicates_ignored += session.stray_results
             self.lose(epoch, "the stream ended")
-            yield Lost(epoch, self._lost_why)
+            yield Lost(epoch, self._lost_why, self._lost_unresponsive)
             await channel.close()
             outage_started = time.monotonic()
             if self.closing:
@@ -355,6 +464,8 @@ class Uplink:
     def _install(self, session: SessionClient, accept: pb.Accept) -> int:
         self.epoch += 1
         self._unanswered.clear()
+        self._last_answer_ns = 0
+        self._lost_unresponsive = False
         self._answered_any, self._silent_frames = False, 0
         self._overdue.clear()
         self.session, self.accept = session, accept
@@ -387,11 +498,18 @@ class Uplink:
         when its frame was already emitted (its budget ran out while the server held it), and
         the session is answering. An answer to a frame it does not hold (an error for a seq
         never sent) says nothing: it must not make a tail that hangs up at once look healthy."""
-        if epoch == self.epoch and seq in self._unanswered:
-            self._unanswered.discard(seq)
-            self._overdue.discard(seq)
-            self._answered_any, self._silent_frames = True, 0
-            self.window.wake()
+        sent = self._unanswered.pop(seq, None) if epoch == self.epoch else None
+        if sent is None:
+            return
+        now = time.perf_counter_ns()
+        self._answer_times.append(((now - sent.sent_ns) / 1e9, sent.bytes_up))
+        self._last_answer_ns = now
+        self._overdue.discard(seq)
+        self._answered_any, self._silent_frames = True, 0
+        if self.on_probation:
+            logger.info("the session answers again: frames go to it")
+            self.on_probation = False
+        self.window.wake()
 
     def ran_out(self, frame: Frame) -> None:
         """``frame`` is lost to the open session: it ran out of time unanswered after being
@@ -412,11 +530,80 @@ class Uplink:
             return
         self._silent_frames += 1
         if self._silent_frames >= self.config.max_unanswered:
-            self.lose(
-                self.epoch,
-                f"{self._silent_frames} frames in a row were lost without an answer: the tail "
-                "takes frames and does not answer them",
+            self._unresponsive(
+                f"unresponsive: {self._silent_frames} frames in a row were lost without an "
+                "answer: the tail takes frames and does not answer them"
             )
+
+    # ---- sessions that stop answering -------------------------------------------------------
+
+    def silence(self, *, now_ns: int | None = None) -> Silence | None:
+        """How long the open session has left its frames unanswered, and how long it may (see
+        the module docstring); None when nothing is unanswered on an open session."""
+        if self.session is None or not self._unanswered:
+            return None
+        config = self.config
+        now = time.perf_counter_ns() if now_ns is None else now_ns
+        oldest = min(self._unanswered.values(), key=lambda s: s.sent_ns)
+        if self._answer_times:
+            # A larger frame than the one timed takes longer on a slow link: scaled by its
+            # bytes (an over-estimate on a link whose round trip is mostly latency: safe).
+            scaled = [took * max(1.0, oldest.bytes_up / max(size, 1))
+                      for took, size in self._answer_times]  # fmt: skip
+            expected = percentile(scaled, ANSWER_PERCENTILE)
+        else:
+            expected = oldest.predicted_s
+        limit = max(config.unresponsive_floor_ms / 1000.0, config.unresponsive_factor * expected)
+        if not self._answer_times:
+            limit = max(limit, config.unresponsive_first_ms / 1000.0)
+        if self.on_probation:
+            limit = max(limit, config.budget_ms / 1000.0)
+        return Silence(
+            frames=len(self._unanswered),
+            oldest_s=(now - oldest.sent_ns) / 1e9,
+            quiet_s=(now - max(oldest.sent_ns, self._last_answer_ns)) / 1e9,
+            limit_s=limit,
+            expected_s=expected,
+            answers=len(self._answer_times),
+            probation=self.on_probation,
+        )
+
+    def _predicted_s(self, option: PlanOption) -> float:
+        """What the plan predicts a frame of ``option`` takes from send to answer on the plan's
+        link: its transfer both ways and the tail."""
+        predicted = self._predicted.get(option)
+        if predicted is None:
+            predicted = 0.0  # a link the edge cannot read: --unresponsive-first-ms decides
+            for link in self._plan_links:
+                price = price_option(option, link, window=self.config.window)
+                predicted = max(predicted, (price.transfer_ms + price.cloud_ms) / 1000.0)
+            self._predicted[option] = predicted
+        return predicted
+
+    async def watch_loop(self) -> None:
+        """Drop the open session once it has been silent for longer than its limit (see
+        :meth:`silence`); runs until cancelled."""
+        while True:
+            silence = self.silence()
+            if silence is None or not silence.over:
+                left = WATCH_TICK_S if silence is None else silence.limit_s - silence.quiet_s
+                await asyncio.sleep(min(WATCH_TICK_S, max(left, 0.001)))
+                continue
+            epoch = self.epoch
+            await asyncio.sleep(CONFIRM_S)
+            silence = self.silence()
+            if silence is not None and silence.over and epoch == self.epoch:
+                config = self.config
+                why = silence.describe(
+                    factor=config.unresponsive_factor, floor_ms=config.unresponsive_floor_ms
+                )
+                self._unresponsive(why)
+
+    def _unresponsive(self, why: str) -> None:
+        """The open session does not answer: drop it, and trust none until one answers."""
+        self.on_probation = True
+        self._lost_unresponsive = True
+        self.lose(self.epoch, why)
 
     # ---- sending ----------------------------------------------------------------------------
 
@@ -432,7 +619,8 @@ class Uplink:
             )
             frame.state, frame.epoch = "sent", epoch
             frame.sent_ns = time.perf_counter_ns()
-            self._unanswered.add(frame.seq)
+            predicted = self._predicted_s(frame.option)
+            self._unanswered[frame.seq] = _Sent(frame.sent_ns, frame.bytes_up, predicted)
             # Dim 0 of what crosses the cut is the frame's batch; its answer has the same.
             batch = frame.encoded[0].header.shape[0] if frame.encoded else 1
             try:
@@ -473,6 +661,16 @@ class Uplink:
 
     async def _sleep(self, seconds: float) -> None:
         await self.window.sleep(seconds, unless=lambda: self.closing)
+
+
+def _plan_links(spec: str) -> list[LinkModel]:
+    """The link the plan was made for (each state of a trace); none when the edge cannot read
+    its spec (a trace file that stayed on the planning machine, say)."""
+    try:
+        link = parse_link(spec)
+    except (LinkError, ValueError, OSError):
+        return []
+    return link.states() if isinstance(link, LinkTrace) else [link]
 
 
 def _backoff(attempt: int, config: EdgeConfig) -> float:
