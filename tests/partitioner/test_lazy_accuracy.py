@@ -11,7 +11,14 @@ import pytest
 
 from splitwire.partitioner.link import parse_link
 from splitwire.partitioner.measure import BYTES_MIN_FRAMES, is_camera_baseline
-from splitwire.partitioner.planner import PlanRequest, decide, plan_model
+from splitwire.partitioner.planner import (
+    DEFAULT_CALIBRATION,
+    SCREEN_INPUTS,
+    PlanRequest,
+    decide,
+    plan_model,
+)
+from splitwire.partitioner.report import outcome_json
 
 pytestmark = pytest.mark.slow
 
@@ -119,3 +126,35 @@ def test_fronts_and_picks_rest_on_every_input_and_match_measuring_all(tmp_path: 
             b.pick.measurement.codec,
         )
     assert (full_choice.cut, full_choice.codec) == (lazy.choice.cut, lazy.choice.codec)
+
+
+def test_the_json_reports_no_screened_pick_or_front_member(tmp_path: Path) -> None:
+    """With the default calibration (32 inputs, screened on 4) every pick and front member in
+    the ``--json`` document rests on all 32 inputs or is exact (no tail ran); a candidate
+    measured on the screen only says so (``accuracy_inputs`` 4) and is neither."""
+    (tmp_path / "small.py").write_text(SMALL)
+    request = PlanRequest(
+        model_spec=f"{tmp_path / 'small.py'}:build",
+        input_shape=(1, 3, 32, 32),
+        links=tuple(parse_link(t) for t in ("wifi", "bw=2mbit,rtt=80ms,name=slow")),
+        edge_slowdown=4.0,
+        repeats=2,
+    )
+    assert (request.calibration, request.screen) == (DEFAULT_CALIBRATION, SCREEN_INPUTS)
+    document = outcome_json(plan_model(request), None)
+    records = document["candidates"]
+    screened = [r for r in records if r["accuracy_inputs"] == SCREEN_INPUTS]
+    assert screened, "expected candidates measured on the screen only"
+    assert {r["accuracy_inputs"] for r in records} <= {None, SCREEN_INPUTS, DEFAULT_CALIBRATION}
+    for r in records:
+        if r["pareto"]:
+            assert r["accuracy_inputs"] in (None, DEFAULT_CALIBRATION), (r["cut"], r["codec"])
+        if r["accuracy_inputs"] is not None:
+            low, high = r["accuracy_interval"]
+            assert low <= high
+    choice = document["choice"]
+    for pick in [choice, *choice["links"]]:
+        assert pick["accuracy_inputs"] in (None, DEFAULT_CALIBRATION), pick
+        assert pick["accuracy_interval"] is not None
+    picked = {(p["cut"], p["codec"]) for p in [choice, *choice["links"]]}
+    assert not picked & {(r["cut"], r["codec"]) for r in screened}
