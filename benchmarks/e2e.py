@@ -685,6 +685,68 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def split_table(results: Sequence[dict[str, Any]]) -> str:
+    """ "Does a split win?": one Markdown row per (model, edge, link) of ``bench e2e --json``
+    results (run with ``--picks-only``: each link's pick and the baselines): the pick and its
+    measured p50, all-on-edge's p50 over the pick's, and the best all-in-cloud option's within
+    the accuracy budget over the pick's (a ratio above 1: the pick is faster)."""
+    rows = [
+        "| model | edge | link | pick | pick p50 | all-on-edge / pick | best all-in-cloud within "
+        "budget / pick | measured best | load (1 min, start → end) |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | --- | --- |",
+    ]
+    for result in results:
+        planned = [r for r in result["records"] if not r.get("comparison")]
+        edge = _edge_text(planned)
+        slowdown = next((r["edge"]["edge_slowdown"] for r in planned), 1.0)
+        load = result.get("load_average", {})
+        load_text = f"{load['start'][0]:g} → {load['end'][0]:g}" if load else "-"
+        for link in dict.fromkeys(r["link"] for r in planned):
+            mine = [r for r in planned if r["link"] == link]
+            pick = next(r for r in mine if r["planner_pick"])
+            local = next((r for r in mine if r["backend"] == ALL_ON_EDGE_BACKEND), None)
+            clouds = [r for r in mine if r["backend"].startswith("all-in-cloud")
+                      and r.get("within_budget", True)]  # fmt: skip
+            cloud = min(clouds, key=lambda r: r["measured_p50_ms"], default=None)
+            best = min(_eligible(mine), key=lambda r: r["measured_p50_ms"])
+
+            cloud_text = "none within budget" if cloud is None else (
+                f"{_ratio(cloud, pick)} ({_option_text(cloud)}, "
+                f"{cloud['measured_p50_ms']:.0f} ms)")  # fmt: skip
+            rows.append(
+                f"| {result['model'].removeprefix('zoo:')} | {slowdown:g}× "
+                f"{'(emulated)' if 'EMULATED' in edge else ''} | {_link_name(link)} | "
+                f"{_option_text(pick)} | {pick['measured_p50_ms']:.0f} ms | "
+                f"{_ratio(local, pick)} | "
+                f"{cloud_text} | {_option_text(best)} | {load_text} |"
+            )
+    return "\n".join(rows)
+
+
+ALL_ON_EDGE_BACKEND = "all-on-edge"
+
+
+def _ratio(other: dict[str, Any] | None, pick: dict[str, Any]) -> str:
+    """``other``'s measured p50 over the pick's ('-' when not measured)."""
+    if other is None:
+        return "-"
+    return f"{other['measured_p50_ms'] / pick['measured_p50_ms']:.2f}"
+
+
+def _option_text(record: dict[str, Any]) -> str:
+    if record["backend"] != "splitwire":
+        return record["backend"] + ("" if record["backend"] == "all-on-edge"
+                                    else f" {record['codec']}")  # fmt: skip
+    return f"split after {record['cut_name']} ({record['cut']}, {record['codec']})"
+
+
+def _link_name(link: str) -> str:
+    """``wifi``, ``lte``, ``3g`` for a preset; the rates and RTT for a custom link."""
+    name, _, rest = link.partition(",")
+    name = name.removeprefix("name=")
+    return rest if name == "custom" else name
+
+
 def _edge_text(records: list[dict[str, Any]]) -> str:
     edge = next((r["edge"] for r in records if not r.get("comparison")), None)
     if not edge or not edge["emulated"]:

@@ -104,6 +104,14 @@ def register(benchmarks: Any) -> None:
         "--plot", type=Path, metavar="FILE.png", help="predicted vs measured p50 per link"
     )
     e2e.add_argument("--json", action="store_true", help="print records and checks as JSON")
+    e2e.add_argument(
+        "--table",
+        nargs="+",
+        type=Path,
+        metavar="FILE.json",
+        help="measure nothing: print the 'does a split win?' table of these saved --json "
+        "results (runs with --picks-only)",
+    )
     e2e.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
     e2e.set_defaults(func=_e2e)
 
@@ -120,6 +128,17 @@ def _e2e(args: argparse.Namespace) -> int:
             "--keep-plan and --reuse-measurements are for the plan made here; with --plan DIR "
             "there is none"
         )
+
+    if args.table:
+        from splitwire.benchmarks.e2e import split_table
+
+        try:
+            print(split_table([json.loads(path.read_text()) for path in args.table]))
+        except (OSError, ValueError, KeyError) as exc:
+            raise SplitwireError(
+                f"--table: expected saved `splitwire bench e2e --json` results: {exc}"
+            ) from exc
+        return 0
 
     def progress(message: str) -> None:
         print(f"... {message}", file=sys.stderr, flush=True)

@@ -119,3 +119,33 @@ def test_term_ratios_point_at_the_term_that_misses() -> None:
         "edge": 1.3, "network": 1.1, "cloud": 1.1, "bytes": 1.5
     }  # fmt: skip
     assert term_ratios(records, "lte") == dict.fromkeys(("edge", "network", "cloud", "bytes"))
+
+
+def test_the_split_table_compares_the_pick_with_all_on_edge_and_the_best_cloud_option() -> None:
+    from splitwire.benchmarks.e2e import split_table
+
+    edge = {"edge_slowdown": 4.0, "emulated": True, "how": "sleeps"}
+
+    def record(backend: str, p50: float, **more: Any) -> dict[str, Any]:
+        return {"link": "name=custom,bw=21mbit,rtt=30ms", "backend": backend, "cut": "c0005",
+                "cut_name": "layer2", "codec": "int8+zstd1", "measured_p50_ms": p50,
+                "planner_pick": False, "within_budget": True, "edge": edge} | more  # fmt: skip
+
+    result = {
+        "model": "zoo:efficientnet_lite1@pretrained",
+        "load_average": {"start": [1.5, 1.0, 1.0], "end": [2.0, 1.0, 1.0]},
+        "records": [
+            record("splitwire", 80.0, planner_pick=True),
+            record("all-on-edge", 200.0, codec="none"),
+            record("all-in-cloud-raw", 120.0, codec="frame+zstd1"),
+            record("all-in-cloud-jpeg", 60.0, codec="jpeg50", within_budget=False),
+        ],
+    }
+    table = split_table([result]).splitlines()
+    assert len(table) == 3
+    row = table[2]
+    assert "efficientnet_lite1@pretrained | 4× (emulated) | bw=21mbit,rtt=30ms" in row
+    assert "split after layer2 (c0005, int8+zstd1) | 80 ms | 2.50 |" in row
+    # JPEG is faster but over the budget: the best cloud option within it is the raw frame.
+    assert "1.50 (all-in-cloud-raw frame+zstd1, 120 ms)" in row
+    assert row.endswith("| split after layer2 (c0005, int8+zstd1) | 1.5 → 2 |")
