@@ -115,8 +115,10 @@ def make_plan(
     planner's default for the model)."""
     from splitwire.partitioner.planner import PlanRequest, plan_model, write_plan_directory
 
+    # The planner's default profiling passes (10): with 3, one pass slowed by a neighbour's
+    # burst moved the median, and every prediction of the plan with it.
     request = PlanRequest(
-        model_spec=model, input_shape=input_shape, links=tuple(links), calibration=2, repeats=3,
+        model_spec=model, input_shape=input_shape, links=tuple(links), calibration=2,
         edge_slowdown=slowdown if slowdown != 1.0 else None, threads=1, reuse_measurements=reuse,
         calibration_data=calibration_data,
     )  # fmt: skip
