@@ -77,6 +77,10 @@ def _register_train(sub: Any) -> None:
         "--extensions", type=int, metavar="K",
         help="extra half-phases allowed below a bar (default 2)",
     )  # fmt: skip
+    p.add_argument(
+        "--speed", metavar="LO,HI",
+        help="object speeds of the training clips, px/frame (default 0,3)",
+    )  # fmt: skip
     p.set_defaults(func=_train)
 
 
@@ -152,6 +156,8 @@ def _train(args: argparse.Namespace) -> int:
         options.update(heavy_steps=args.steps, fusion_steps=args.steps)
     if args.min_miou is not None:
         options.update(min_heavy_miou=args.min_miou[0], min_fused_miou=args.min_miou[1])
+    if args.speed is not None:
+        options["speed"] = parse_speed(args.speed)
     result = train(TrainConfig(**options), args.out, progress=sys.stderr.isatty())
     phases = result.meta["phases"]
     print(

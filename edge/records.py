@@ -16,8 +16,8 @@ budget, or its session was declared unresponsive while it held it); ``disconnect
 answering); ``error:BAD_RESULT`` (the tail's answer disagreed with the plan and was refused before
 it was decoded; ``local`` when the edge computed it instead). ``delay_frames`` is the
 age, in frames, of the remote answer a corrected frame could use, ``downlink_bytes`` what that
-answer is priced at on the downlink (its feature map under int8+zstd1 plus its zstd class
-map; the tail's fp32 outputs are larger today). ``probe`` names the option
+answer took on the downlink as it arrived (its result messages, headers included: the class map
+and the feature map as the plan's result codecs send them). ``probe`` names the option
 (``c0000 jpeg50``) a frame answered on the edge was also sent with, to keep the link measured
 while the agent runs all-on-edge; its remote answer is not its output.
 

@@ -108,6 +108,7 @@ def test_bad_flags_exit_2(tmp_path: Path) -> None:
     assert main(["corrector", "eval", "--ckpt", str(tmp_path), "--speed", "3,1"]) == 2
     assert main(["corrector", "eval", "--ckpt", str(tmp_path)]) == 2  # no checkpoint there
     assert main(["corrector", "train", "--out", str(tmp_path), "--fusion", "film"]) == 2
+    assert main(["corrector", "train", "--out", str(tmp_path), "--speed", "3,1"]) == 2
     assert main(["corrector", "ablation", "--ckpt", str(tmp_path), "--speed", "x"]) == 2
 
 
@@ -116,12 +117,13 @@ def test_the_train_help_states_the_real_defaults() -> None:
         a for a in build_parser()._actions if a.dest == "command"
     ).choices["corrector"]  # fmt: skip
     train = next(a for a in sub._actions if a.dest == "corrector_command").choices["train"]
-    text = train.format_help()
+    text = " ".join(train.format_help().split())  # as a reader sees it, unwrapped
     d = TrainConfig()
     assert f"{d.heavy_steps} heavy, {d.fusion_steps} fusion" in text
     assert f"(default {d.tau_max})" in text
     assert f"{d.min_heavy_miou} {d.min_fused_miou}" in text
     assert f"(default {d.extensions})" in text
+    assert f"(default {d.speed[0]:g},{d.speed[1]:g})" in text
 
 
 @pytest.mark.slow
