@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from splitwire.benchmarks.e2e import checks, rpc_links, run_e2e, table
+from splitwire.benchmarks.e2e import checks, mark_best, rpc_links, run_e2e, table
 from splitwire.partitioner.link import parse_link
 
 FIELDS = {
@@ -149,3 +150,18 @@ def test_the_split_table_compares_the_pick_with_all_on_edge_and_the_best_cloud_o
     # JPEG is faster but over the budget: the best cloud option within it is the raw frame.
     assert "1.50 (all-in-cloud-raw frame+zstd1, 120 ms)" in row
     assert row.endswith("| split after layer2 (c0005, int8+zstd1) | 1.5 → 2 |")
+
+
+def test_an_option_that_answered_nothing_is_a_miss_and_never_the_best() -> None:
+    link = "bw=20mbit,rtt=40ms"
+
+    def record(p50: float, *, pick: bool = False) -> dict[str, Any]:
+        return {"link": link, "cut": "c1", "codec": "int8", "backend": "splitwire",
+                "planner_pick": pick, "predicted_latency_ms": 100.0,
+                "measured_p50_ms": p50}  # fmt: skip
+
+    records = [record(100.0, pick=True), record(math.nan), record(104.0)]
+    mark_best(records)
+    assert [r["measured_best"] for r in records] == [True, False, False]
+    fidelity = next(c for c in checks(records, [link]) if c["check"].startswith("fidelity"))
+    assert fidelity["measured"] == round(2 / 3, 3)  # the silent option is not within 15 %
