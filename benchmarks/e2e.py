@@ -726,8 +726,7 @@ def split_table(results: Sequence[dict[str, Any]]) -> str:
             mine = [r for r in planned if r["link"] == link]
             pick = next(r for r in mine if r["planner_pick"])
             local = next((r for r in mine if r["backend"] == ALL_ON_EDGE_BACKEND), None)
-            clouds = [r for r in mine if r["backend"].startswith("all-in-cloud")
-                      and r.get("within_budget", True)]  # fmt: skip
+            clouds = [r for r in mine if _in_cloud(r) and r.get("within_budget", True)]
             cloud = min(clouds, key=lambda r: r["measured_p50_ms"], default=None)
             best = min(_eligible(mine), key=lambda r: r["measured_p50_ms"], default=pick)
 
@@ -754,10 +753,17 @@ def _ratio(other: dict[str, Any] | None, pick: dict[str, Any]) -> str:
     return f"{other['measured_p50_ms'] / pick['measured_p50_ms']:.2f}"
 
 
+def _in_cloud(record: dict[str, Any]) -> bool:
+    """All of the model in the cloud: a camera baseline, or the input tensor under a codec."""
+    return record["backend"].startswith("all-in-cloud") or record["cut_name"] == "input"
+
+
 def _option_text(record: dict[str, Any]) -> str:
     if record["backend"] != "splitwire":
         return record["backend"] + ("" if record["backend"] == "all-on-edge"
                                     else f" {record['codec']}")  # fmt: skip
+    if record["cut_name"] == "input":  # cut 0: nothing runs on the edge
+        return f"all-in-cloud, the input tensor as {record['codec']}"
     return f"split after {record['cut_name']} ({record['cut']}, {record['codec']})"
 
 

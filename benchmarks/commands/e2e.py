@@ -132,11 +132,19 @@ def _e2e(args: argparse.Namespace) -> int:
     if args.table:
         from splitwire.benchmarks.e2e import split_table
 
+        results = []
+        for path in args.table:
+            try:
+                results.append(json.loads(path.read_text()))
+            except (OSError, ValueError) as exc:
+                raise SplitwireError(
+                    f"--table {path}: expected a saved `splitwire bench e2e --json` result: {exc}"
+                ) from exc
         try:
-            print(split_table([json.loads(path.read_text()) for path in args.table]))
-        except (OSError, ValueError, KeyError) as exc:
+            print(split_table(results))
+        except (KeyError, StopIteration) as exc:
             raise SplitwireError(
-                f"--table: expected saved `splitwire bench e2e --json` results: {exc}"
+                f"--table: a result lacks {exc}: expected `splitwire bench e2e --json` output"
             ) from exc
         return 0
 

@@ -165,3 +165,21 @@ def test_an_option_that_answered_nothing_is_a_miss_and_never_the_best() -> None:
     assert [r["measured_best"] for r in records] == [True, False, False]
     fidelity = next(c for c in checks(records, [link]) if c["check"].startswith("fidelity"))
     assert fidelity["measured"] == round(2 / 3, 3)  # the silent option is not within 15 %
+
+
+def test_cut_0_under_a_tensor_codec_is_all_in_the_cloud_not_a_split() -> None:
+    from splitwire.benchmarks.e2e import split_table
+
+    edge = {"edge_slowdown": 10.0, "emulated": True, "how": "sleeps"}
+    common = {"link": "name=lte,up=10mbit", "within_budget": True, "edge": edge}
+    records = [
+        common | {"backend": "splitwire", "cut": "c0000", "cut_name": "input",
+                  "codec": "fp16+zstd1", "measured_p50_ms": 300.0, "planner_pick": True},
+        common | {"backend": "all-on-edge", "cut": "c0099", "cut_name": "fc", "codec": "none",
+                  "measured_p50_ms": 900.0, "planner_pick": False},
+        common | {"backend": "all-in-cloud-raw", "cut": "c0000", "cut_name": "input",
+                  "codec": "frame", "measured_p50_ms": 330.0, "planner_pick": False},
+    ]  # fmt: skip
+    row = split_table([{"model": "zoo:m", "records": records}]).splitlines()[2]
+    assert "| lte | all-in-cloud, the input tensor as fp16+zstd1 | 300 ms | 3.00 |" in row
+    assert "| 1.00 (all-in-cloud, the input tensor as fp16+zstd1, 300 ms) |" in row
