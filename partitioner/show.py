@@ -274,7 +274,10 @@ def _cut_row(cut: Cut) -> dict[str, Any]:
 
 
 def _tensor(t: Any) -> dict[str, Any]:
-    return {"name": t.name, "shape": list(t.shape), "dtype": t.dtype}
+    tensor = {"name": t.name, "shape": list(t.shape), "dtype": t.dtype}
+    if not t.result_codec.default:  # how a tail output travels back, when the plan says
+        tensor["result_codec"] = str(t.result_codec)
+    return tensor
 
 
 def _choice(c: Any, plan: Plan) -> dict[str, Any]:

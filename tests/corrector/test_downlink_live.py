@@ -24,6 +24,7 @@ from splitwire.partitioner.errors import PlanError
 from splitwire.partitioner.link import parse_link
 from splitwire.partitioner.plan_file import load_plan
 from splitwire.partitioner.planner import PlanRequest, plan_model, write_plan_directory
+from splitwire.partitioner.show import plan_summary
 from splitwire.protocol import CodecSpec
 
 from ..edge.agent_runs import run_agent
@@ -56,8 +57,13 @@ def heavy_plan(smoke: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def test_the_plan_declares_how_each_output_travels(heavy_plan: tuple[Path, str]) -> None:
     plan_dir, split = heavy_plan
-    outputs = load_plan(plan_dir / "plan.yaml").cut(split).outputs
+    plan = load_plan(plan_dir / "plan.yaml")
+    outputs = plan.cut(split).outputs
     assert [str(o.result_codec) for o in outputs] == ["classes+zstd3", "int8+zstd1"]
+    shown = plan_summary(plan, plan_dir, verified=False)
+    cut = next(c for c in shown["cuts"] if c["id"] == split)
+    assert [o["result_codec"] for o in cut["outputs"]] == ["classes+zstd3", "int8+zstd1"]
+    assert all("result_codec" not in t for t in cut["crossing"])  # the default is not written
     # Checked at plan load: a codec an output cannot travel with fails there, saying which.
     text = yaml.safe_load((plan_dir / "plan.yaml").read_text())
     text["cuts"][split]["outputs"][1]["result_codec"] = "jpeg75"
