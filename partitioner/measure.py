@@ -1,8 +1,10 @@
 """Measure every (cut, codec) pair on calibration inputs: bytes on the wire and accuracy cost.
 
-For each cut the crossing tensors of the calibration inputs are taken from a recorded run of
-the whole graph (the head computes exactly these values), encoded one frame at a time with the
-codec as the edge would, decoded, and fed to the cut's tail as one batch. The tail's outputs are
+For each cut the crossing tensors of the calibration inputs are taken from a run of the whole
+graph, recorded (:func:`record_reference`, copied where a later in-place op would change them)
+or visited as the run computes them (:func:`stream_cuts`): the head computes exactly these
+values. They are encoded one frame at a time with the codec as the edge would, decoded, and
+fed to the cut's tail as one batch. The tail's outputs are
 compared with the model's own in task terms (:mod:`splitwire.partitioner.accuracy`: relative
 error, and KL divergence and top-1/top-5 agreement for classifiers, pixel agreement and mIoU for
 segmentation); ``accuracy_cost`` is the budget's metric as a cost, with the number of inputs it

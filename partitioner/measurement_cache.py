@@ -36,7 +36,9 @@ from splitwire.partitioner.measure import is_camera_baseline, not_measured, unpr
 CACHE_FILE = "measurements.json"
 # 2: task metrics instead of one accuracy cost and top-1 agreement. 3: camera-frame baselines
 # (uint8 frames, a JPEG grid) with per-codec times, instead of one JPEG of the float input.
-CACHE_SCHEMA = 3
+# 4: every cut's activations as its head sends them (schema 3 measured a value that a later
+# in-place op changes, such as a batch norm's output before its ReLU, after the change).
+CACHE_SCHEMA = 4
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,12 @@ def load_measurements(
         raise PlanError(
             f"{file} was measured before the camera-frame baselines (schema 2: one JPEG of "
             "the float input); measure again (drop --reuse-measurements)"
+        )
+    if isinstance(document, dict) and document.get("schema") == 3:
+        raise PlanError(
+            f"{file} was measured with a batch norm's output recorded after its in-place ReLU "
+            "(schema 3: wrong bytes and accuracy at such cuts); measure again (drop "
+            "--reuse-measurements)"
         )
     if not isinstance(document, dict) or document.get("schema") != CACHE_SCHEMA:
         raise PlanError(f"{file}: not a schema-{CACHE_SCHEMA} measurements file")

@@ -14,7 +14,7 @@ from splitwire.partitioner.accuracy import AccuracyBudget
 from splitwire.partitioner.baselines import camera_codecs
 from splitwire.partitioner.errors import PlanError
 from splitwire.partitioner.link import parse_link
-from splitwire.partitioner.measurement_cache import CacheKey, load_measurements
+from splitwire.partitioner.measurement_cache import CACHE_SCHEMA, CacheKey, load_measurements
 from splitwire.partitioner.planner import PlanRequest, plan_model, write_plan_directory
 
 from .trained_classifier import INPUT, trained_classifier
@@ -27,16 +27,17 @@ BUDGET = AccuracyBudget("rel", 0.01)
 @pytest.mark.parametrize(
     ("document", "message"),
     [
-        ({"schema": 4}, "not a schema-3 measurements file"),
+        ({"schema": 5}, "not a schema-4 measurements file"),
+        ({"schema": 3}, "recorded after its in-place ReLU"),
         ({"schema": 1, "key": KEY.as_json(), "entries": []}, "measured before task metrics"),
         ({"schema": 2, "key": KEY.as_json(), "entries": []},
          "measured before the camera-frame baselines"),
-        ({"schema": 3, "key": [], "entries": []}, "expected a 'key' mapping"),
-        ({"schema": 3, "key": KEY.as_json(), "entries": {}}, "an 'entries' list"),
-        ({"schema": 3, "key": KEY.as_json() | {"calibration": 4}, "entries": []},
+        ({"schema": CACHE_SCHEMA, "key": [], "entries": []}, "expected a 'key' mapping"),
+        ({"schema": CACHE_SCHEMA, "key": KEY.as_json(), "entries": {}}, "an 'entries' list"),
+        ({"schema": CACHE_SCHEMA, "key": KEY.as_json() | {"calibration": 4}, "entries": []},
          "measured for calibration = 4, this plan has 2"),
-        ({"schema": 3, "key": KEY.as_json(), "entries": [5]}, "malformed entry 5"),
-        ({"schema": 3, "key": KEY.as_json(), "entries": [], "camera_ms": {"frame": 3}},
+        ({"schema": CACHE_SCHEMA, "key": KEY.as_json(), "entries": [5]}, "malformed entry 5"),
+        ({"schema": CACHE_SCHEMA, "key": KEY.as_json(), "entries": [], "camera_ms": {"frame": 3}},
          "malformed camera_ms"),
     ],
 )  # fmt: skip
@@ -62,7 +63,7 @@ def test_a_cache_from_other_code_or_other_cuts_is_refused(
     tmp_path: Path, field: str, stale: str
 ) -> None:
     key = dataclasses.replace(KEY, versions="splitwire 0.1.0, torch 2.13.0", crossings="feed")
-    document = {"schema": 3, "key": key.as_json() | {field: stale}, "entries": []}
+    document = {"schema": CACHE_SCHEMA, "key": key.as_json() | {field: stale}, "entries": []}
     (tmp_path / "measurements.json").write_text(json.dumps(document))
     with pytest.raises(PlanError, match=f"measured for {field} = '{stale}'"):
         load_measurements(tmp_path, key, {}, ["fp32"], budget=BUDGET)
@@ -72,7 +73,7 @@ def test_a_cache_made_with_another_jpeg_grid_is_refused(tmp_path: Path) -> None:
     """The JPEG grid decides which baselines were measured: a cache of another grid (here an
     older plan's single quality at 4:2:0 only) is stale, and the message names both grids."""
     old = CacheKey("h" * 64, (1, 3, 8, 8), 2, tuple(str(c) for c in camera_codecs((90,))))
-    document = {"schema": 3, "key": old.as_json(), "entries": []}
+    document = {"schema": CACHE_SCHEMA, "key": old.as_json(), "entries": []}
     (tmp_path / "measurements.json").write_text(json.dumps(document))
     with pytest.raises(PlanError) as info:
         load_measurements(tmp_path, KEY, {}, ["fp32"], budget=BUDGET)
@@ -86,7 +87,7 @@ def test_a_cache_made_with_another_jpeg_grid_is_refused(tmp_path: Path) -> None:
 def test_a_cache_of_another_task_is_refused(tmp_path: Path) -> None:
     """The task decides which metrics were measured: a task-less model's cache (``rel`` only)
     cannot serve a classifier's plan, whose budgets are in ``kl`` or ``top1``."""
-    document = {"schema": 3, "key": KEY.as_json(), "entries": []}
+    document = {"schema": CACHE_SCHEMA, "key": KEY.as_json(), "entries": []}
     (tmp_path / "measurements.json").write_text(json.dumps(document))
     classifier = dataclasses.replace(KEY, task="classification")
     with pytest.raises(PlanError, match="measured for task = None, this plan has 'classification'"):
