@@ -181,7 +181,9 @@ def _register_profile(subparsers: Any) -> None:
         description=(
             "Capture the model, time every compute node (median of --repeats passes after "
             "--warmup), the whole graph and the per-call overhead, time the codecs on real "
-            "activations, and write the profile as YAML for the planner. Run it on the device "
+            "activations and what a frame costs beyond them (the camera preprocessing, the "
+            "transport's round trip over gRPC on loopback, the agent's hand-off to its compute "
+            "thread), and write the profile as YAML for the planner. Run it on the device "
             "it describes, idle, with the thread count that device will use. --slowdown K "
             "instead *emulates* a device K times slower by scaling the measured numbers; the "
             "profile records that it is emulated."

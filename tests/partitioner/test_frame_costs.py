@@ -3,6 +3,8 @@ schema 2 profile, and charged by the cost model on hand-computed cases."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -153,3 +155,17 @@ def test_profiling_measures_every_frame_cost() -> None:
     assert costs.message_call_ms > 0
     assert costs.message_ms(2_000_000) > costs.message_ms(1_000) + 0.1
     assert measure_frame_costs((1, 10)).preprocess_ms == 0.0  # no image, no preprocessing
+
+
+def test_splitwire_profile_writes_and_prints_the_frame_costs(tmp_path: Path) -> None:
+    out = tmp_path / "edge.yaml"
+    args = ["profile", "--model", "zoo:resnet18", "--input-shape", "1,3,32,32", "--threads",
+            "1", "--repeats", "1", "--out", str(out)]  # fmt: skip
+    made = subprocess.run(
+        [sys.executable, "-m", "splitwire", *args], capture_output=True, text=True, timeout=300
+    )
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert "per frame: preprocess" in made.stdout and "ms/MB, hand-off" in made.stdout
+    saved = Profile.load(out)
+    assert saved.schema == SCHEMA and saved.frame.message_call_ms > 0
+    assert saved.frame.preprocess_ms > 0  # a 3-channel image input
