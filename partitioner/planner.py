@@ -25,6 +25,9 @@ than a link's pick is confirmed too unless no further input can bring it within 
 screen's noise. E.g. ResNet-50 under ``kl=1e-3`` with 32 inputs and a screen of 4: int4 at
 ``layer2.0`` shows KL 0.4 on the screen, at least 4 × 0.4 / 32 = 0.05 over all 32 — beyond
 the budget whatever the other 28 show, so it is confirmed only if it is on a front.
+A re-plan from stored measurements does the same for the candidates stored as measured on the
+screen only (:func:`_confirm_reused`): other links, objectives or budgets may put them on a
+front or make them a pick.
 """
 
 from __future__ import annotations
@@ -47,7 +50,12 @@ from splitwire.partitioner.accuracy import (
     default_budget,
     parse_budget,
 )
-from splitwire.partitioner.baselines import DEFAULT_JPEG_QUALITIES, camera_codecs, synthetic_frames
+from splitwire.partitioner.baselines import (
+    DEFAULT_JPEG_QUALITIES,
+    camera_codecs,
+    camera_roundtrip,
+    synthetic_frames,
+)
 from splitwire.partitioner.calibration import synthetic_images
 from splitwire.partitioner.capture import CapturedGraph, capture
 from splitwire.partitioner.cost import ALL_ON_EDGE, DEFAULT_WINDOW, Candidate, Measurement
@@ -73,6 +81,7 @@ from splitwire.partitioner.measure import (
     crossing_value,
     cut_samples,
     frame_sizes,
+    is_camera_baseline,
     measure_camera,
     measure_cut_bytes,
     record_crossings,
@@ -322,6 +331,9 @@ def plan_model(request: PlanRequest) -> PlanOutcome:
             measurements = _measure_skipped(
                 request, graph, by_id, measurements, task=task, preprocess=preprocess
             )
+            measurements = _confirm_reused(
+                request, graph, by_id, measurements, task=task, preprocess=preprocess
+            )
     with _timed(seconds, "decide"):
         decisions, choice, ratio = decide(measurements, request)
     return PlanOutcome(
@@ -406,6 +418,88 @@ def _measure_skipped(
         with_samples(m, found[(m.cut, m.codec)], request.budget) if (m.cut, m.codec) in found else m
         for m in rechecked
     ]
+
+
+def _confirm_reused(
+    request: PlanRequest,
+    graph: CapturedGraph,
+    cuts: dict[str, Cut],
+    measurements: Sequence[Measurement],
+    *,
+    task: str | None,
+    preprocess: Preprocess | None,
+) -> list[Measurement]:
+    """Reused measurements for these links: a candidate measured on the screen only that is
+    now on a front or a pick, or could become one (:func:`_wanted`), is measured again on every
+    calibration input (the screen's per-input figures are not stored), and the decision made
+    again, until none is left: a re-plan's picks and fronts rest on every input too.
+
+    The least cost the other inputs allow follows from the stored figures: a mean of
+    per-input costs over ``n`` of ``N`` inputs is at least ``cost * n / N`` over all;
+    ``rel`` needs the reference's norm over the screened inputs and over all of them.
+    """
+    count = request.calibration
+    measured = list(measurements)
+    screened = [m for m in measured if m.evidence is not None and m.evidence.inputs < count]
+    if not screened:
+        return measured
+    frames, inputs = _calibration(request, preprocess)
+    reference: Reference | None = None  # run the model only when something is to measure
+    norms: list[float] = []
+    budget = request.budget
+    rounds = 0
+    while True:
+        floors: dict[tuple[str, str], float] = {}
+        for m in measured:
+            if m.evidence is None or m.evidence.inputs >= count:
+                continue
+            n = m.evidence.inputs
+            if budget.metric == "rel":  # no floor until the reference's norms are known
+                share = sum(norms[:n]) / (sum(norms) or 1.0) if norms else 0.0
+                floors[(m.cut, m.codec)] = m.accuracy_cost * math.sqrt(share)
+            else:  # a mean of per-input costs (miou has none: no floor)
+                floors[(m.cut, m.codec)] = (
+                    0.0 if budget.metric == "miou" else m.accuracy_cost * n / count
+                )
+        decisions, _, ratio = decide(measured, request)
+        wanted = _wanted(request, decisions, ratio, floors)
+        if not wanted:
+            return measured
+        if reference is None:
+            reference = record_reference(graph, inputs, ())
+            norms = [
+                float(sum(o[i].double().pow(2).sum() for o in reference.outputs))
+                for i in range(count)
+            ]
+            continue  # the floors again, now with the norms
+        rounds += 1
+        logger.info(
+            "measuring %d reused candidates measured on the screen only on all %d inputs "
+            "(round %d): on a front, a pick, or able to become one on these links",
+            len(wanted),
+            count,
+            rounds,
+        )
+        by_key = {(m.cut, m.codec): m for m in measured}
+        fresh: dict[tuple[str, str], MetricSamples] = {}
+        by_cut: dict[str, list[str]] = {}
+        for key in sorted(wanted):
+            if is_camera_baseline(by_key[key]):
+                assert frames is not None and preprocess is not None  # camera baselines had them
+                decoded = preprocess.apply(
+                    camera_roundtrip(frames, CodecSpec.parse(key[1])).decoded
+                )
+                fresh[key] = camera_samples(graph, decoded, reference, range(count), task=task)
+            else:
+                by_cut.setdefault(key[0], []).append(key[1])
+        fresh |= _tail_samples(
+            request, graph, [cuts[c] for c in by_cut], by_cut, inputs, reference.outputs,
+            tails={}, task=task, desc="confirming tails",
+        )  # fmt: skip
+        measured = [
+            with_samples(m, fresh[(m.cut, m.codec)], budget) if (m.cut, m.codec) in fresh else m
+            for m in measured
+        ]
 
 
 def _measure(
@@ -602,7 +696,12 @@ def _confirm(
     rounds = 0
     while True:
         decisions, _, ratio = decide(measured, request)
-        wanted = _wanted(request, decisions, ratio, samples, count, sq_reference)
+        floors = {
+            key: found.cost_floor(request.budget, inputs=count, sq_reference=sq_reference)
+            for key, found in samples.items()
+            if found.inputs < count
+        }
+        wanted = _wanted(request, decisions, ratio, floors)
         if not wanted:
             return measured
         rounds += 1
@@ -642,29 +741,23 @@ def _wanted(
     request: PlanRequest,
     decisions: Sequence[LinkDecision],
     robust_ratio: float | None,
-    samples: Mapping[tuple[str, str], MetricSamples],
-    count: int,
-    sq_reference: float,
+    floors: Mapping[tuple[str, str], float],
 ) -> set[tuple[str, str]]:
-    """The screened candidates (measured on fewer than ``count`` inputs) that are on a front,
-    a pick, or better than a pick on the objective (on a link, or in the robust ratio) while
-    the rest of the inputs could still bring them within the budget; every screened one when
-    ``request.prune`` is False."""
+    """The candidates measured on fewer than every input (the keys of ``floors``, each with
+    the least cost the rest of the inputs allow) that are on a front, a pick, or better than a
+    pick on the objective (on a link, or in the robust ratio) while the rest of the inputs
+    could still bring them within the budget; every one when ``request.prune`` is False."""
     if not request.prune:  # measure everything on every input
-        return {key for key, found in samples.items() if found.inputs < count}
+        return set(floors)
     budget = request.budget
     field, sense = OBJECTIVE_FIELDS[request.objective]
     sign = 1.0 if sense == "min" else -1.0
 
     def screened(c: Candidate) -> bool:
-        key = (c.measurement.cut, c.measurement.codec)
-        return key in samples and samples[key].inputs < count
+        return (c.measurement.cut, c.measurement.codec) in floors
 
     def could_fit(c: Candidate) -> bool:
-        floor = samples[(c.measurement.cut, c.measurement.codec)].cost_floor(
-            budget, inputs=count, sq_reference=sq_reference
-        )
-        return floor <= budget.max_cost
+        return floors[(c.measurement.cut, c.measurement.codec)] <= budget.max_cost
 
     wanted = set()
     worst: dict[tuple[str, str], float] = {}
@@ -673,7 +766,10 @@ def _wanted(
         for c in d.candidates:
             key = (c.measurement.cut, c.measurement.codec)
             value = c.objective(field)
-            ratio = 1.0 if value == best else (value / best if sense == "min" else best / value)
+            # A best of 0 (--objective bytes: all on the edge sends nothing): any other is
+            # infinitely worse, as in the robust pick.
+            num, den = (value, best) if sense == "min" else (best, value)
+            ratio = 1.0 if value == best else (num / den if den > 0 else math.inf)
             if not math.isfinite(ratio) or ratio < 0:
                 ratio = math.inf
             worst[key] = max(worst.get(key, 0.0), ratio)

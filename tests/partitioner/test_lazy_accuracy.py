@@ -4,6 +4,7 @@ member and every pick confirmed on all of them, with the same picks as measuring
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from splitwire.partitioner.planner import (
     PlanRequest,
     decide,
     plan_model,
+    write_plan_directory,
 )
 from splitwire.partitioner.report import outcome_json
 
@@ -158,3 +160,58 @@ def test_the_json_reports_no_screened_pick_or_front_member(tmp_path: Path) -> No
         assert pick["accuracy_interval"] is not None
     picked = {(p["cut"], p["codec"]) for p in [choice, *choice["links"]]}
     assert not picked & {(r["cut"], r["codec"]) for r in screened}
+
+
+def test_a_replan_measures_again_what_it_finds_screened_on_a_front(tmp_path: Path) -> None:
+    """Measurements reused for other links, objectives or budgets: a candidate stored as
+    measured on the screen only that the re-plan puts on a front (or picks) is measured on
+    every input again, so the re-plan's fronts and picks rest on every input too. The stored
+    file says so of every lossy front member of the first plan (as if other links had left
+    them off their fronts), with their figures unchanged."""
+    (tmp_path / "small.py").write_text(SMALL)
+    first = plan_model(
+        PlanRequest(
+            model_spec=f"{tmp_path / 'small.py'}:build",
+            input_shape=(1, 3, 32, 32),
+            links=(parse_link("wifi"),),
+            edge_slowdown=4.0,
+            calibration=CALIBRATION,
+            screen=SCREEN,
+            repeats=2,
+        )
+    )
+    write_plan_directory(first, tmp_path / "plan")
+    front = {
+        (c.measurement.cut, c.measurement.codec)
+        for c in first.decisions[0].candidates
+        if c.pareto and c.measurement.evidence is not None
+    }
+    assert front, "expected lossy candidates on the front"
+    stored = tmp_path / "plan" / "measurements.json"
+    document = json.loads(stored.read_text())
+    for entry in document["entries"]:
+        if (entry["cut"], entry["codec"]) in front:
+            entry["evidence"]["inputs"] = SCREEN
+    stored.write_text(json.dumps(document))
+    again = plan_model(
+        dataclasses.replace(
+            first.request,
+            edge_profile=first.edge,
+            cloud_profile=first.cloud,
+            edge_slowdown=None,
+            reuse_measurements=tmp_path / "plan",
+        )
+    )
+    after = {(m.cut, m.codec): m for m in again.measurements}
+    for decision in again.decisions:
+        for c in decision.candidates:
+            if c.pareto or c is decision.pick:
+                m = c.measurement
+                assert m.evidence is None or m.evidence.inputs == CALIBRATION, (m.cut, m.codec)
+    assert again.choice.evidence is None or again.choice.evidence.inputs == CALIBRATION
+    # Measured again from the start: the figures the first plan had on every input.
+    before = {(m.cut, m.codec): m for m in first.measurements}
+    for key in front:
+        if after[key].evidence is not None and after[key].evidence.inputs == CALIBRATION:
+            assert after[key].accuracy_cost == pytest.approx(before[key].accuracy_cost, rel=1e-3)
+    assert any(after[key].evidence.inputs == CALIBRATION for key in front)
