@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from splitwire.cloud.errors import ConfigError
+from splitwire.protocol import address as protocol_address
+from splitwire.protocol.errors import AddressError
 
 # Defaults an operator can override with flags (see `splitwire cloud --help`).
 DEFAULT_MAX_BATCH = 8
@@ -175,13 +177,13 @@ class CloudConfig:
 
 
 def split_address(text: str, *, flag: str) -> tuple[str, int]:
-    """``"127.0.0.1:8500"`` → ``("127.0.0.1", 8500)``; ``[::1]:8500`` for IPv6.
+    """``"127.0.0.1:8500"`` → ``("127.0.0.1", 8500)``; ``[::1]:8500`` for IPv6; port 0 picks a
+    free one. The protocol's one parser (:func:`splitwire.protocol.address.split_address`).
 
     Raises:
         ConfigError: not ``HOST:PORT`` with a port in 0..65535.
     """
-    host, sep, port = text.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"{flag} {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8500")
-    return host, int(port)
+    try:
+        return protocol_address.split_address(text, flag=flag, listening=True)
+    except AddressError as exc:
+        raise ConfigError(str(exc)) from exc

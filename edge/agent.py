@@ -10,37 +10,32 @@ device)::
     source -> admit -> [pending] -> preprocess + head + encode -> [ready] -> send
                                                       receive -> check -> emit (one line)
 
-The agent is four objects; this module holds the loops that drive them and the policy that
+The agent is a few objects; this module holds the loops that drive them and the policy that
 decides which option a frame runs:
 
 * the frame window (:mod:`~splitwire.edge.window`): the frames in flight, their queues, their
   lines, and the wait primitive;
 * the head runner (:mod:`~splitwire.edge.head_runner`): heads, codec, warm-up, the measured
   edge speed;
-* the uplink (:mod:`~splitwire.edge.uplink`): sessions with the tail, sending, and the events
-  the agent reacts to;
-* the control plane's shapes (:mod:`~splitwire.edge.control`).
+* the uplink (:mod:`~splitwire.edge.uplink`): sessions with the tail, sending, telling a
+  session that stopped answering, and the events the agent reacts to;
+* the local fallback (:mod:`~splitwire.edge.fallback`): each frame's budget, and when a frame
+  stops waiting for the cloud and is answered on the edge instead;
+* the view (:mod:`~splitwire.edge.view`): status, telemetry, desired plans and the summary, in
+  the control plane's shapes (:mod:`~splitwire.edge.control`).
 
 Every frame has a budget (``--budget-ms`` from capture): the cloud is told the rest of it as
 the frame's queue budget, and a frame unanswered when it runs out is emitted as ``dropped``
 (``stale``, or ``disconnected`` while there is no session), so no frame waits forever and none
-vanishes. A replaced frame (the window is full) is emitted ``dropped`` ``window_full``.
+vanishes. A replaced frame (the window is full) is emitted ``dropped`` ``window_full``. No frame
+is lost to the link while the plan ships the all-on-edge option: see
+:mod:`~splitwire.edge.fallback` for when frames are answered on the edge instead.
 
 With a delay corrector (``--corrector DIR``, :mod:`~splitwire.edge.correction`) a frame's output
 does not wait for its remote answer: right after the head, the local model's features of the
 frame are fused with the newest remote features the agent holds and emitted (``fused``, or
 ``local`` when there are none fresh enough); the frame stays in flight only for its remote
 answer, which feeds the frames after it. While there is no session such frames skip the head.
-
-No frame is lost to the link while the plan ships the all-on-edge option (every plan does,
-unless planned with ``--no-local``), whatever the policy: each frame keeps its input until it
-is answered; while there is no session frames are computed locally (``local``, reason
-``disconnected``); when a session is lost (the tail died, the link dropped, the tail stopped
-answering) the frames it held and those waiting to be sent are computed locally when the edge
-can still make their budget, else dropped ``stale``; and a frame still unanswered (or refused)
-when only the time to compute it on the edge is left of its budget is computed locally too
-(``local``, reason ``unanswered`` or ``error:BAD_RESULT``). Without that option such frames
-wait for the next session and are dropped ``disconnected`` when their budget runs out.
 
 Under the ``auto`` policy the agent prices the plan's options on the link it measures
 (:mod:`~splitwire.edge.link_monitor`, :mod:`~splitwire.edge.policy`) and switches at a frame
@@ -59,10 +54,11 @@ from typing import IO, Any
 
 import torch
 
+from splitwire.edge.answers import Answers
 from splitwire.edge.config import CloudRefused, EdgeConfig
-from splitwire.edge.control import Telemetry, choose_desired, reported, status_fields
+from splitwire.edge.fallback import LocalFallback
 from splitwire.edge.head_runner import AgentExecutors, Computed, CorrectedFrame, HeadRunner
-from splitwire.edge.link_monitor import FrameTiming, LinkMonitor, Unanswered
+from splitwire.edge.link_monitor import LinkMonitor
 from splitwire.edge.policy import CutPolicy, CutSwitch, PolicySettings, option_label
 from splitwire.edge.records import RecordWriter, RunStats
 from splitwire.edge.sources import FrameSource
@@ -85,12 +81,12 @@ from splitwire.edge.uplink import (
     SessionRefused,
     Uplink,
 )
+from splitwire.edge.view import AgentView
 from splitwire.edge.window import Frame, FrameWindow
 from splitwire.errors import SplitwireError
 from splitwire.partitioner.link import LinkModel
 from splitwire.partitioner.plan_file import PlanOption
 from splitwire.partitioner.runtime import RunnablePlan
-from splitwire.protocol.client import server_text
 from splitwire.protocol.peer_text import peer_text
 
 __all__ = ["AgentExecutors", "EdgeAgent"]
@@ -103,10 +99,6 @@ PROBE_INTERVAL_S = 1.0
 # How often the auto policy looks at the link between frames: when frames stop being answered
 # the compute loop waits on the window, and the policy must still see the link go.
 POLICY_TICK_S = 0.1
-# A frame waiting on the cloud falls back to the edge when only this many times the plan's
-# all-on-edge time (scaled by the measured edge speed) is left of its budget: the whole model
-# once, a head that may already hold the compute thread, and as much again for a loaded device.
-FALLBACK_RESERVE = 3.0
 
 
 class EdgeAgent:
@@ -136,19 +128,18 @@ class EdgeAgent:
         self.plan = plan or open_edge_plan(config)
         self.edge_id = config.edge_id
         self.option = starting_option(config, self.plan)
-        self._source = source or open_plan_source(config, self.plan)
-        self._corrector = corrector = open_corrector(config, self.plan)
-        self._scorer = open_scorer(self._source, self.plan)
+        self.source = source or open_plan_source(config, self.plan)
+        self.corrector = corrector = open_corrector(config, self.plan)
+        self.scorer = open_scorer(self.source, self.plan)
         self.monitor = monitor or LinkMonitor()
         self.stats = RunStats()
         self.window = FrameWindow(
             size=config.window,
             writer=RecordWriter(output),
             stats=self.stats,
-            scorer=self._scorer,
+            scorer=self.scorer,
             task=self.plan.plan.task,
         )
-        self._local_option = next((o for o in self.plan.options if o.local), None)
         self.policy_mode = config.policy or ("auto" if len(self.plan.options) > 1 else "fixed")
         self._policy = CutPolicy(
             self.plan.options,
@@ -166,7 +157,7 @@ class EdgeAgent:
             edge_slowdown=config.edge_slowdown,
             executors=executors or AgentExecutors.new(),
             corrector=corrector,
-            scoring=self._scorer is not None,
+            scoring=self.scorer is not None,
         )
         # A plan that only runs on the edge has nothing to send: no session, even with --cloud.
         remote = [o for o in self.plan.options if not o.local]
@@ -174,11 +165,21 @@ class EdgeAgent:
         if config.cloud is not None and remote:
             self.uplink = Uplink(config, self.plan, self.window, token=token)
             self.uplink.prefer(self.option)
+        self.fallback = LocalFallback(
+            running=self.option,
+            local=next((o for o in self.plan.options if o.local), None),
+            corrector=corrector is not None,
+            budget_ms=config.budget_ms,
+            window=self.window,
+            runner=self.runner,
+            uplink=self.uplink,
+        )
+        self.view = AgentView(self)
         self._stopping = False
         self._fatal: CloudRefused | None = None
         self._prepared = False
         self._last_remote_s = -math.inf
-        self._started_s = time.monotonic()
+        self.started_s = time.monotonic()
         self.switches: list[CutSwitch] = []
 
     def _connected(self) -> bool:
@@ -188,48 +189,6 @@ class EdgeAgent:
         """Whether a session is open and trusted with frames (not on probation after a session
         stopped answering)."""
         return self.uplink is not None and self.uplink.trusted
-
-    def _epoch(self) -> int:
-        """The number of the current (or last) session; 0 before the first."""
-        return self.uplink.epoch if self.uplink is not None else 0
-
-    def _can_fall_back(self) -> bool:
-        """Whether a frame the cloud does not answer may be computed on the edge instead: in
-        every policy mode, when the plan ships the all-on-edge option (with a corrector, its
-        local model is the fallback)."""
-        return self._local_option is not None and self._corrector is None
-
-    def _answered_here(self) -> bool:
-        """Whether a frame without a session still gets an output: the option runs on the edge,
-        or the agent falls back to it."""
-        return self._connected() or self.option.local or self._can_fall_back()
-
-    def _fall_back_in_time(self, frame: Frame, reason: str) -> None:
-        """Compute ``frame`` on the edge when the local path can still make its budget (behind
-        the frames already waiting for it); else drop it ``stale``, its budget would be
-        missed."""
-        assert self._local_option is not None
-        scale = max(self.runner.edge_scale, 1.0)
-        needed_ms = self._local_option.edge_ms * scale * (len(self.window.fallback) + 1)
-        left_ms = self.config.budget_ms - (time.perf_counter_ns() - frame.captured_ns) / 1e6
-        if left_ms >= needed_ms and frame.pixels is not None:
-            self.window.fall_back(frame, reason)
-        else:
-            self.window.emit_dropped(frame, "stale")
-
-    def _session_lost(self, lost: Lost) -> None:
-        """The session is gone (the tail died, the link dropped, it stopped answering): the
-        frames it held, and those waiting to be sent, are answered on the edge when they can
-        be (else they wait for the next session, or their budget). Those an unresponsive
-        session held go ``unanswered``, the others ``disconnected``."""
-        if not self._can_fall_back():
-            return
-        waiting = list(self.window.ready)
-        for frame in waiting:
-            held = lost.unresponsive and frame.epoch == lost.epoch
-            self._fall_back_in_time(frame, "unanswered" if held else "disconnected")
-        if waiting:
-            logger.info("%d frames in flight go to the edge's own model", len(waiting))
 
     async def prepare(self) -> None:
         """Load every head the agent may run and call each once (first calls are slow), on its
@@ -256,7 +215,7 @@ class EdgeAgent:
         """
         self.window.open()
         await self.prepare()
-        self._started_s = time.monotonic()
+        self.started_s = time.monotonic()
         workers = [asyncio.create_task(self._compute_loop(), name="edge-compute")]
         try:
             if self.uplink is not None:
@@ -268,9 +227,8 @@ class EdgeAgent:
                 workers.append(asyncio.create_task(self._policy_loop(), name="edge-policy"))
             for task in workers:
                 task.add_done_callback(self._worker_done)
-            fallback = self._local_option if self._can_fall_back() else None
-            why = starting_reason(self.config, self.plan, self.option,
-                                  policy=self.policy_mode, fallback=fallback)  # fmt: skip
+            why = starting_reason(self.config, self.plan, self.option, policy=self.policy_mode,
+                                  fallback=self.fallback.option)  # fmt: skip
             logger.info("starting on %s: %s", option_label(self.option), why)
             await self._source_loop()
             await self._drain()
@@ -298,30 +256,11 @@ class EdgeAgent:
 
     def summary(self) -> dict[str, Any]:
         """The run's figures so far (the summary ``run`` returns)."""
-        extra: dict[str, Any] = {}
-        if self._corrector is not None:
-            extra["corrector"] = self._corrector.summary()
-        if self._scorer is not None:
-            extra["segmentation"] = self._scorer.score.summary()
-        return (
-            self.stats.summary(time.monotonic() - self._started_s)
-            | {
-                "cut": self.option.cut,
-                "codec": self.option.codec,
-                "policy": self.policy_mode,
-                "switches": [s.as_json() for s in self.switches],
-                "reconnects": self.reconnects,
-                # Inputs the source passed over as unreadable (a bad file in a dir: source).
-                "source_skipped": self._source.skipped,
-                # Stated in every summary: figures from an emulated device are not a device's.
-                "edge_slowdown": self.config.edge_slowdown,
-            }
-            | extra
-        )
+        return self.view.summary()
 
     async def _source_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        frames = iter(self._source)
+        frames = iter(self.source)
         interval = 1.0 / self.config.fps if self.config.fps else None
         next_at = time.monotonic()
         count = 0
@@ -339,7 +278,7 @@ class EdgeAgent:
             source = self.runner.executors.source
             pixels = await loop.run_in_executor(source, next, frames, None)
             if pixels is None:
-                logger.info("source %s ended after %d frames", self._source.description, count)
+                logger.info("source %s ended after %d frames", self.source.description, count)
                 break
             self._admit(pixels)
             count += 1
@@ -357,8 +296,6 @@ class EdgeAgent:
             for frame in list(self.window.frames.values()):
                 self.window.emit_dropped(frame, "shutdown")
 
-    # ---- admission and deadlines -----------------------------------------------------------
-
     def _admit(self, pixels: torch.Tensor) -> None:
         frame = self.window.capture(pixels)
         if self._fatal is not None:
@@ -366,49 +303,9 @@ class EdgeAgent:
             return
         replaced = self.window.displaced()
         if replaced is not None:
-            self._ran_out(replaced)
-            reason = "window_full" if self._answered_here() else "disconnected"
-            self.window.emit_dropped(replaced, reason)
+            self.fallback.displaced(replaced)
         self.window.admit(frame)
-        loop = asyncio.get_running_loop()
-        frame.deadline = loop.call_later(self.config.budget_ms / 1000.0, self._expire, frame)
-        give_up_s = self._give_up_after_s()
-        if give_up_s is not None:
-            frame.give_up = loop.call_later(give_up_s, self._give_up, frame)
-
-    def _give_up_after_s(self) -> float | None:
-        """How long after its capture a frame stops waiting on the cloud so that it can still be
-        computed on the edge within its budget (None: the budget leaves no time for that)."""
-        if self._local_option is None or self._corrector is not None:
-            return None
-        scale = max(self.runner.edge_scale, 1.0)
-        left_ms = self.config.budget_ms - FALLBACK_RESERVE * self._local_option.edge_ms * scale
-        return left_ms / 1000.0 if left_ms > 0 else None
-
-    def _ran_out(self, frame: Frame) -> None:
-        if self.uplink is not None:
-            self.uplink.ran_out(frame)
-
-    def _expire(self, frame: Frame) -> None:
-        if self.window.in_flight(frame):
-            self._ran_out(frame)
-            sent = frame.state == "sent" and frame.epoch == self._epoch()
-            answered_here = self._answered_here()
-            self.window.emit_dropped(frame, "stale" if sent or answered_here else "disconnected")
-
-    def _give_up(self, frame: Frame) -> None:
-        """Only the time to compute ``frame`` on the edge is left of its budget: if it is still
-        waiting on the cloud, compute it here instead (when the agent may fall back)."""
-        if (
-            not self.window.in_flight(frame)
-            or frame.emitted
-            or frame.state not in ("ready", "sent")
-        ):
-            return
-        if not self._can_fall_back():
-            return  # it waits for its answer until its budget runs out (then stale)
-        self._ran_out(frame)
-        self.window.fall_back(frame, "unanswered" if self._connected() else "disconnected")
+        self.fallback.arm(frame)
 
     # ---- edge compute ----------------------------------------------------------------------
 
@@ -425,17 +322,14 @@ class EdgeAgent:
                 continue
             frame = window.pending.popleft()
             self._consider_switch()
-            option, fallback = self._option_for_frame()
-            if option is not self.option and self.option.local:
-                await self._compute_probe(frame, self.option, option, reason="all-on-edge")
-                continue
-            probe = self._probation_probe() if fallback else None
+            option, fallback, probe = self._route()
             if probe is not None:
-                await self._compute_probe(frame, option, probe, reason="disconnected")
+                why = "disconnected" if fallback else "all-on-edge"
+                await self._compute_probe(frame, option, probe, reason=why)
                 continue
             frame.state, frame.option, frame.fallback = "computing", option, fallback
             # With a corrector, a frame the cloud cannot take (no session) needs no head.
-            correct = self._corrector is not None and not option.local
+            correct = self.corrector is not None and not option.local
             remote = not correct or self._connected()
             corrected = CorrectedFrame(frame.seq, frame.captured_ns) if correct else None
             computed = await self._compute(frame, option, corrected=corrected, remote=remote)
@@ -459,13 +353,11 @@ class EdgeAgent:
                     window.retire(window.ready[0])
                     self.stats.uplink_skipped += 1
             frame.encoded, frame.bytes_up = computed.encoded, computed.bytes_up
-            if not self._trusted() and self._can_fall_back():
+            if not self._trusted() and self.fallback.can:
                 # The session went (or stopped answering) while the head ran: no waiting.
-                self._fall_back_in_time(frame, "disconnected")
+                self.fallback.in_time(frame, "disconnected")
                 continue
-            frame.state = "ready"
-            window.ready.append(frame)
-            window.wake()
+            window.to_send(frame)
 
     async def _compute(self, frame: Frame, option: PlanOption, **how: Any) -> Computed | None:
         """``frame`` under ``option`` on the compute thread; None when it failed (emitted as
@@ -485,7 +377,7 @@ class EdgeAgent:
     async def _compute_fallback(self, frame: Frame) -> None:
         """A frame the cloud did not answer in time (or answered wrongly), computed with the
         all-on-edge option and emitted ``local`` with the reason it fell back."""
-        option = self._local_option
+        option = self.fallback.option
         assert option is not None and frame.fallback_reason is not None
         frame.state, frame.option, frame.fallback = "computing", option, True
         computed = await self._compute(frame, option)
@@ -509,33 +401,21 @@ class EdgeAgent:
         self.window.write(frame, "local", reason, outputs=here.outputs)
         frame.option, frame.encoded, frame.pixels = probe, sent.encoded, None
         frame.bytes_up = sent.bytes_up
-        frame.state = "ready"
-        self.window.ready.append(frame)
-        self.window.wake()
+        self.window.to_send(frame)
 
     # ---- the policy ------------------------------------------------------------------------
 
-    def _option_for_frame(self) -> tuple[PlanOption, bool]:
-        """The option this frame runs, and whether it is the local fallback."""
+    def _route(self) -> tuple[PlanOption, bool, PlanOption | None]:
+        """The option the next frame runs, whether it is the local fallback, and the option a
+        copy of it is also sent with, if any: a probe that keeps the link measured while the
+        agent runs all-on-edge, or shows whether a session on probation answers."""
         option = self.option
         if option.local:
-            probe = self._probe_option()
-            return (probe, False) if probe is not None else (option, False)
-        if not self._trusted() and self._can_fall_back():
-            assert self._local_option is not None
-            return self._local_option, True
-        return option, False
-
-    def _probation_probe(self) -> PlanOption | None:
-        """The option to send a frame with, as well as answering it here, while the open
-        session is on probation (one frame at a time: the session is trusted once it answers
-        one); None when no frame should go."""
-        uplink = self.uplink
-        if uplink is None or not uplink.connected or uplink.trusted or uplink.unanswered:
-            return None
-        if any(f.probe is not None for f in self.window.ready):
-            return None  # one is on its way out already
-        return self.option if uplink.served(self.option) else None
+            return option, False, self._probe_option()
+        local = self.fallback.option
+        if not self._trusted() and local is not None:
+            return local, True, self.fallback.probation_probe(option)
+        return option, False, None
 
     def _probe_option(self) -> PlanOption | None:
         if self.uplink is None or not self.uplink.connected or self.policy_mode != "auto":
@@ -546,7 +426,7 @@ class EdgeAgent:
         if not usable:
             return None
         self._last_remote_s = time.monotonic()  # one probe in flight at a time, at most
-        link = self._measured_link()
+        link = self.measured_link()
         if link is None:
             return min(usable, key=lambda o: o.bytes_up)
         prices = self._policy.prices(link, edge_scale=self.runner.edge_scale)
@@ -555,15 +435,11 @@ class EdgeAgent:
     def _served(self, option: PlanOption) -> bool:
         return option.local or (self.uplink is not None and self.uplink.served(option))
 
-    def _measured_link(self) -> LinkModel | None:
+    def measured_link(self) -> LinkModel | None:
         """The link monitor's estimate, bounded by how long the oldest frame in flight has
         gone unanswered."""
-        epoch = self._epoch()
-        sent = [f for f in self.window.frames.values() if f.state == "sent" and f.epoch == epoch]
-        oldest = min(sent, key=lambda f: f.sent_ns, default=None)
-        return self.monitor.link(
-            oldest=Unanswered(oldest.sent_ns, oldest.bytes_up) if oldest is not None else None
-        )
+        epoch = self.uplink.epoch if self.uplink is not None else 0
+        return self.monitor.link(oldest=self.window.oldest_sent(epoch))
 
     async def _policy_loop(self) -> None:
         while True:
@@ -573,7 +449,7 @@ class EdgeAgent:
     def _consider_switch(self) -> None:
         if self.policy_mode != "auto" or not self._trusted():
             return
-        link = self._measured_link()
+        link = self.measured_link()
         if link is None:
             return
         scale = self.runner.edge_scale
@@ -587,7 +463,7 @@ class EdgeAgent:
         logger.info("switching %s -> %s: %s", option_label(switch.old), option_label(switch.new),
                     switch.reason)  # fmt: skip
         self.switches.append(switch)
-        self.option = switch.new
+        self.option = self.fallback.running = switch.new
         if self.uplink is not None:
             self.uplink.prefer(switch.new)
         self.runner.new_option()
@@ -598,17 +474,20 @@ class EdgeAgent:
         if option != self.option:
             self._switch(CutSwitch(time.monotonic(), self.option, option, reason))
 
-    # ---- what the tail answers -------------------------------------------------------------
+    # ---- what the tail answers (edge/answers.py) -------------------------------------------
 
     async def _session_loop(self, first: Opened | None) -> None:
         assert self.uplink is not None
+        answers = Answers(window=self.window, monitor=self.monitor, corrector=self.corrector,
+                          uplink=self.uplink)  # fmt: skip
         async for event in self.uplink.events(first):
             if isinstance(event, Answer):
-                self._on_result(event)
+                if answers.result(event):
+                    self._last_remote_s = time.monotonic()
             elif isinstance(event, FrameRefusal):
-                self._on_frame_error(event)
+                answers.refusal(event)
             elif isinstance(event, BadResult):
-                self._on_bad_result(event)
+                self.fallback.bad_result(event)
             elif isinstance(event, Connected):
                 if not self.uplink.served(self.option):
                     served = peer_text(", ".join(event.accept.cut_ids[:8]))
@@ -616,60 +495,9 @@ class EdgeAgent:
                         "the server does not serve cut %s (it serves %s)", self.option.cut, served
                     )
             elif isinstance(event, Lost):
-                self._session_lost(event)
+                self.fallback.session_lost(event)
             elif isinstance(event, SessionRefused):
                 self._refused(event.error)
-
-    def _on_bad_result(self, event: BadResult) -> None:
-        """The tail answered a frame with a result that breaks the plan or the protocol: the
-        frame is computed on the edge if it may be, else dropped (the session is dropped next,
-        with the refusal as the reason in its log line)."""
-        refused = event.refused
-        frame = self.window.frames.get(refused.seq)
-        sent_here = frame is not None and frame.state == "sent" and frame.epoch == event.epoch
-        if frame is None or not sent_here or frame.capture_ts_ns != refused.capture_ts_ns:
-            return
-        if self._can_fall_back() and not frame.emitted:
-            self.window.fall_back(frame, "error:BAD_RESULT")
-        else:
-            self.window.emit_dropped(frame, "error:BAD_RESULT")
-
-    def _on_result(self, event: Answer) -> None:
-        result = event.result
-        frame = self.window.awaiting_answer(result.seq, result.capture_ts_ns, event.epoch)
-        if frame is None:
-            return
-        # The client checked its headers against the plan's outputs before decoding it.
-        t = result.timings
-        cloud_ns = t.queue_ns + t.decode_ns + t.compute_ns + t.encode_ns
-        timing = FrameTiming(frame.sent_ns, result.received_ns, cloud_ns, frame.bytes_up,
-                             result.wire_bytes)  # fmt: skip
-        self.monitor.observe(timing)
-        self._last_remote_s = time.monotonic()
-        if self._corrector is not None and frame.emitted:
-            # Its output went out long ago; its features serve the frames after it.
-            self._corrector.remember(
-                frame.seq, frame.captured_ns, result.outputs, wire_bytes=result.wire_bytes
-            )
-            self.stats.answers_after_output += 1
-            self.stats.answer_lags_ms.append((result.received_ns - frame.emitted_ns) / 1e6)
-            self.stats.rtts_ms.append(timing.network_s * 1000.0)
-            self.window.retire(frame)
-            return
-        self.window.emit(frame, "remote", None, outputs=result.outputs,
-                         rtt_ms=timing.network_s * 1000.0, cloud_ms=cloud_ns / 1e6,
-                         batch_size=result.batch_size, server=self.server_id)  # fmt: skip
-
-    def _on_frame_error(self, event: FrameRefusal) -> None:
-        error = event.error
-        frame = self.window.awaiting_answer(error.seq, error.capture_ts_ns, event.epoch)
-        if frame is None:
-            return
-        stale = error.code_name == "STALE"
-        if not stale:
-            logger.warning("frame %d refused: %s: %s", frame.seq, error.code_name,
-                           server_text(error.message))  # fmt: skip
-        self.window.emit_dropped(frame, "stale" if stale else f"error:{error.code_name}")
 
     def _refused(self, exc: CloudRefused) -> None:
         logger.error("%s", exc)
@@ -684,61 +512,26 @@ class EdgeAgent:
         if not task.cancelled() and (exc := task.exception()) is not None:
             self.window.fail(exc)
 
-    # ---- the control plane's view ----------------------------------------------------------
+    # ---- the control plane's view (edge/view.py) ------------------------------------------
 
     @property
     def server_id(self) -> str | None:
         """The tail replica of the open session (its ``Accept.server_id``), or None."""
-        return self.uplink.server_id if self.uplink is not None else None
+        return self.view.server_id
 
     @property
     def reconnects(self) -> int:
         """Sessions opened after an outage."""
-        return self.uplink.reconnects if self.uplink is not None else 0
-
-    @property
-    def connected_since(self) -> float | None:
-        """When the open session was opened (monotonic seconds), or None."""
-        return self.uplink.connected_since if self.uplink is not None else None
+        return self.view.reconnects
 
     def status(self) -> dict[str, Any]:
         """Fields of the retained ``online`` status."""
-        return status_fields(plan=self.plan, option=self.option, policy=self.policy_mode,
-                             cloud=self.config.cloud)  # fmt: skip
+        return self.view.status()
 
     def telemetry(self) -> dict[str, Any]:
         """A snapshot of the link, the frames and the plan (published every few seconds)."""
-        return Telemetry(
-            connected=self._connected(),
-            server_id=self.server_id,
-            option=self.option,
-            policy=self.policy_mode,
-            rtt_s=self.monitor.smoothed_rtt_s,
-            uplink_bps=self.monitor.uplink_bps,
-            link=self._measured_link(),
-            elapsed_s=time.monotonic() - self._started_s,
-            stats=self.stats,
-            in_flight=len(self.window.frames),
-            reconnects=self.reconnects,
-            edge_scale=self.runner.edge_scale,
-            switches=self.switches,
-        ).as_json()
+        return self.view.telemetry()
 
     def apply_desired(self, desired: Mapping[str, Any]) -> dict[str, Any]:
-        """Apply a desired plan ``{"cut", "codec"}`` or ``{"policy": "auto"|"fixed"}``;
-        returns the ``plan/reported`` answer (applied, or refused with the reason)."""
-        accept = self.uplink.accept if self.uplink is not None else None
-        served = tuple(accept.cut_ids) if accept is not None else None
-        chosen = choose_desired(desired, plan=self.plan, cloud=self.config.cloud, served=served)
-        if isinstance(chosen, str):
-            logger.warning("desired plan %s refused: %s", dict(desired), chosen)
-            return reported(
-                applied=False, option=self.option, policy=self.policy_mode, reason=chosen
-            )
-        option, policy = chosen
-        if option is None:
-            self.policy_mode = policy
-            logger.info("policy set to %s over the control plane", policy)
-        else:
-            self.set_option(option, reason="desired plan from the control plane", policy=policy)
-        return reported(applied=True, option=self.option, policy=self.policy_mode)
+        """Apply a desired plan; returns the ``plan/reported`` answer (see :mod:`.view`)."""
+        return self.view.apply_desired(desired)

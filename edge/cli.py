@@ -452,7 +452,9 @@ def _check_the_cloud_is_given(config: EdgeConfig, agent: EdgeAgent) -> None:
     if config.cloud is not None or config.local_only or config.cut or config.codec:
         return
     choice = agent.plan.plan.choice
-    if choice.codec != "none":
+    options = {(o.cut, o.codec): o for o in agent.plan.options}
+    chosen = options.get((choice.cut, choice.codec))
+    if chosen is None or not chosen.local:
         raise EdgeConfigError(
             f"the plan's choice {choice.cut} {choice.codec} runs its tail in the cloud: give "
             "--cloud HOST:PORT, or --local-only to run the plan's all-on-edge option on this "

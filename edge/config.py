@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 # The edge's errors live in errors.py; callers have always found these two here too.
 from splitwire.edge.errors import CloudRefused, EdgeConfigError  # noqa: F401
+from splitwire.protocol import address as protocol_address
+from splitwire.protocol.errors import AddressError
 
 DEFAULT_WINDOW = 4
 DEFAULT_BUDGET_MS = 2000.0
@@ -41,37 +42,17 @@ DEFAULT_UNRESPONSIVE_FLOOR_MS = 250.0
 DEFAULT_UNRESPONSIVE_FIRST_MS = 1000.0
 
 
-# A host name or IPv4 address (letters, digits, '-', '_', '.'), or an IPv6 address in brackets.
-_HOST = re.compile(r"[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]")
-
-
 def split_address(text: str, *, flag: str) -> tuple[str, int]:
-    """``"tail.example:8500"`` -> ``("tail.example", 8500)``; ``"[::1]:8500"`` for IPv6.
-
-    The agent dials the address as it is: a scheme (``http://``) would be taken for a host name,
-    and a missing port would silently become gRPC's default (443), so both are refused here.
-
-    Args:
-        text: the address as given.
-        flag: the flag it came from, for the message (``--cloud``).
+    """``"tail.example:8500"`` -> ``("tail.example", 8500)``, by the protocol's one parser
+    (:func:`splitwire.protocol.address.split_address`: no scheme, a port in 1..65535).
 
     Raises:
-        EdgeConfigError: not ``HOST:PORT`` with a port in 1..65535.
+        EdgeConfigError: not ``HOST:PORT`` (a usage error: exit 2).
     """
-    expected = "expected HOST:PORT, e.g. 127.0.0.1:8500 or tail.example:8500"
-    if "://" in text:
-        raise EdgeConfigError(
-            f"{flag} {text!r}: {expected}, without a scheme (the agent speaks gRPC to it; "
-            "--tls-ca turns TLS on)"
-        )
-    host, sep, port = text.rpartition(":")
-    if not sep or not port:
-        raise EdgeConfigError(f"{flag} {text!r}: {expected}; the port is missing")
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise EdgeConfigError(f"{flag} {text!r}: {expected}; {port!r} is not a port (1-65535)")
-    if not _HOST.fullmatch(host):
-        raise EdgeConfigError(f"{flag} {text!r}: {expected}; {host!r} is not a host name")
-    return host.removeprefix("[").removesuffix("]"), int(port)
+    try:
+        return protocol_address.split_address(text, flag=flag)
+    except AddressError as exc:
+        raise EdgeConfigError(str(exc)) from exc
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from splitwire.edge.correction import Correction, SegmentationScore
+from splitwire.edge.link_monitor import Unanswered
 from splitwire.edge.policy import option_label
 from splitwire.edge.records import FrameRecord, RecordWriter, RunStats
 from splitwire.edge.results import summarise_outputs
@@ -183,6 +184,18 @@ class FrameWindow:
             self.fallback.remove(frame)
             frame.state = "sent"
         return frame
+
+    def oldest_sent(self, epoch: int) -> Unanswered | None:
+        """The oldest frame sent on session ``epoch`` and still awaiting its answer."""
+        sent = [f for f in self.frames.values() if f.state == "sent" and f.epoch == epoch]
+        oldest = min(sent, key=lambda f: f.sent_ns, default=None)
+        return Unanswered(oldest.sent_ns, oldest.bytes_up) if oldest is not None else None
+
+    def to_send(self, frame: Frame) -> None:
+        """``frame`` (computed and encoded) waits to be sent, after those already waiting."""
+        frame.state = "ready"
+        self.ready.append(frame)
+        self.wake()
 
     def fall_back(self, frame: Frame, reason: str) -> None:
         """Compute ``frame`` on the edge next (its remote answer, if any comes, is ignored)."""

@@ -1,14 +1,15 @@
 """Errors of the wire format: codec specs, tensor headers, payloads and chunking::
 
     SplitwireError
-    └── CodecError            anything wrong with an encoded tensor or frame
-        ├── CodecSpecError    a codec string that does not parse ("int9+zstd1")
-        ├── EncodeError       a tensor that the chosen codec cannot encode (NaN into int8, ...)
-        ├── HeaderError       a header field that is invalid or disagrees with another
-        │   └── LimitError    a header that asks for more than the configured bounds
-        ├── PayloadError      payload bytes that disagree with their header
-        │   └── ChecksumError the payload's CRC-32 does not match
-        └── ChunkError        chunks that do not make up a frame (order, count, sizes)
+    ├── CodecError            anything wrong with an encoded tensor or frame
+    │   ├── CodecSpecError    a codec string that does not parse ("int9+zstd1")
+    │   ├── EncodeError       a tensor that the chosen codec cannot encode (NaN into int8, ...)
+    │   ├── HeaderError       a header field that is invalid or disagrees with another
+    │   │   └── LimitError    a header that asks for more than the configured bounds
+    │   ├── PayloadError      payload bytes that disagree with their header
+    │   │   └── ChecksumError the payload's CRC-32 does not match
+    │   └── ChunkError        chunks that do not make up a frame (order, count, sizes)
+    └── AddressError          an address that is not HOST:PORT (protocol/address.py)
 
 Every error names the field it is about (``field``, e.g. ``"tensors[1].shape"``), and, when it
 concerns one frame, that frame's ``seq``, so a server can answer that frame and keep the session.
@@ -76,3 +77,8 @@ class ChecksumError(PayloadError):
 
 class ChunkError(CodecError):
     """Frame chunks out of order, missing, duplicated or larger than announced."""
+
+
+class AddressError(SplitwireError):
+    """An address on a command line that is not ``HOST:PORT`` (each runtime turns it into its
+    own usage error)."""
