@@ -67,6 +67,8 @@ class FakeTailState:
     mode: str = "honest"
     hellos: list[float] = field(default_factory=list)
     frames: int = 0
+    # The frames answered with a hostile result (by seq): none of them may come out remote.
+    bombed: set[int] = field(default_factory=set)
 
 
 class FakeTail(pb_grpc.SplitSessionServicer):
@@ -126,6 +128,7 @@ class FakeTail(pb_grpc.SplitSessionServicer):
                 continue
             if mode == "huge-results":
                 answered += 1
+                self.state.bombed.add(frame.seq)
                 payloads = self._bombs["four" if answered % 2 else "long"]
                 chunks = result_chunks(frame.seq, frame.capture_ts_ns, payloads,
                                        timings=ResultTimings())  # fmt: skip
@@ -175,8 +178,10 @@ class EdgeScenario:
 
 def _judge_huge(state: FakeTailState, lines: list[dict[str, Any]], w: AttackWindow
                 ) -> dict[str, bool]:  # fmt: skip
-    remote = sum(1 for r in w.frames(lines) if r["source"] == "remote")
-    return {"no hostile result accepted as remote": remote == 0}
+    # By the frames the tail answered with a bomb: a frame captured near the attack's end may
+    # reach the tail after it turned honest again, and its honest answer is rightly remote.
+    remote = sum(1 for r in lines if r["source"] == "remote" and r["seq"] in state.bombed)
+    return {"no hostile result accepted as remote": bool(state.bombed) and remote == 0}
 
 
 def _judge_retry_zero(state: FakeTailState, lines: list[dict[str, Any]], w: AttackWindow
@@ -251,6 +256,22 @@ async def run_edge_scenario(
 ) -> EdgeRun:
     """Serve the agent honestly for ``quiet_s``, attack for ``attack_s``, judge its output."""
     tail = FakeTail(plan, cut)
+    # The fake tail computes in this process, on one thread as `splitwire cloud --threads 1`
+    # does: on a loaded 2-core machine two threads made each honest answer 0.1-0.7 s instead of
+    # ~20 ms, and the quiet reference meaningless.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return await _run_edge_scenario(scenario, tail, plan_dir=plan_dir, quiet_s=quiet_s,
+                                        attack_s=attack_s, cut=cut)  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+
+
+async def _run_edge_scenario(
+    scenario: EdgeScenario, tail: FakeTail, *, plan_dir: Path, cut: str, quiet_s: float,
+    attack_s: float,
+) -> EdgeRun:  # fmt: skip
     server = aio.server(options=SERVER_OPTIONS)
     pb_grpc.add_SplitSessionServicer_to_server(tail, server)
     port = server.add_insecure_port(f"127.0.0.1:{free_port()}")
