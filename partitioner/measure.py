@@ -382,7 +382,9 @@ def reprice(
     calls = len(cut.crossing)
     return replace(
         measurement,
-        head_ms=_compute_ms(edge, cut.edge_nodes),
+        # The edge calls the head even when it computes nothing (cut 0 under a tensor codec):
+        # the call's fixed cost is paid.
+        head_ms=_compute_ms(edge, cut.edge_nodes) or edge.call_overhead_ms,
         tail_ms=_compute_ms(cloud, [n for n in all_nodes if n not in edge_nodes]),
         encode_ms=edge.codec(codec).encode_ms(fp32_bytes, calls=calls),
         decode_ms=cloud.codec(codec).decode_ms(fp32_bytes, calls=calls),

@@ -169,3 +169,19 @@ def test_splitwire_profile_writes_and_prints_the_frame_costs(tmp_path: Path) -> 
     saved = Profile.load(out)
     assert saved.schema == SCHEMA and saved.frame.message_call_ms > 0
     assert saved.frame.preprocess_ms > 0  # a 3-channel image input
+
+
+def test_cut_0_under_a_tensor_codec_pays_the_head_call() -> None:
+    """The edge calls cut 0's (empty) head before encoding the input: its fixed cost (0.5 ms
+    here) is priced, where a camera baseline, which calls no head, pays none."""
+    profile = _profile(EDGE_FRAME)
+    cut = _cut(0, ())
+    m = unpriced(
+        cut, codec="int8+zstd1", baseline=None, bytes_wire=40_000.0, result_bytes=40,
+        metrics=TaskMetrics.exact(None), budget=AccuracyBudget("rel", 0.01),
+    )  # fmt: skip
+    priced = reprice(m, cut, edge=profile, cloud=profile, all_nodes=NODES)
+    assert priced.head_ms == 0.5
+    assert priced.tail_ms == pytest.approx(3.5)  # every node + the tail's own call
+    camera = _priced(profile, profile, baseline=ALL_IN_CLOUD_RAW, codec="frame")
+    assert camera.head_ms == 0.0
