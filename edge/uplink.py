@@ -16,20 +16,9 @@ accepts and hangs up at once is retried with the same backoff as one that cannot
 reject that retrying cannot fix (``PLAN_MISMATCH``, ``UNAUTHENTICATED``, ...) ends the events
 with :class:`SessionRefused`.
 
-A session that stops answering is declared **unresponsive** and dropped
-(:meth:`Uplink.watch_loop`) when its frames have gone unanswered, since the oldest was sent and
-since its last answer, for longer than its limit (:meth:`Uplink.silence`):
-``--unresponsive-factor`` (3) times the expected answer time, but never less than
-``--unresponsive-floor-ms`` (250). The expected time is the 95th percentile of the last
-:data:`ANSWER_HISTORY` answers the agent timed (send to answer, over sessions, each scaled up to
-the oldest frame's bytes when it is larger); before the first, it is what the plan predicts for
-the frame's option on the plan's link (transfer and tail), and the limit is at least
-``--unresponsive-first-ms`` (1000), as the prediction may be far off. A worked example: answers
-on a loopback took 12..41 ms (p95 38 ms), so the limit is max(250, 3 x 38) = 250 ms, and a tail
-that goes silent is dropped 250 ms after its oldest frame left, not when that frame's 2 s budget
-runs out; answers of a slow link that take 0.6 s set the limit to 1.8 s, and a link whose
-answers keep coming, however late each one, is never silent (the silence counts from the last).
-A session is also dropped after ``max_unanswered`` frames in a row were lost to it without a
+A session that stops answering (its frames unanswered for clearly longer than answers take,
+:mod:`~splitwire.edge.silence`) is declared **unresponsive** and dropped
+(:meth:`Uplink.watch_loop`), as is one that lost ``max_unanswered`` frames in a row without a
 single answer (:meth:`Uplink.ran_out`). Either way the sessions after it are **on probation**
 until one of them answers (:attr:`Uplink.trusted`): the agent answers frames with its own model
 meanwhile and sends one frame at a time to see whether the new session answers, which has at
@@ -47,17 +36,14 @@ import asyncio
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from splitwire.edge.config import EdgeConfig
 from splitwire.edge.errors import CloudRefused
+from splitwire.edge.silence import AnswerClock, Silence
 from splitwire.edge.window import Frame, FrameWindow
-from splitwire.partitioner.cost import price_option
-from splitwire.partitioner.errors import LinkError
-from splitwire.partitioner.link import LinkModel, LinkTrace, parse_link
 from splitwire.partitioner.plan_file import PlanOption
 from splitwire.partitioner.runtime import RunnablePlan
 from splitwire.protocol import PROTOCOL_VERSION
@@ -77,7 +63,6 @@ from splitwire.protocol.client import (
     server_text,
 )
 from splitwire.protocol.peer_text import peer_text
-from splitwire.stats import percentile
 
 logger = logging.getLogger("splitwire.edge")
 
@@ -89,11 +74,6 @@ HELLO_TIMEOUT_S = 5.0
 # The longest replica name kept from an Accept (it goes into every frame line and telemetry).
 MAX_SERVER_ID_CHARS = 64
 
-# The answers that judge whether a session still answers: the last 64, a few seconds at camera
-# rates, and their 95th percentile, so that a link's slow answers set its pace (one in twenty is
-# enough) but a single outlier (a tail's first call, a hiccup) does not for seconds on end.
-ANSWER_HISTORY = 64
-ANSWER_PERCENTILE = 95.0
 # How often the watchdog looks while nothing is to be judged, and at most between two looks.
 WATCH_TICK_S = 0.05
 # Before a session is declared unresponsive the watchdog yields this long and looks again:
@@ -102,55 +82,6 @@ WATCH_TICK_S = 0.05
 CONFIRM_S = 0.02
 
 Opened = tuple[SessionClient, Any, pb.Accept]
-
-
-@dataclass(frozen=True)
-class _Sent:
-    """A frame sent on the open session and not answered yet."""
-
-    sent_ns: int  # perf_counter
-    bytes_up: int
-    predicted_s: float  # the plan's answer time for its option (transfer and tail)
-
-
-@dataclass(frozen=True)
-class Silence:
-    """How long the open session has left its frames unanswered, against its limit."""
-
-    frames: int  # frames sent and not answered
-    oldest_s: float  # since the oldest of them was sent
-    quiet_s: float  # since the later of that and the session's last answer
-    limit_s: float
-    # The p95 of the answers timed recently, each scaled to the oldest frame's bytes; before the
-    # first, the plan's prediction for it.
-    expected_s: float
-    answers: int  # answers timed (of the last ANSWER_HISTORY)
-    probation: bool
-
-    @property
-    def over(self) -> bool:
-        """Whether the session has been silent for longer than its limit."""
-        return self.quiet_s >= self.limit_s
-
-    def describe(self, *, factor: float, floor_ms: float) -> str:
-        """The figures that decided, for the one log line that drops the session."""
-        ms = 1000.0
-        expected = (
-            f"the p95 of the last {self.answers} answers"
-            if self.answers
-            else "the plan's prediction, no answer timed yet"
-        )
-        why = [
-            f"the limit {self.limit_s * ms:.0f} ms is the largest of the floor {floor_ms:g} ms",
-            f"{factor:g} x {self.expected_s * ms:.0f} ms ({expected})",
-        ]
-        if self.probation:
-            why.append("the frame budget (the session is on probation)")
-        return (
-            f"unresponsive: {self.frames} frame{'' if self.frames == 1 else 's'} unanswered, the "
-            f"oldest sent {self.oldest_s * ms:.0f} ms ago, nothing answered for "
-            f"{self.quiet_s * ms:.0f} ms; {', '.join(why)}"
-        )
 
 
 @dataclass(frozen=True)
@@ -243,14 +174,8 @@ class Uplink:
         self.connected_since: float | None = None
         # The option named in the Hello (the session's default route).
         self.hello_option = next(o for o in plan.options if not o.local)
-        # Frames sent on the current session that the server has not answered yet, by seq.
-        self._unanswered: dict[int, _Sent] = {}
-        # How long answers took (send to answer, s) and the bytes of their frames, over sessions.
-        self._answer_times: deque[tuple[float, int]] = deque(maxlen=ANSWER_HISTORY)
-        self._last_answer_ns = 0  # perf_counter of the open session's last answer (0: none)
-        # The plan's predicted answer time per option, before any answer is timed.
-        self._plan_links = _plan_links(plan.plan.choice.link)
-        self._predicted: dict[PlanOption, float] = {}
+        # The frames sent on the current session and not answered yet, and how long answers take.
+        self._clock = AnswerClock(plan, config)
         # A session stopped answering: the next are not trusted with frames until one answers.
         self.on_probation = False
         self._lost_unresponsive = False
@@ -280,7 +205,7 @@ class Uplink:
     def unanswered(self) -> int:
         """Frames sent on the open session and not answered yet (including frames this side
         gave up on, which the server still holds)."""
-        return len(self._unanswered)
+        return self._clock.unanswered
 
     @property
     def server_id(self) -> str | None:
@@ -463,8 +388,7 @@ class Uplink:
 
     def _install(self, session: SessionClient, accept: pb.Accept) -> int:
         self.epoch += 1
-        self._unanswered.clear()
-        self._last_answer_ns = 0
+        self._clock.new_session()
         self._lost_unresponsive = False
         self._answered_any, self._silent_frames = False, 0
         self._overdue.clear()
@@ -498,12 +422,8 @@ class Uplink:
         when its frame was already emitted (its budget ran out while the server held it), and
         the session is answering. An answer to a frame it does not hold (an error for a seq
         never sent) says nothing: it must not make a tail that hangs up at once look healthy."""
-        sent = self._unanswered.pop(seq, None) if epoch == self.epoch else None
-        if sent is None:
+        if epoch != self.epoch or not self._clock.answered(seq):
             return
-        now = time.perf_counter_ns()
-        self._answer_times.append(((now - sent.sent_ns) / 1e9, sent.bytes_up))
-        self._last_answer_ns = now
         self._overdue.discard(seq)
         self._answered_any, self._silent_frames = True, 0
         if self.on_probation:
@@ -539,46 +459,10 @@ class Uplink:
 
     def silence(self, *, now_ns: int | None = None) -> Silence | None:
         """How long the open session has left its frames unanswered, and how long it may (see
-        the module docstring); None when nothing is unanswered on an open session."""
-        if self.session is None or not self._unanswered:
+        :mod:`~splitwire.edge.silence`); None when nothing is unanswered on an open session."""
+        if self.session is None:
             return None
-        config = self.config
-        now = time.perf_counter_ns() if now_ns is None else now_ns
-        oldest = min(self._unanswered.values(), key=lambda s: s.sent_ns)
-        if self._answer_times:
-            # A larger frame than the one timed takes longer on a slow link: scaled by its
-            # bytes (an over-estimate on a link whose round trip is mostly latency: safe).
-            scaled = [took * max(1.0, oldest.bytes_up / max(size, 1))
-                      for took, size in self._answer_times]  # fmt: skip
-            expected = percentile(scaled, ANSWER_PERCENTILE)
-        else:
-            expected = oldest.predicted_s
-        limit = max(config.unresponsive_floor_ms / 1000.0, config.unresponsive_factor * expected)
-        if not self._answer_times:
-            limit = max(limit, config.unresponsive_first_ms / 1000.0)
-        if self.on_probation:
-            limit = max(limit, config.budget_ms / 1000.0)
-        return Silence(
-            frames=len(self._unanswered),
-            oldest_s=(now - oldest.sent_ns) / 1e9,
-            quiet_s=(now - max(oldest.sent_ns, self._last_answer_ns)) / 1e9,
-            limit_s=limit,
-            expected_s=expected,
-            answers=len(self._answer_times),
-            probation=self.on_probation,
-        )
-
-    def _predicted_s(self, option: PlanOption) -> float:
-        """What the plan predicts a frame of ``option`` takes from send to answer on the plan's
-        link: its transfer both ways and the tail."""
-        predicted = self._predicted.get(option)
-        if predicted is None:
-            predicted = 0.0  # a link the edge cannot read: --unresponsive-first-ms decides
-            for link in self._plan_links:
-                price = price_option(option, link, window=self.config.window)
-                predicted = max(predicted, (price.transfer_ms + price.cloud_ms) / 1000.0)
-            self._predicted[option] = predicted
-        return predicted
+        return self._clock.silence(probation=self.on_probation, now_ns=now_ns)
 
     async def watch_loop(self) -> None:
         """Drop the open session once it has been silent for longer than its limit (see
@@ -619,8 +503,7 @@ class Uplink:
             )
             frame.state, frame.epoch = "sent", epoch
             frame.sent_ns = time.perf_counter_ns()
-            predicted = self._predicted_s(frame.option)
-            self._unanswered[frame.seq] = _Sent(frame.sent_ns, frame.bytes_up, predicted)
+            self._clock.sent(frame.seq, frame.sent_ns, frame.bytes_up, frame.option)
             # Dim 0 of what crosses the cut is the frame's batch; its answer has the same.
             batch = frame.encoded[0].header.shape[0] if frame.encoded else 1
             try:
@@ -641,7 +524,7 @@ class Uplink:
             return False
         # Counted as the server counts: sent and not answered, including frames this side
         # already gave up on (dropped stale), which the server still holds until it answers.
-        return len(self._unanswered) < self.send_limit()
+        return self._clock.unanswered < self.send_limit()
 
     def send_limit(self) -> int:
         """Frames the session may hold unanswered: what the server granted, but never more
@@ -661,16 +544,6 @@ class Uplink:
 
     async def _sleep(self, seconds: float) -> None:
         await self.window.sleep(seconds, unless=lambda: self.closing)
-
-
-def _plan_links(spec: str) -> list[LinkModel]:
-    """The link the plan was made for (each state of a trace); none when the edge cannot read
-    its spec (a trace file that stayed on the planning machine, say)."""
-    try:
-        link = parse_link(spec)
-    except (LinkError, ValueError, OSError):
-        return []
-    return link.states() if isinstance(link, LinkTrace) else [link]
 
 
 def _backoff(attempt: int, config: EdgeConfig) -> float:
