@@ -295,7 +295,7 @@ async def _scenario(
     for agent, out in zip(agents, outputs, strict=True):
         records = [json.loads(line) for line in out.getvalue().splitlines()]
         run.agents.append(
-            AgentOutcome(agent.edge_id, load.frames_per_agent, records, agent.reconnects)
+            AgentOutcome(agent.edge_id, load.frames_per_agent, records, agent.view.reconnects)
         )
     if load.scenario == "kill":
         _recovery(run)
@@ -337,7 +337,7 @@ async def _inject(
     event: Callable[..., None],
 ) -> None:
     await asyncio.sleep(load.ramp + load.duration_s * FAULT_AT)
-    run.sessions_at_fault = dict(Counter(str(a.server_id) for a in agents))
+    run.sessions_at_fault = dict(Counter(str(a.view.server_id) for a in agents))
     event("sessions per replica", **run.sessions_at_fault)
     if load.scenario == "kill":
         victim = replicas[0]

@@ -10,32 +10,20 @@ device)::
     source -> admit -> [pending] -> preprocess + head + encode -> [ready] -> send
                                                       receive -> check -> emit (one line)
 
-The agent is a few objects; this module holds the loops that drive them and the policy that
-decides which option a frame runs:
+The agent is a few objects, and this module holds the loops that drive them and the policy
+that picks each frame's option: the frame window (:mod:`~.window`: frames in flight, queues,
+lines, waiting), the head runner (:mod:`~.head_runner`: heads, codec, warm-up, edge speed), the
+uplink (:mod:`~.uplink`: sessions, sending, a session that stopped answering, events), the local
+fallback (:mod:`~.fallback`: budgets, and when a frame is answered on the edge instead) and the
+view (:mod:`~.view`: status, telemetry, desired plans, the summary; :mod:`~.control`'s shapes).
 
-* the frame window (:mod:`~splitwire.edge.window`): the frames in flight, their queues, their
-  lines, and the wait primitive;
-* the head runner (:mod:`~splitwire.edge.head_runner`): heads, codec, warm-up, the measured
-  edge speed;
-* the uplink (:mod:`~splitwire.edge.uplink`): sessions with the tail, sending, telling a
-  session that stopped answering, and the events the agent reacts to;
-* the local fallback (:mod:`~splitwire.edge.fallback`): each frame's budget, and when a frame
-  stops waiting for the cloud and is answered on the edge instead;
-* the view (:mod:`~splitwire.edge.view`): status, telemetry, desired plans and the summary, in
-  the control plane's shapes (:mod:`~splitwire.edge.control`).
-
-Every frame has a budget (``--budget-ms`` from capture): the cloud is told the rest of it as
-the frame's queue budget, and a frame unanswered when it runs out is emitted as ``dropped``
-(``stale``, or ``disconnected`` while there is no session), so no frame waits forever and none
-vanishes. A replaced frame (the window is full) is emitted ``dropped`` ``window_full``. No frame
-is lost to the link while the plan ships the all-on-edge option: see
-:mod:`~splitwire.edge.fallback` for when frames are answered on the edge instead.
+Every frame gets exactly one line: answered (``remote``, ``local``, ``fused``) or ``dropped``
+with its reason (``stale``, ``window_full``, ``disconnected``, ...); :mod:`~.fallback` says when
+a frame the cloud does not answer is computed on the edge instead.
 
 With a delay corrector (``--corrector DIR``, :mod:`~splitwire.edge.correction`) a frame's output
-does not wait for its remote answer: right after the head, the local model's features of the
-frame are fused with the newest remote features the agent holds and emitted (``fused``, or
-``local`` when there are none fresh enough); the frame stays in flight only for its remote
-answer, which feeds the frames after it. While there is no session such frames skip the head.
+does not wait for its remote answer: it is fused right after the head with the newest remote
+features held, and its own answer, when it comes, feeds the frames after it.
 
 Under the ``auto`` policy the agent prices the plan's options on the link it measures
 (:mod:`~splitwire.edge.link_monitor`, :mod:`~splitwire.edge.policy`) and switches at a frame
@@ -49,7 +37,6 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Mapping
 from typing import IO, Any
 
 import torch
@@ -511,27 +498,3 @@ class EdgeAgent:
         # not leave every other loop waiting forever for it.
         if not task.cancelled() and (exc := task.exception()) is not None:
             self.window.fail(exc)
-
-    # ---- the control plane's view (edge/view.py) ------------------------------------------
-
-    @property
-    def server_id(self) -> str | None:
-        """The tail replica of the open session (its ``Accept.server_id``), or None."""
-        return self.view.server_id
-
-    @property
-    def reconnects(self) -> int:
-        """Sessions opened after an outage."""
-        return self.view.reconnects
-
-    def status(self) -> dict[str, Any]:
-        """Fields of the retained ``online`` status."""
-        return self.view.status()
-
-    def telemetry(self) -> dict[str, Any]:
-        """A snapshot of the link, the frames and the plan (published every few seconds)."""
-        return self.view.telemetry()
-
-    def apply_desired(self, desired: Mapping[str, Any]) -> dict[str, Any]:
-        """Apply a desired plan; returns the ``plan/reported`` answer (see :mod:`.view`)."""
-        return self.view.apply_desired(desired)

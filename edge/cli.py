@@ -420,7 +420,7 @@ async def _run(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.request_stop)
     background: list[asyncio.Task[None]] = []
-    control = ControlPlane(mqtt_config, agent) if mqtt_config else None
+    control = ControlPlane(mqtt_config, agent.view) if mqtt_config else None
     if control is not None:
         background.append(asyncio.create_task(control.run(), name="edge-control"))
     if args.log_every > 0:
@@ -495,7 +495,7 @@ async def _progress(agent: Any, every_s: float) -> None:
 
     while True:
         await asyncio.sleep(every_s)
-        t = agent.telemetry()
+        t = agent.view.telemetry()
         # A run with no cloud has no session to miss.
         session = "" if t["connected"] or agent.config.cloud is None else ", no session"
         if t["frames"] == 0:  # loading, warming up or connecting: no rate to speak of yet

@@ -65,6 +65,7 @@ class AgentView:
 
     def __init__(self, agent: ViewedAgent) -> None:
         self._agent = agent
+        self.edge_id = agent.config.edge_id
 
     @property
     def server_id(self) -> str | None:

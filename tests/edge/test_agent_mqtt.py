@@ -45,7 +45,7 @@ class Edge:
 
     def admitted(self) -> int:
         """Frames admitted so far (emitted or in flight): the highest seq given out."""
-        t = self.agent.telemetry()
+        t = self.agent.view.telemetry()
         return int(t["frames"] + t["in_flight"])
 
     async def remote(self, n: int, *, timeout: float = 10.0) -> None:
@@ -72,7 +72,7 @@ async def edge_with_control(
     """A real agent (``make_agent(plan_dir, **fields)``) and its ControlPlane on ``broker``;
     on exit the agent is stopped and drained and the control plane stopped, all bounded."""
     agent, out = make_agent(plan_dir, **fields)
-    control = ControlPlane(broker.mqtt_config(telemetry_s=telemetry_s), agent)
+    control = ControlPlane(broker.mqtt_config(telemetry_s=telemetry_s), agent.view)
     control_task = asyncio.create_task(control.run(), name="test-control")
     run = asyncio.create_task(agent.run(), name="test-agent")
     edge = Edge(agent, out, control, run)
@@ -319,7 +319,7 @@ async def test_broker_restart_republishes_status_and_reapplies_the_desired_plan(
         await asyncio.to_thread(broker.stop)
         await wait_until(lambda: not control.connected, what="connection to the broker lost")
         # Someone changes the plan locally while the broker is away...
-        answer = agent.apply_desired(meanwhile)
+        answer = agent.view.apply_desired(meanwhile)
         assert answer["applied"] is True and agent.option.codec == "fp16+zstd1"
         remote = agent.stats.by_source["remote"]
         await edge.remote(remote + 5)  # ... and the data path does not notice the outage

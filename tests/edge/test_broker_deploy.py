@@ -131,7 +131,7 @@ async def test_agent_connects_with_its_credentials_and_a_wrong_password_spares_t
               "fps": 20, "frames": 60}  # fmt: skip
     # Right credentials: the agent's status is online, as seen by the fleet manager.
     agent, _ = make_agent(plan_dir, edge_id="edge-a", **fields)
-    control = ControlPlane(as_user(deployed_broker, "edge-a").mqtt_config(), agent)
+    control = ControlPlane(as_user(deployed_broker, "edge-a").mqtt_config(), agent.view)
     control_task = asyncio.create_task(control.run())
     try:
         status = await retained(as_user(deployed_broker, "fleet"),
@@ -147,7 +147,7 @@ async def test_agent_connects_with_its_credentials_and_a_wrong_password_spares_t
     # A wrong password: refused at every attempt, and every frame is still answered remotely.
     agent, _ = make_agent(plan_dir, edge_id="edge-b", **fields)
     wrong = as_user(deployed_broker, "edge-b", password="wrong-" + secrets.token_hex(4))
-    control = ControlPlane(wrong.mqtt_config(), agent)
+    control = ControlPlane(wrong.mqtt_config(), agent.view)
     control_task = asyncio.create_task(control.run())
     try:
         summary = await asyncio.wait_for(agent.run(), 30)
