@@ -8,8 +8,10 @@ the oldest was sent and since its last answer, for longer than its limit
 never less than ``--unresponsive-floor-ms`` (250). The expected time is the 95th percentile of
 the last :data:`ANSWER_HISTORY` answers the agent timed (send to answer, over sessions, each
 scaled up to the oldest frame's bytes when it is larger); before the first, it is what the plan
-predicts for the frame's option on the plan's link (transfer and tail), and the limit is at
-least ``--unresponsive-first-ms`` (1000), as the prediction may be far off. A session on
+predicts for the frame's option on the slowest of the plan's links (transfer and tail), and
+the limit is at least ``--unresponsive-first-ms`` (1000), as the prediction may be far off (the
+whole frame budget when the edge can read none of the plan's links, say a trace file that
+stayed on the planning machine). A session on
 probation (after one stopped answering) has at least the frame budget. A worked example:
 answers on a loopback took 12..41 ms (p95 38 ms), so the limit is max(250, 3 x 38) = 250 ms,
 and a tail that goes silent is dropped 250 ms after its oldest frame left, not when that
@@ -104,7 +106,8 @@ class AnswerClock:
         self._answer_times: deque[tuple[float, int]] = deque(maxlen=ANSWER_HISTORY)
         self._last_answer_ns = 0  # perf_counter of the open session's last answer (0: none)
         # The plan's predicted answer time per option, before any answer is timed.
-        self._plan_links = _plan_links(plan.plan.choice.link)
+        specs = dict.fromkeys([plan.plan.choice.link, *(c.link for c in plan.plan.links)])
+        self._plan_links = [state for spec in specs for state in _plan_links(spec)]
         self._predicted: dict[PlanOption, float] = {}
 
     @property
@@ -150,6 +153,9 @@ class AnswerClock:
         limit = max(config.unresponsive_floor_ms / 1000.0, config.unresponsive_factor * expected)
         if not self._answer_times:
             limit = max(limit, config.unresponsive_first_ms / 1000.0)
+            if expected <= 0.0:
+                # No link of the plan to predict with: only the frame's budget is known.
+                limit = max(limit, config.budget_ms / 1000.0)
         if probation:
             limit = max(limit, config.budget_ms / 1000.0)
         return Silence(
@@ -167,7 +173,7 @@ class AnswerClock:
         link: its transfer both ways and the tail."""
         predicted = self._predicted.get(option)
         if predicted is None:
-            predicted = 0.0  # a link the edge cannot read: --unresponsive-first-ms decides
+            predicted = 0.0  # no link the edge can read: the frame budget decides
             for link in self._plan_links:
                 price = price_option(option, link, window=self._config.window)
                 predicted = max(predicted, (price.transfer_ms + price.cloud_ms) / 1000.0)

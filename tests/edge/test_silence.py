@@ -3,6 +3,7 @@ test sets (no waiting)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,19 @@ def test_a_larger_frame_is_given_longer_and_probation_the_whole_budget(
     assert "on probation" in on_probation.describe(factor=3.0, floor_ms=250.0)
     # An answer to a frame the session does not hold says nothing.
     assert not clock.answered(99)
+
+
+def test_without_a_link_to_predict_with_the_first_answer_has_the_whole_budget(
+    plan_dir: Path, plan: RunnablePlan
+) -> None:
+    # A plan made for a trace that stayed on the planning machine: no prediction on the edge,
+    # so a slow first answer (a raw frame on 3g takes ~2 s) is not taken for silence.
+    unreadable = dataclasses.replace(plan.plan.choice, link="trace:/nonexistent/uplink.csv")
+    blind = dataclasses.replace(plan.plan, choice=unreadable, links=(unreadable,))
+    clock = AnswerClock(
+        dataclasses.replace(plan, plan=blind), EdgeConfig(plan=plan_dir, budget_ms=2500.0)
+    )
+    clock.sent(1, 0, 1000, _option(plan))
+    silence = clock.silence(probation=False, now_ns=2000 * MS)
+    assert silence is not None and silence.expected_s == 0.0
+    assert silence.limit_s == 2.5 and not silence.over
