@@ -128,7 +128,9 @@ def make_plan(
         chosen, how = list(dict.fromkeys([ids[0], *cuts, ids[-1]])), f"{len(cuts)} cuts given"
     else:
         chosen, how = select_cuts(outcome, links)
-    request = dataclasses.replace(request, ship=tuple(chosen))
+    # The outcome's request holds what planning resolved (the task's budget, the calibration
+    # photos): the unresolved one would write the relative-error default into plan.yaml.
+    request = dataclasses.replace(outcome.request, ship=tuple(chosen))
     write_plan_directory(dataclasses.replace(outcome, request=request), directory)
     return how
 
