@@ -63,8 +63,24 @@ def no_error_logged(caplog: pytest.LogCaptureFixture) -> Any:
     """A hostile peer is an expected event: nothing (splitwire, grpc, asyncio) logs an error
     or a traceback for it."""
     yield
-    errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR or r.exc_info]
+    errors = [
+        r for r in caplog.get_records("call")
+        if (r.levelno >= logging.ERROR or r.exc_info) and not _earlier_loops_grpc_poller(r)
+    ]  # fmt: skip
     assert not errors, [f"{r.name}: {r.getMessage()}" for r in errors]
+
+
+def _earlier_loops_grpc_poller(record: logging.LogRecord) -> bool:
+    """grpc.aio's process-wide completion-queue poller handing an event to the closed event loop
+    of an earlier test (each test has its own loop; a known grpc race, grpc/grpc#25364): not
+    something a peer caused, and only ever this exact callback and error."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return (
+        record.name == "asyncio"
+        and "PollerCompletionQueue._handle_events" in record.getMessage()
+        and isinstance(exc, RuntimeError)
+        and str(exc) == "Event loop is closed"
+    )
 
 
 def _sample(server: CloudServer, name: str, **labels: str) -> float:
