@@ -146,7 +146,11 @@ def test_the_json_reports_no_screened_pick_or_front_member(tmp_path: Path) -> No
     document = outcome_json(plan_model(request), None)
     records = document["candidates"]
     screened = [r for r in records if r["accuracy_inputs"] == SCREEN_INPUTS]
-    assert screened, "expected candidates measured on the screen only"
+    # Whether any candidate stays on the screen only depends on the fronts, which move with the
+    # profile's timings (3 runs in 4 confirmed every screened one here): what holds every time
+    # is that the fronts and picks rest on every input. A stored screened candidate is covered
+    # deterministically by the re-plan test below.
+    assert any(r["accuracy_inputs"] == DEFAULT_CALIBRATION for r in records)
     assert {r["accuracy_inputs"] for r in records} <= {None, SCREEN_INPUTS, DEFAULT_CALIBRATION}
     for r in records:
         if r["pareto"]:

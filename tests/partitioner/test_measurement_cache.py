@@ -139,7 +139,12 @@ def test_replanning_a_trained_classifier_whose_first_plan_pruned(tmp_path: Path)
         assert m.metrics is not None and m.metrics.kl is not None, (m.cut, m.codec)
         assert m.accuracy_cost == m.metrics.kl
         old = before[(m.cut, m.codec)]
-        if old.metrics is not None:  # measured the first time: the same figures, not re-run
-            assert m.metrics == old.metrics and m.bytes_wire == old.bytes_wire
+        # Measured the first time: the same figures, not re-run; except a candidate measured on
+        # the screen only that the re-plan's fronts or picks now need, measured on every input
+        # (which ones depends on the profiles' timings).
+        rerun = (old.evidence is not None and m.evidence is not None
+                 and m.evidence.inputs > old.evidence.inputs)  # fmt: skip
+        if old.metrics is not None and not rerun:
+            assert m.metrics == old.metrics and m.bytes_wire == old.bytes_wire, (m.cut, m.codec)
     pick = again.choice
     assert pick.accuracy_cost <= 1e-3
