@@ -136,6 +136,30 @@ def _declared(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [m for m in said if "unresponsive:" in m]
 
 
+async def _stream(
+    serve: Any,
+    tail: QuietingTail,
+    plan_dir: Path,
+    cut: str,
+    caplog: pytest.LogCaptureFixture,
+    *,
+    frames: int,
+    **fields: Any,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A real agent streaming ``frames`` at 10 fps through ``cut`` (fp32, fixed) to ``tail``,
+    reconnecting fast; its summary and its frame lines, its log in ``caplog``."""
+    address = await serve(tail, cut)
+    fields = {"window": 4, "reconnect_initial_s": 0.05, "reconnect_max_s": 0.2, **fields}
+    agent, out = make_agent(
+        plan_dir, cloud=address, frames=frames, fps=10, cut=cut, codec="fp32",
+        policy="fixed", budget_ms=BUDGET_MS, **fields,
+    )  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="splitwire.edge"):
+        async with asyncio.timeout(60):
+            summary = await agent.run()
+    return summary, lines(out)
+
+
 async def test_a_tail_that_stops_answering_is_dropped_and_its_frames_answered_here_at_once(
     serve, plan_dir: Path, plan: RunnablePlan, split_cuts, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -145,16 +169,7 @@ async def test_a_tail_that_stops_answering_is_dropped_and_its_frames_answered_he
     edge then, every later frame too (the new sessions answer nothing, so they stay on
     probation), and the agent keeps reconnecting."""
     tail = QuietingTail(plan, answer_first=20)
-    address = await serve(tail, split_cuts[0])
-    agent, out = make_agent(
-        plan_dir, cloud=address, frames=45, fps=10, cut=split_cuts[0], codec="fp32",
-        policy="fixed", budget_ms=BUDGET_MS, window=4, reconnect_initial_s=0.05,
-        reconnect_max_s=0.2,
-    )  # fmt: skip
-    with caplog.at_level(logging.INFO, logger="splitwire.edge"):
-        async with asyncio.timeout(60):
-            summary = await agent.run()
-    records = lines(out)
+    summary, records = await _stream(serve, tail, plan_dir, split_cuts[0], caplog, frames=45)
     assert_each_frame_once(records, 45)
     assert summary["by_source"]["remote"] == 20, _brief(records)
     after = [r for r in records if r["source"] != "remote"]
@@ -185,16 +200,7 @@ async def test_a_tail_silent_from_its_first_frame_is_dropped_within_a_second(
     --unresponsive-first-ms (1 s): the frames the silent tail holds are computed on the edge
     about 1 s after they left, against ~1.9 s without the detection."""
     tail = QuietingTail(plan, answer_first=0)
-    address = await serve(tail, split_cuts[0])
-    agent, out = make_agent(
-        plan_dir, cloud=address, frames=25, fps=10, cut=split_cuts[0], codec="fp32",
-        policy="fixed", budget_ms=BUDGET_MS, window=4, reconnect_initial_s=0.05,
-        reconnect_max_s=0.2,
-    )  # fmt: skip
-    with caplog.at_level(logging.INFO, logger="splitwire.edge"):
-        async with asyncio.timeout(60):
-            summary = await agent.run()
-    records = lines(out)
+    summary, records = await _stream(serve, tail, plan_dir, split_cuts[0], caplog, frames=25)
     assert_each_frame_once(records, 25)
     assert summary["by_source"]["remote"] == 0
     local = [r for r in records if r["source"] == "local"]
@@ -217,15 +223,9 @@ async def test_a_slow_tail_that_answers_is_not_taken_for_a_silent_one(
     once timed the limit is 3 x 600 ms. The session is never dropped and every frame is
     remote."""
     tail = QuietingTail(plan, delay_s=0.6)
-    address = await serve(tail, split_cuts[0])
-    agent, out = make_agent(
-        plan_dir, cloud=address, frames=20, fps=10, cut=split_cuts[0], codec="fp32",
-        policy="fixed", budget_ms=BUDGET_MS, window=8,
-    )  # fmt: skip
-    with caplog.at_level(logging.INFO, logger="splitwire.edge"):
-        async with asyncio.timeout(60):
-            summary = await agent.run()
-    records = lines(out)
+    summary, records = await _stream(
+        serve, tail, plan_dir, split_cuts[0], caplog, frames=20, window=8
+    )
     assert_each_frame_once(records, 20)
     assert not _declared(caplog), _declared(caplog)
     assert len(tail.hellos) == 1
